@@ -1,0 +1,10 @@
+//! p2pool: a decentralized Bitcoin mining pool node in the mold of the original P2Pool.
+//!
+//! Layers, lowest first: `bitcoin` (formats and primitives), `network` (the parameters
+//! of each P2Pool network), `sharechain` (shares and consensus), `p2p` (the P2Pool
+//! wire protocol). Lower layers never import upper ones.
+
+pub mod bitcoin;
+pub mod network;
+pub mod p2p;
+pub mod sharechain;

@@ -1,0 +1,4 @@
+//! The share chain: shares, and (in later work) the tracker, generation transaction,
+//! verification, best-share selection and the store.
+
+pub mod share;
