@@ -352,7 +352,7 @@ impl NetworkFile {
             .iter()
             .filter_map(|n| Network::built_in(n))
             .find(|n| n.bitcoin.name == bitcoin.name)
-            .and_then(|n| Some((n.worker_port, n.p2p_port, n.stratum_port)))
+            .map(|n| (n.worker_port, n.p2p_port, n.stratum_port))
             .unwrap_or((9332, 9333, 9334));
         Ok(Network {
             name,

@@ -173,11 +173,16 @@ pub fn to_script(address: &str, chain: &ChainParams) -> Result<Vec<u8>, AddressE
         if version == chain.p2sh_prefix {
             return Ok(script::p2sh(&hash));
         }
-        let found = ChainParams::all()
+        return match ChainParams::all()
             .into_iter()
             .find(|c| c.p2pkh_prefix == version || c.p2sh_prefix == version)
-            .map(|c| c.name);
-        return Err(wrong_network(found));
+        {
+            Some(other) => Err(wrong_network(Some(other.name))),
+            None => Err(AddressError::Malformed {
+                address: address.to_string(),
+                reason: format!("unknown base58 version byte {version}"),
+            }),
+        };
     }
     match bech32::segwit::decode(address) {
         Ok((hrp, version, program)) => {
@@ -193,9 +198,24 @@ pub fn to_script(address: &str, chain: &ChainParams) -> Result<Vec<u8>, AddressE
         }
         Err(e) => Err(AddressError::Malformed {
             address: address.to_string(),
-            reason: format!("not base58check, and not a valid segwit address: {e}"),
+            reason: format!(
+                "not base58check, and not a valid segwit address: {}",
+                error_chain(&e)
+            ),
         }),
     }
+}
+
+/// An error and its sources, joined by ": ".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn malformed(address: &str, reason: &str) -> AddressError {
@@ -244,6 +264,28 @@ mod tests {
         let err =
             to_script("1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNb", &ChainParams::main()).unwrap_err();
         assert!(matches!(err, AddressError::Malformed { .. }), "{err}");
+    }
+
+    #[test]
+    fn segwit_errors_say_why() {
+        // BIP173: mixed case.
+        let err = to_script(
+            "tb1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3q0sL5k7",
+            &ChainParams::testnet3(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().to_lowercase().contains("case"), "{err}");
+    }
+
+    #[test]
+    fn unknown_base58_version_byte_is_malformed_not_wrong_network() {
+        let mut payload = vec![0xd4];
+        payload.extend_from_slice(&[1; 20]);
+        let err = to_script(&base58check_encode(&payload), &ChainParams::main()).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown base58 version byte 212"),
+            "{err}"
+        );
     }
 
     #[test]

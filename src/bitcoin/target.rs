@@ -25,24 +25,40 @@ impl fmt::Display for Bits {
 }
 
 impl Bits {
-    /// The target: `mantissa << 8*(exponent-3)`, no sign bit, saturating at 2^256 - 1
-    /// when the value would need more than 256 bits.
-    pub fn to_target(self) -> U256 {
+    /// The target as R computes it, `mantissa << 8*(exponent-3)` with no sign bit,
+    /// saturated at 2^256 (so it fits in 512 bits for any exponent).
+    pub fn to_target_wide(self) -> U512 {
         let exponent = (self.0 >> 24) as usize;
         let mantissa = U512::from(self.0 & 0x00ff_ffff);
         let value = if exponent >= 3 {
+            // The mantissa has at most 24 bits; past a 256-bit shift the value is beyond
+            // 2^256 whenever it is non-zero.
             let shift = 8 * (exponent - 3);
-            if mantissa.is_zero() {
-                U512::ZERO
-            } else if shift + (32 - (self.0 & 0x00ff_ffff).leading_zeros() as usize) > 256 {
-                return U256::MAX;
+            if shift > 256 {
+                if mantissa.is_zero() {
+                    U512::ZERO
+                } else {
+                    two_pow_256()
+                }
             } else {
                 mantissa << shift
             }
         } else {
             mantissa >> (8 * (3 - exponent))
         };
-        U256::saturating_from(value)
+        value.min(two_pow_256())
+    }
+
+    /// The target for comparisons with a hash: as `to_target_wide`, but 2^256 becomes
+    /// 2^256 − 1 (every hash is at or below either).
+    pub fn to_target(self) -> U256 {
+        U256::saturating_from(self.to_target_wide())
+    }
+
+    /// Expected hashes to meet this target, `2^256 // (target + 1)`, with the saturated
+    /// target (0 for a target of 2^256).
+    pub fn average_attempts(self) -> U512 {
+        two_pow_256() / (self.to_target_wide() + U512::from(1u64))
     }
 
     /// The largest compact encoding whose target does not exceed `target` (R's
@@ -158,6 +174,18 @@ mod tests {
             u(&format!("ffffff{}", "0".repeat(58)))
         );
         assert_eq!(Bits(0xff000000).to_target(), U256::ZERO);
+        assert_eq!(Bits(0x2101ffff).to_target_wide(), two_pow_256());
+        assert_eq!(Bits(0xff7fffff).to_target_wide(), two_pow_256());
+    }
+
+    #[test]
+    fn a_saturated_target_means_zero_attempts_as_in_python() {
+        assert_eq!(Bits(0x2101ffff).average_attempts(), U512::ZERO);
+        assert_eq!(Bits(0x2100ffff).average_attempts(), U512::from(1u64));
+        assert_eq!(
+            Bits(0x1d00ffff).average_attempts(),
+            U512::from(4295032833u64)
+        );
     }
 
     #[test]

@@ -1,0 +1,275 @@
+//! Conformance against vectors produced by running the original P2Pool (R, f3d1422).
+//!
+//! Reads the file named by `P2POOL_VECTORS`, by default
+//! `../shared/vectors/p2pool-legacy-f3d1422.json`. A missing file is a failure, never a
+//! skip. One test per part of the file; any file in the same format passes unchanged.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use p2pool::bitcoin::block::BlockHeader;
+use p2pool::bitcoin::encode::{Decode, Encode};
+use p2pool::bitcoin::frame::Framing;
+use p2pool::bitcoin::hash::Hash256;
+use p2pool::bitcoin::merkle::{self, BranchStep};
+use p2pool::bitcoin::target::{Bits, target_to_average_attempts, u256_from_be_hex};
+use p2pool::bitcoin::tx::Transaction;
+use p2pool::network::RuleSet;
+use p2pool::p2p::message::{AddrRecord, Message, NetAddress};
+use p2pool::sharechain::share::{Share1a, Share1b};
+use ruint::aliases::{U256, U512};
+use serde_json::{Value, json};
+
+fn vectors() -> Value {
+    let path = std::env::var_os("P2POOL_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/vectors/p2pool-legacy-f3d1422.json")
+        });
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "conformance vectors missing at {} (set P2POOL_VECTORS): {e}",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).expect("vector file is valid JSON")
+}
+
+fn hex_bytes(v: &Value) -> Vec<u8> {
+    hex::decode(v.as_str().expect("hex string")).expect("valid hex")
+}
+
+fn hash(v: &Value) -> Hash256 {
+    Hash256::from_hex(v.as_str().expect("hash string")).expect("64 hex digits")
+}
+
+fn u256(v: &Value) -> U256 {
+    u256_from_be_hex(v.as_str().expect("hex number")).expect("256-bit hex")
+}
+
+fn bits(v: &Value) -> Bits {
+    Bits(u32::from_str_radix(v.as_str().expect("bits hex"), 16).expect("u32 hex"))
+}
+
+fn prefix_of(frame: &[u8]) -> [u8; 8] {
+    frame[..8].try_into().expect("frame has an 8-byte prefix")
+}
+
+#[test]
+fn compact_targets() {
+    let v = vectors();
+    let cases = v["compact_target_from_upper_bound"]
+        .as_array()
+        .expect("compact target list");
+    assert!(!cases.is_empty());
+    for case in cases {
+        let input = u256(&case["input"]);
+        let expected_bits = bits(&case["bits"]);
+        assert_eq!(
+            Bits::from_target_floor(input),
+            expected_bits,
+            "bits of {}",
+            case["input"]
+        );
+        let value = expected_bits.to_target();
+        assert_eq!(value, u256(&case["value"]), "value of {expected_bits}");
+        let attempts: U512 = case["attempts"]
+            .as_str()
+            .expect("decimal")
+            .parse()
+            .expect("number");
+        assert_eq!(
+            target_to_average_attempts(value),
+            attempts,
+            "attempts of {expected_bits}"
+        );
+    }
+}
+
+fn address_json(a: &NetAddress) -> Value {
+    let ip = match a.ip_addr() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => v6.to_string(),
+    };
+    json!({"services": a.services, "address": ip, "port": a.port})
+}
+
+fn hashes_json(hashes: &[Hash256]) -> Value {
+    hashes.iter().map(|h| Value::from(h.to_hex())).collect()
+}
+
+/// The decoded message in the vector file's `fields_json` shape.
+fn message_json(m: &Message) -> Value {
+    match m {
+        Message::Version(v) => json!({
+            "version": v.version,
+            "services": v.services,
+            "addr_to": address_json(&v.addr_to),
+            "addr_from": address_json(&v.addr_from),
+            "nonce": v.nonce,
+            "sub_version": v.sub_version,
+            "mode": v.mode,
+            "best_share_hash": v.best_share_hash.map(|h| h.to_hex()),
+        }),
+        Message::SetMode { mode } => json!({ "mode": mode }),
+        Message::Ping => json!({}),
+        Message::AddrMe { port } => json!({ "port": port }),
+        Message::Addrs(addrs) => json!({
+            "addrs": addrs.iter().map(|a: &AddrRecord| json!({
+                "timestamp": a.timestamp,
+                "address": address_json(&a.address),
+            })).collect::<Vec<_>>()
+        }),
+        Message::GetAddrs { count } => json!({ "count": count }),
+        Message::GetShares {
+            hashes,
+            parents,
+            stops,
+        } => json!({
+            "hashes": hashes_json(hashes), "parents": parents, "stops": hashes_json(stops),
+        }),
+        Message::Share0s(hashes) => json!({ "hashes": hashes_json(hashes) }),
+        other => panic!("no JSON form for {other:?} in messages_mainnet"),
+    }
+}
+
+#[test]
+fn message_frames() {
+    let v = vectors();
+    let messages = v["messages_mainnet"].as_array().expect("message list");
+    assert!(!messages.is_empty());
+    for m in messages {
+        let command = m["command"].as_str().expect("command");
+        let frame = hex_bytes(&m["frame"]);
+        let framing = Framing::p2pool(prefix_of(&frame), RuleSet::Legacy2011.max_payload());
+        let raw = framing.read(&mut &frame[..]).expect("frame reads");
+        assert_eq!(raw.command, command);
+        assert_eq!(raw.payload, hex_bytes(&m["payload"]), "{command} payload");
+        let msg = Message::decode(command, &raw.payload, RuleSet::Legacy2011).expect("decodes");
+        assert_eq!(message_json(&msg), m["fields_json"], "{command} fields");
+        assert_eq!(
+            msg.to_frame(&framing).expect("encodes"),
+            frame,
+            "{command} re-encoding"
+        );
+    }
+}
+
+fn branch(v: &Value) -> Vec<BranchStep> {
+    v.as_array()
+        .expect("branch list")
+        .iter()
+        .map(|s| BranchStep {
+            side: s["side"].as_u64().expect("side") as u8,
+            hash: hash(&s["hash"]),
+        })
+        .collect()
+}
+
+#[test]
+fn share_encodings() {
+    let v = vectors();
+    let net = &v["vecnet"];
+    let prefix: [u8; 8] = hex_bytes(&net["params"]["PREFIX"])
+        .try_into()
+        .expect("8-byte PREFIX");
+    let framing = Framing::p2pool(prefix, RuleSet::Legacy2011.max_payload());
+    let shares = net["shares"].as_array().expect("share list");
+    assert!(!shares.is_empty());
+    let mut frames_checked = 0;
+    for s in shares {
+        let index = &s["index"];
+        let share1a_bytes = hex_bytes(&s["share1a"]);
+        let a = Share1a::from_bytes(&share1a_bytes, RuleSet::Legacy2011).expect("share1a decodes");
+        assert_eq!(
+            a.to_bytes(),
+            share1a_bytes,
+            "share {index}: share1a re-encoding"
+        );
+        let header_bytes = hex_bytes(&s["header"]);
+        assert_eq!(
+            a.header,
+            BlockHeader::from_bytes(&header_bytes).expect("header decodes")
+        );
+        assert_eq!(
+            a.hash(),
+            hash(&s["share_hash"]),
+            "share {index}: share hash"
+        );
+        assert_eq!(
+            a.pow_hash(),
+            hash(&s["pow_hash"]),
+            "share {index}: pow hash"
+        );
+        let previous = s["previous_share_hash"]
+            .as_str()
+            .map(|_| hash(&s["previous_share_hash"]));
+        assert_eq!(
+            a.info.share_data.previous_share_hash, previous,
+            "share {index}: parent"
+        );
+        assert_eq!(a.info.share_data.target, bits(&s["share_target_bits"]));
+        assert_eq!(
+            a.info.share_data.target.to_target(),
+            u256(&s["share_target"])
+        );
+        assert_eq!(a.header.bits, bits(&s["block_bits"]));
+        assert_eq!(
+            a.merkle_branch,
+            branch(&s["merkle_branch"]),
+            "share {index}: branch"
+        );
+
+        // The regenerated generation transaction, its coinbase script and txid, and the
+        // branch that links it to the header.
+        let gentx = Transaction::from_bytes(&hex_bytes(&s["gentx"])).expect("gentx decodes");
+        assert_eq!(
+            gentx.txid(),
+            hash(&s["gentx_txid"]),
+            "share {index}: gentx txid"
+        );
+        assert_eq!(gentx.inputs[0].script_sig, hex_bytes(&s["coinbase_script"]));
+        assert_eq!(
+            merkle::apply_branch(gentx.txid(), &a.merkle_branch),
+            a.header.merkle_root,
+            "share {index}: branch applied to the gentx txid"
+        );
+        let is_block = a.pow_hash().to_u256() <= a.header.bits.to_target();
+        assert_eq!(
+            is_block,
+            s["is_block"].as_bool().expect("is_block"),
+            "share {index}"
+        );
+
+        if let Some(b_hex) = s.get("share1b").and_then(Value::as_str) {
+            let b_bytes = hex::decode(b_hex).expect("share1b hex");
+            let b = Share1b::from_bytes(&b_bytes, RuleSet::Legacy2011).expect("share1b decodes");
+            assert_eq!(b.to_bytes(), b_bytes, "share {index}: share1b re-encoding");
+            assert_eq!(b.to_share1a(), a, "share {index}: share1b's share1a form");
+            assert_eq!(b.hash(), hash(&s["share_hash"]));
+            assert_eq!(
+                b.other_txs.len() as u64,
+                s["n_other_txs"].as_u64().expect("count")
+            );
+            let mut txids = vec![gentx.txid()];
+            txids.extend(b.other_txs.iter().map(Transaction::txid));
+            assert_eq!(
+                merkle::root(&txids),
+                a.header.merkle_root,
+                "share {index}: block root"
+            );
+        }
+
+        if let Some(frame_hex) = s.get("share1as_frame").and_then(Value::as_str) {
+            let frame = hex::decode(frame_hex).expect("frame hex");
+            let raw = framing.read(&mut &frame[..]).expect("share1as frame reads");
+            let msg = Message::decode(&raw.command, &raw.payload, RuleSet::Legacy2011)
+                .expect("share1as decodes");
+            assert_eq!(msg, Message::Share1as(vec![a.clone()]));
+            assert_eq!(msg.to_frame(&framing).expect("encodes"), frame);
+            frames_checked += 1;
+        }
+    }
+    assert!(frames_checked > 0, "the file has a share1as frame");
+}
