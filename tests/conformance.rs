@@ -14,7 +14,7 @@ use p2pool::bitcoin::hash::Hash256;
 use p2pool::bitcoin::merkle::{self, BranchStep};
 use p2pool::bitcoin::target::{Bits, target_to_average_attempts, u256_from_be_hex};
 use p2pool::bitcoin::tx::Transaction;
-use p2pool::network::RuleSet;
+use p2pool::network::{Network, RuleSet};
 use p2pool::p2p::message::{AddrRecord, Message, NetAddress};
 use p2pool::sharechain::share::{Share1a, Share1b};
 use ruint::aliases::{U256, U512};
@@ -171,17 +171,20 @@ fn branch(v: &Value) -> Vec<BranchStep> {
 fn share_encodings() {
     let v = vectors();
     let net = &v["vecnet"];
-    let prefix: [u8; 8] = hex_bytes(&net["params"]["PREFIX"])
-        .try_into()
-        .expect("8-byte PREFIX");
-    let framing = Framing::p2pool(prefix, RuleSet::Legacy2011.max_payload());
+    // The chain's parameters load as a custom network file, names as they are; the
+    // vector chains run R's rule set.
+    let mut params = net["params"].clone();
+    params["RULES"] = json!("legacy-2011");
+    let network = Network::from_json(&params.to_string(), "vecnet").expect("params load");
+    assert_eq!(network.rules, RuleSet::Legacy2011);
+    let framing = network.framing();
     let shares = net["shares"].as_array().expect("share list");
     assert!(!shares.is_empty());
     let mut frames_checked = 0;
     for s in shares {
         let index = &s["index"];
         let share1a_bytes = hex_bytes(&s["share1a"]);
-        let a = Share1a::from_bytes(&share1a_bytes, RuleSet::Legacy2011).expect("share1a decodes");
+        let a = Share1a::from_bytes(&share1a_bytes, network.rules).expect("share1a decodes");
         assert_eq!(
             a.to_bytes(),
             share1a_bytes,
@@ -244,7 +247,7 @@ fn share_encodings() {
 
         if let Some(b_hex) = s.get("share1b").and_then(Value::as_str) {
             let b_bytes = hex::decode(b_hex).expect("share1b hex");
-            let b = Share1b::from_bytes(&b_bytes, RuleSet::Legacy2011).expect("share1b decodes");
+            let b = Share1b::from_bytes(&b_bytes, network.rules).expect("share1b decodes");
             assert_eq!(b.to_bytes(), b_bytes, "share {index}: share1b re-encoding");
             assert_eq!(b.to_share1a(), a, "share {index}: share1b's share1a form");
             assert_eq!(b.hash(), hash(&s["share_hash"]));
@@ -264,7 +267,7 @@ fn share_encodings() {
         if let Some(frame_hex) = s.get("share1as_frame").and_then(Value::as_str) {
             let frame = hex::decode(frame_hex).expect("frame hex");
             let raw = framing.read(&mut &frame[..]).expect("share1as frame reads");
-            let msg = Message::decode(&raw.command, &raw.payload, RuleSet::Legacy2011)
+            let msg = Message::decode(&raw.command, &raw.payload, network.rules)
                 .expect("share1as decodes");
             assert_eq!(msg, Message::Share1as(vec![a.clone()]));
             assert_eq!(msg.to_frame(&framing).expect("encodes"), frame);
