@@ -102,11 +102,7 @@ impl Decode for Block {
     const NAME: &'static str = "block";
     fn decode_from(r: &mut Reader<'_>) -> encode::Result<Self> {
         let header = BlockHeader::decode_from(r)?;
-        let n = r.count("block transactions", MIN_TX_SIZE)?;
-        let mut txs = Vec::with_capacity(n);
-        for _ in 0..n {
-            txs.push(Transaction::decode_from(r)?);
-        }
+        let txs = r.list("block transactions", MIN_TX_SIZE, Transaction::decode_from)?;
         Ok(Block { header, txs })
     }
 }

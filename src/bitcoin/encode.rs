@@ -175,6 +175,22 @@ impl<'a> Reader<'a> {
         Ok(n as usize)
     }
 
+    /// A CompactSize-counted list whose elements each take at least `min_elem_size`
+    /// bytes, read with `read_elem`.
+    pub fn list<T>(
+        &mut self,
+        what: &'static str,
+        min_elem_size: usize,
+        mut read_elem: impl FnMut(&mut Self) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let n = self.count(what, min_elem_size)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(read_elem(self)?);
+        }
+        Ok(out)
+    }
+
     /// A CompactSize-prefixed byte string of at most `max` bytes.
     pub fn var_bytes(&mut self, what: &'static str, max: usize) -> Result<&'a [u8]> {
         let n = self.compact_size(what)?;

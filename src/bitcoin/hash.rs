@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 
 use super::encode::{self, Decode, Encode, Reader};
 
-/// A 256-bit hash in internal byte order.
+/// A 256-bit hash in internal byte order. `Ord` compares the bytes in that order, which
+/// is not numeric order: compare `to_u256()` values against targets.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Hash256(pub [u8; 32]);
 

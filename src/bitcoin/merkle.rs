@@ -67,9 +67,13 @@ impl Decode for BranchStep {
     }
 }
 
-/// The branch linking the element at `index` to the root.
+/// The branch linking the element at `index` to the root; empty when `index` is not
+/// an element.
 pub fn branch(hashes: &[Hash256], mut index: usize) -> Vec<BranchStep> {
     let mut steps = Vec::new();
+    if index >= hashes.len() {
+        return steps;
+    }
     let mut level = hashes.to_vec();
     while level.len() > 1 {
         let sibling = index ^ 1;

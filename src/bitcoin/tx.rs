@@ -116,44 +116,34 @@ impl Transaction {
                 });
             }
         }
-        let n_in = r.count("transaction inputs", MIN_TXIN_SIZE)?;
-        if segwit && n_in == 0 {
+        let mut inputs = r.list("transaction inputs", MIN_TXIN_SIZE, |r| {
+            Ok(TxIn {
+                previous_output: OutPoint {
+                    txid: Hash256::decode_from(r)?,
+                    vout: r.u32_le("input index")?,
+                },
+                script_sig: r.var_bytes("input script", r.remaining())?.to_vec(),
+                sequence: r.u32_le("input sequence")?,
+                witness: Vec::new(),
+            })
+        })?;
+        if segwit && inputs.is_empty() {
             return Err(encode::Error::Invalid {
                 what: "transaction",
                 reason: "witness form with no inputs",
             });
         }
-        let mut inputs = Vec::with_capacity(n_in);
-        for _ in 0..n_in {
-            let txid = Hash256::decode_from(r)?;
-            let vout = r.u32_le("input index")?;
-            let script_sig = r.var_bytes("input script", r.remaining())?.to_vec();
-            let sequence = r.u32_le("input sequence")?;
-            inputs.push(TxIn {
-                previous_output: OutPoint { txid, vout },
-                script_sig,
-                sequence,
-                witness: Vec::new(),
-            });
-        }
-        let n_out = r.count("transaction outputs", MIN_TXOUT_SIZE)?;
-        let mut outputs = Vec::with_capacity(n_out);
-        for _ in 0..n_out {
-            let value = r.u64_le("output value")?;
-            let script_pubkey = r.var_bytes("output script", r.remaining())?.to_vec();
-            outputs.push(TxOut {
-                value,
-                script_pubkey,
-            });
-        }
+        let outputs = r.list("transaction outputs", MIN_TXOUT_SIZE, |r| {
+            Ok(TxOut {
+                value: r.u64_le("output value")?,
+                script_pubkey: r.var_bytes("output script", r.remaining())?.to_vec(),
+            })
+        })?;
         if segwit {
             for input in &mut inputs {
-                let n_items = r.count("witness items", 1)?;
-                let mut items = Vec::with_capacity(n_items);
-                for _ in 0..n_items {
-                    items.push(r.var_bytes("witness item", r.remaining())?.to_vec());
-                }
-                input.witness = items;
+                input.witness = r.list("witness items", 1, |r| {
+                    Ok(r.var_bytes("witness item", r.remaining())?.to_vec())
+                })?;
             }
             if inputs.iter().all(|i| i.witness.is_empty()) {
                 return Err(encode::Error::Invalid {

@@ -241,18 +241,12 @@ impl Message {
             "addrme" => Message::AddrMe {
                 port: r.u16_le("port")?,
             },
-            "addrs" => {
-                let n = r.count("addrs", ADDR_RECORD_SIZE)?;
-                let mut addrs = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let timestamp = r.u64_le("addr timestamp")?;
-                    addrs.push(AddrRecord {
-                        timestamp,
-                        address: NetAddress::decode_from(r, rules)?,
-                    });
-                }
-                Message::Addrs(addrs)
-            }
+            "addrs" => Message::Addrs(r.list("addrs", ADDR_RECORD_SIZE, |r| {
+                Ok(AddrRecord {
+                    timestamp: r.u64_le("addr timestamp")?,
+                    address: NetAddress::decode_from(r, rules)?,
+                })
+            })?),
             "getaddrs" => Message::GetAddrs {
                 count: r.u32_le("count")?,
             },
@@ -262,22 +256,12 @@ impl Message {
                 stops: get_hashes(r, "getshares stops")?,
             },
             "share0s" => Message::Share0s(get_hashes(r, "share0s hashes")?),
-            "share1as" => {
-                let n = r.count("share1as", MIN_SHARE_SIZE)?;
-                let mut shares = Vec::with_capacity(n);
-                for _ in 0..n {
-                    shares.push(Share1a::decode_from(r, rules)?);
-                }
-                Message::Share1as(shares)
-            }
-            "share1bs" => {
-                let n = r.count("share1bs", MIN_SHARE_SIZE)?;
-                let mut shares = Vec::with_capacity(n);
-                for _ in 0..n {
-                    shares.push(Share1b::decode_from(r, rules)?);
-                }
-                Message::Share1bs(shares)
-            }
+            "share1as" => Message::Share1as(r.list("share1as", MIN_SHARE_SIZE, |r| {
+                Share1a::decode_from(r, rules)
+            })?),
+            "share1bs" => Message::Share1bs(r.list("share1bs", MIN_SHARE_SIZE, |r| {
+                Share1b::decode_from(r, rules)
+            })?),
             other => Message::Unknown {
                 command: other.to_string(),
                 len: r.remaining(),
@@ -292,8 +276,7 @@ fn put_hashes(out: &mut Vec<u8>, hashes: &[Hash256]) {
 }
 
 fn get_hashes(r: &mut Reader<'_>, what: &'static str) -> encode::Result<Vec<Hash256>> {
-    let n = r.count(what, 32)?;
-    (0..n).map(|_| Hash256::decode_from(r)).collect()
+    r.list(what, 32, Hash256::decode_from)
 }
 
 /// A known message whose payload does not decode.

@@ -187,11 +187,9 @@ impl Share1b {
     pub fn decode_from(r: &mut Reader<'_>, rules: RuleSet) -> encode::Result<Self> {
         let header = BlockHeader::decode_from(r)?;
         let info = ShareInfo::decode_from(r, rules)?;
-        let n = r.count("share1b transactions", MIN_TX_SIZE)?;
-        let mut other_txs = Vec::with_capacity(n);
-        for _ in 0..n {
-            other_txs.push(Transaction::decode_with(r, rules == RuleSet::Modern)?);
-        }
+        let other_txs = r.list("share1b transactions", MIN_TX_SIZE, |r| {
+            Transaction::decode_with(r, rules == RuleSet::Modern)
+        })?;
         Ok(Share1b {
             header,
             info,
