@@ -16,7 +16,10 @@ use p2pool::bitcoin::target::{Bits, target_to_average_attempts, u256_from_be_hex
 use p2pool::bitcoin::tx::Transaction;
 use p2pool::network::{Network, RuleSet};
 use p2pool::p2p::message::{AddrRecord, Message, NetAddress};
-use p2pool::sharechain::share::{Share1a, Share1b};
+use p2pool::sharechain::gentx::Generated;
+use p2pool::sharechain::share::{Share, Share1a, Share1b};
+use p2pool::sharechain::tracker::Tracker;
+use p2pool::sharechain::verify;
 use ruint::aliases::{U256, U512};
 use serde_json::{Value, json};
 
@@ -275,4 +278,131 @@ fn share_encodings() {
         }
     }
     assert!(frames_checked > 0, "the file has a share1as frame");
+}
+
+fn big(v: &Value) -> U512 {
+    match v {
+        Value::Number(n) => n.to_string().parse().expect("integer weight"),
+        Value::String(s) => s.parse().expect("integer weight"),
+        other => panic!("weight is not an integer: {other}"),
+    }
+}
+
+#[test]
+fn share_chain() {
+    let v = vectors();
+    let net = &v["vecnet"];
+    let mut params = net["params"].clone();
+    params["RULES"] = json!("legacy-2011");
+    let network = Network::from_json(&params.to_string(), "vecnet").expect("params load");
+    let shares = net["shares"].as_array().expect("share list");
+    assert!(!shares.is_empty());
+    // Raw bytes first: reading the file is not part of the timing.
+    let raw: Vec<(Vec<u8>, bool)> = shares
+        .iter()
+        .map(|s| match s.get("share1b").and_then(Value::as_str) {
+            Some(b) => (hex::decode(b).expect("share1b hex"), true),
+            None => (hex_bytes(&s["share1a"]), false),
+        })
+        .collect();
+
+    let started = std::time::Instant::now();
+    let mut tracker = Tracker::new();
+    let mut results: Vec<(Share, Generated)> = Vec::with_capacity(raw.len());
+    for (i, (bytes, is_1b)) in raw.iter().enumerate() {
+        let share = if *is_1b {
+            Share::from_share1b(
+                Share1b::from_bytes(bytes, network.rules).expect("decodes"),
+                &network,
+            )
+        } else {
+            Share::from_share1a(
+                Share1a::from_bytes(bytes, network.rules).expect("decodes"),
+                &network,
+            )
+        }
+        .unwrap_or_else(|e| panic!("share {i}: {e}"));
+        let now = i64::from(share.timestamp()) + 1;
+        let generated = verify::check(&tracker, &network, &share, now)
+            .unwrap_or_else(|e| panic!("share {i} does not verify: {e}"));
+        tracker.add(share.clone(), now as u64, None);
+        tracker.mark_verified(share.hash);
+        results.push((share, generated));
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "share_chain: verified {} shares in {:.3} ms",
+        tracker.verified_count(),
+        elapsed.as_secs_f64() * 1000.0
+    );
+    assert_eq!(tracker.verified_count(), shares.len());
+
+    for (s, (share, generated)) in shares.iter().zip(&results) {
+        let index = &s["index"];
+        assert_eq!(share.hash, hash(&s["share_hash"]), "share {index}: hash");
+        assert_eq!(
+            generated.tx.to_bytes(),
+            hex_bytes(&s["gentx"]),
+            "share {index}: gentx"
+        );
+        assert_eq!(
+            generated.tx.txid(),
+            hash(&s["gentx_txid"]),
+            "share {index}: gentx txid"
+        );
+        assert_eq!(
+            generated.tx.inputs[0].script_sig,
+            hex_bytes(&s["coinbase_script"]),
+            "share {index}: coinbase script"
+        );
+        let outputs: Vec<(u64, Vec<u8>)> = s["gentx_outputs"]
+            .as_array()
+            .expect("outputs")
+            .iter()
+            .map(|o| (o["value"].as_u64().expect("value"), hex_bytes(&o["script"])))
+            .collect();
+        let got: Vec<(u64, Vec<u8>)> = generated
+            .tx
+            .outputs
+            .iter()
+            .map(|o| (o.value, o.script_pubkey.clone()))
+            .collect();
+        assert_eq!(got, outputs, "share {index}: outputs");
+        assert_eq!(
+            generated.share_data.target,
+            bits(&s["share_target_bits"]),
+            "share {index}"
+        );
+        let w = &s["weights"];
+        assert_eq!(
+            generated.weights.this_weight,
+            big(&w["this_weight"]),
+            "share {index}: this"
+        );
+        assert_eq!(
+            generated.weights.max_weight,
+            Some(big(&w["max_weight"])),
+            "share {index}: max"
+        );
+        assert_eq!(
+            generated.weights.other_total,
+            big(&w["other_weights_total"]),
+            "share {index}: other total"
+        );
+        let expected: Vec<(Vec<u8>, U512)> = w["other_weights"]
+            .as_object()
+            .expect("other weights")
+            .iter()
+            .map(|(script, weight)| (hex::decode(script).expect("script hex"), big(weight)))
+            .collect();
+        let mut expected = expected;
+        expected.sort();
+        let got: Vec<(Vec<u8>, U512)> = generated
+            .weights
+            .other_weights
+            .iter()
+            .map(|(s, w)| (s.clone(), *w))
+            .collect();
+        assert_eq!(got, expected, "share {index}: other weights");
+    }
 }

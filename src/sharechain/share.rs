@@ -5,13 +5,18 @@
 //! The generation transaction itself is never sent: it is regenerated from share_info
 //! and the chain.
 
+use std::fmt;
+
+use ruint::aliases::U256;
+
 use crate::bitcoin::block::BlockHeader;
 use crate::bitcoin::encode::{self, Decode, Encode, Reader, WriteExt};
 use crate::bitcoin::hash::{Hash256, sha256d};
 use crate::bitcoin::merkle::{self, BranchStep};
+use crate::bitcoin::script::{self, Template};
 use crate::bitcoin::target::Bits;
 use crate::bitcoin::tx::Transaction;
-use crate::network::RuleSet;
+use crate::network::{Network, RuleSet};
 
 /// Longest `share_data.nonce` (consensus, §6.1).
 pub const MAX_NONCE_LEN: usize = 100;
@@ -237,6 +242,193 @@ impl Encode for Share1b {
         out.put_compact_size(self.other_txs.len() as u64);
         for tx in &self.other_txs {
             tx.encode_to(out);
+        }
+    }
+}
+
+/// A share that passed the stateless checks (§6.1 and the modern payout-script rule):
+/// what the tracker holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub hash: Hash256,
+    pub pow_hash: Hash256,
+    pub header: BlockHeader,
+    pub info: ShareInfo,
+    pub merkle_branch: Vec<BranchStep>,
+    /// The block's other transactions, for a block share received as share1b.
+    pub other_txs: Option<Vec<Transaction>>,
+    /// The claimed share target, decoded.
+    pub target: U256,
+}
+
+/// Why a share failed its stateless checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShareError {
+    /// A share1a that is a block, or a share1b that is not: the sender misbehaves.
+    WrongType {
+        hash: Hash256,
+        is_block: bool,
+    },
+    MerkleBranchTooLong {
+        hash: Hash256,
+        len: usize,
+    },
+    NotEnoughWork {
+        hash: Hash256,
+    },
+    /// R's rule: the payout script must parse and have at most one sig-op.
+    PayoutScriptSigops {
+        hash: Hash256,
+    },
+    /// Modern rule: the payout script must be one of the standard templates.
+    PayoutScriptTemplate {
+        hash: Hash256,
+    },
+    /// A share of the other rule set (modern fields missing or present).
+    WrongRuleSet {
+        hash: Hash256,
+    },
+}
+
+impl fmt::Display for ShareError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShareError::WrongType {
+                hash,
+                is_block: true,
+            } => {
+                write!(
+                    f,
+                    "share {hash} is a block but was sent without its transactions"
+                )
+            }
+            ShareError::WrongType {
+                hash,
+                is_block: false,
+            } => {
+                write!(
+                    f,
+                    "share {hash} was sent as a block but does not meet the block target"
+                )
+            }
+            ShareError::MerkleBranchTooLong { hash, len } => write!(
+                f,
+                "share {hash} has a merkle branch of {len} steps (at most {MAX_MERKLE_BRANCH_LEN})"
+            ),
+            ShareError::NotEnoughWork { hash } => {
+                write!(f, "share {hash} does not meet its own share target")
+            }
+            ShareError::PayoutScriptSigops { hash } => {
+                write!(
+                    f,
+                    "share {hash} has a payout script with more than one sig-op or a bad push"
+                )
+            }
+            ShareError::PayoutScriptTemplate { hash } => {
+                write!(
+                    f,
+                    "share {hash} pays to a script that is not a standard payout template"
+                )
+            }
+            ShareError::WrongRuleSet { hash } => {
+                write!(f, "share {hash} is not in this network's share format")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ShareError {}
+
+impl Share {
+    /// A share received without its transactions.
+    pub fn from_share1a(a: Share1a, net: &Network) -> Result<Share, ShareError> {
+        let share = Share::build(a.header, a.info, a.merkle_branch, None, net)?;
+        if share.is_block() {
+            return Err(ShareError::WrongType {
+                hash: share.hash,
+                is_block: true,
+            });
+        }
+        Ok(share)
+    }
+
+    /// A block share received with its transactions.
+    pub fn from_share1b(b: Share1b, net: &Network) -> Result<Share, ShareError> {
+        let merkle_branch = b.merkle_branch();
+        let share = Share::build(b.header, b.info, merkle_branch, Some(b.other_txs), net)?;
+        if !share.is_block() {
+            return Err(ShareError::WrongType {
+                hash: share.hash,
+                is_block: false,
+            });
+        }
+        Ok(share)
+    }
+
+    fn build(
+        header: BlockHeader,
+        info: ShareInfo,
+        merkle_branch: Vec<BranchStep>,
+        other_txs: Option<Vec<Transaction>>,
+        net: &Network,
+    ) -> Result<Share, ShareError> {
+        let a = Share1a {
+            header,
+            info,
+            merkle_branch,
+        };
+        let hash = a.hash();
+        if a.info.modern.is_some() != (net.rules == RuleSet::Modern) {
+            return Err(ShareError::WrongRuleSet { hash });
+        }
+        if a.merkle_branch.len() > MAX_MERKLE_BRANCH_LEN {
+            return Err(ShareError::MerkleBranchTooLong {
+                hash,
+                len: a.merkle_branch.len(),
+            });
+        }
+        let pow_hash = a.pow_hash();
+        let target = a.info.share_data.target.to_target();
+        if pow_hash.to_u256() > target {
+            return Err(ShareError::NotEnoughWork { hash });
+        }
+        match script::legacy_sigop_count(&a.info.new_script) {
+            Ok(n) if n <= 1 => {}
+            _ => return Err(ShareError::PayoutScriptSigops { hash }),
+        }
+        if net.rules == RuleSet::Modern && Template::classify(&a.info.new_script).is_none() {
+            return Err(ShareError::PayoutScriptTemplate { hash });
+        }
+        Ok(Share {
+            hash,
+            pow_hash,
+            header: a.header,
+            info: a.info,
+            merkle_branch: a.merkle_branch,
+            other_txs,
+            target,
+        })
+    }
+
+    pub fn previous_hash(&self) -> Option<Hash256> {
+        self.info.share_data.previous_share_hash
+    }
+
+    /// Whether the header also meets its Bitcoin target.
+    pub fn is_block(&self) -> bool {
+        self.pow_hash.to_u256() <= self.header.bits.to_target()
+    }
+
+    pub fn timestamp(&self) -> u32 {
+        self.header.timestamp
+    }
+
+    /// The share's share1a form.
+    pub fn to_share1a(&self) -> Share1a {
+        Share1a {
+            header: self.header,
+            info: self.info.clone(),
+            merkle_branch: self.merkle_branch.clone(),
         }
     }
 }

@@ -1,0 +1,359 @@
+//! The generation transaction: retarget, PPLNS weights, amounts, output order and the
+//! coinbase script (§5 of the legacy spec, with the fixes and modern changes).
+//!
+//! The same function builds work for local miners and regenerates a peer's share for
+//! verification; every quantity that can pass 2^256 is computed in 512 bits.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ruint::aliases::{U256, U512};
+
+use crate::bitcoin::encode::WriteExt;
+use crate::bitcoin::hash::Hash256;
+use crate::bitcoin::script;
+use crate::bitcoin::target::{Bits, two_pow_256};
+use crate::bitcoin::tx::{OutPoint, Transaction, TxIn, TxOut};
+use crate::network::{Network, RuleSet, WeightCap};
+
+use super::share::{ModernFields, ShareData};
+use super::tracker::Tracker;
+
+/// Longest coinbase script (consensus, since R's `a15f771`).
+pub const MAX_COINBASE_SCRIPT_LEN: usize = 100;
+
+/// What a share claims, from which its generation transaction is rebuilt.
+#[derive(Debug, Clone)]
+pub struct GentxRequest<'a> {
+    pub previous_share_hash: Option<Hash256>,
+    pub new_script: &'a [u8],
+    pub subsidy: u64,
+    pub nonce: &'a [u8],
+    /// The header bits of the share being built or verified.
+    pub block_bits: Bits,
+    /// The modern fields; `None` on legacy networks.
+    pub modern: Option<ModernFields>,
+}
+
+/// Payout weights of one generation transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Weights {
+    pub this_weight: U512,
+    /// Weights of the window before this share, by payout script.
+    pub other_weights: BTreeMap<Vec<u8>, U512>,
+    pub other_total: U512,
+    /// SPREAD × block work; `None` under the weight cap `none`.
+    pub max_weight: Option<U512>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    pub tx: Transaction,
+    /// share_data with the target retargeting computes.
+    pub share_data: ShareData,
+    pub weights: Weights,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GentxError {
+    /// Fewer than CHAIN_LENGTH ancestors are known and the chain does not reach genesis.
+    NotEnoughHistory {
+        height: u32,
+        missing: Hash256,
+    },
+    /// The pool's rate over the retarget window is 0 (R: ZeroDivisionError).
+    ZeroPoolRate,
+    /// No weight at all to pay by (R: ZeroDivisionError).
+    ZeroTotalWeight,
+    CoinbaseScriptTooLong {
+        len: usize,
+    },
+}
+
+impl fmt::Display for GentxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GentxError::NotEnoughHistory { height, missing } => write!(
+                f,
+                "generation transaction needs more history: {height} shares known, share {missing} missing"
+            ),
+            GentxError::ZeroPoolRate => {
+                write!(
+                    f,
+                    "generation transaction has a pool rate of 0 over the retarget window"
+                )
+            }
+            GentxError::ZeroTotalWeight => {
+                write!(
+                    f,
+                    "generation transaction has no payout weight to divide the subsidy by"
+                )
+            }
+            GentxError::CoinbaseScriptTooLong { len } => write!(
+                f,
+                "generation transaction coinbase script is {len} bytes (at most {MAX_COINBASE_SCRIPT_LEN})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for GentxError {}
+
+/// The share target that retargeting gives a child of `previous` (§5.1 with the fixes:
+/// signed floor division, dt = 0 → 1, a negative rate → the lower clamp, rate 0 → error).
+pub fn next_target(
+    tracker: &Tracker,
+    net: &Network,
+    previous: Option<Hash256>,
+) -> Result<Bits, GentxError> {
+    let (height, _) = tracker.height_and_last(previous);
+    let max_target = U512::from(net.max_target);
+    let (Some(near_hash), true) = (previous, height >= net.target_lookbehind) else {
+        return Ok(Bits::from_target_floor(net.max_target));
+    };
+    let lookbehind = net.target_lookbehind - 1;
+    let (Some(near), Some(far)) = (
+        tracker.entry(&near_hash),
+        tracker
+            .nth_parent(near_hash, lookbehind)
+            .and_then(|h| tracker.entry(&h)),
+    ) else {
+        // height >= lookbehind guarantees both are known.
+        return Ok(Bits::from_target_floor(net.max_target));
+    };
+    let attempts = tracker.work(near_hash, lookbehind);
+    let mut dt = i64::from(near.share.timestamp()) - i64::from(far.share.timestamp());
+    if dt == 0 {
+        dt = 1;
+    }
+    let near_target = near.share.info.share_data.target.to_target_wide();
+    let lower = near_target * U512::from(9u64) / U512::from(10u64);
+    let upper = near_target * U512::from(11u64) / U512::from(10u64);
+    // Python's floor division: a positive `attempts` over a negative `dt` is negative,
+    // and so is `2^256 // (period × aps) − 1`, which the lower clamp then replaces.
+    let aps = attempts / U512::from(dt.unsigned_abs());
+    let pre = if attempts.is_zero() || (dt > 0 && aps.is_zero()) {
+        return Err(GentxError::ZeroPoolRate);
+    } else if dt < 0 {
+        lower
+    } else {
+        let quotient = two_pow_256() / (U512::from(net.share_period) * aps);
+        if quotient.is_zero() {
+            lower
+        } else {
+            (quotient - U512::from(1u64)).clamp(lower, upper)
+        }
+    };
+    let pre = pre.min(max_target);
+    Ok(Bits::from_target_floor(U256::saturating_from(pre)))
+}
+
+/// The weight walk of §5.2: up to `max_shares` shares from `start`, stopping once
+/// `desired` weight is reached, with partial credit for the share at the boundary.
+fn cumulative_weights(
+    tracker: &Tracker,
+    start: Option<Hash256>,
+    max_shares: u32,
+    desired: Option<U512>,
+) -> (BTreeMap<Vec<u8>, U512>, U512) {
+    let mut weights: BTreeMap<Vec<u8>, U512> = BTreeMap::new();
+    let mut total = U512::ZERO;
+    for entry in tracker.chain(start).take(max_shares as usize) {
+        if desired == Some(total) {
+            break;
+        }
+        let script = &entry.share.info.new_script;
+        let mut a = entry.attempts;
+        if let Some(desired) = desired
+            && total + a > desired
+        {
+            a = desired - total;
+        }
+        *weights.entry(script.clone()).or_insert(U512::ZERO) += a;
+        total += a;
+    }
+    (weights, total)
+}
+
+/// Splits `subsidy` by weight (§5.3): 396/400 by weight + 2/400 to the finder + 2/400
+/// and the rounding remainder to the donation script, or without donation 398/400 by
+/// weight + 2/400 and the remainder to the finder.
+fn amounts(
+    subsidy: u64,
+    weights: &BTreeMap<Vec<u8>, U512>,
+    total: U512,
+    new_script: &[u8],
+    donation: Option<&[u8]>,
+) -> Result<BTreeMap<Vec<u8>, u64>, GentxError> {
+    if total.is_zero() {
+        return Err(GentxError::ZeroTotalWeight);
+    }
+    let by_weight = if donation.is_some() { 396u64 } else { 398 };
+    let s = U512::from(subsidy);
+    let mut amount: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    for (script, w) in weights {
+        let a = s * U512::from(by_weight) * *w / (U512::from(400u64) * total);
+        // a ≤ subsidy because w ≤ total.
+        amount.insert(script.clone(), a.to::<u64>());
+    }
+    let fee = subsidy * 2 / 400;
+    *amount.entry(new_script.to_vec()).or_insert(0) += fee;
+    let remainder_to = match donation {
+        Some(d) => {
+            *amount.entry(d.to_vec()).or_insert(0) += fee;
+            d
+        }
+        None => new_script,
+    };
+    let paid: u64 = amount.values().sum();
+    *amount.entry(remainder_to.to_vec()).or_insert(0) += subsidy - paid;
+    Ok(amount)
+}
+
+/// Chooses the paid outputs and their order (§5.4, and the modern 200-output cap).
+fn payout_outputs(
+    mut amount: BTreeMap<Vec<u8>, u64>,
+    new_script: &[u8],
+    rules: RuleSet,
+) -> Vec<TxOut> {
+    let cap = rules.max_payout_outputs();
+    // Largest first; ties broken by script bytes, as R's sort by (amount, script).
+    let mut ranked: Vec<(Vec<u8>, u64)> = amount.iter().map(|(s, a)| (s.clone(), *a)).collect();
+    ranked.sort_by(|a, b| (b.1, &b.0).cmp(&(a.1, &a.0)));
+    let kept: Vec<Vec<u8>> = match rules {
+        RuleSet::Legacy2011 => ranked.into_iter().take(cap).map(|(s, _)| s).collect(),
+        RuleSet::Modern => {
+            let others: Vec<(Vec<u8>, u64)> = ranked
+                .into_iter()
+                .filter(|(s, _)| s != new_script)
+                .collect();
+            let (paid, rest) = others.split_at(others.len().min(cap - 1));
+            let folded: u64 = rest.iter().map(|(_, a)| a).sum();
+            *amount.entry(new_script.to_vec()).or_insert(0) += folded;
+            let mut kept: Vec<Vec<u8>> = paid.iter().map(|(s, _)| s.clone()).collect();
+            kept.push(new_script.to_vec());
+            kept
+        }
+    };
+    let mut dests = kept;
+    dests.sort_by(|a, b| (a.as_slice() == new_script, a).cmp(&(b.as_slice() == new_script, b)));
+    dests
+        .into_iter()
+        .filter_map(|script| {
+            let value = amount.get(&script).copied().unwrap_or(0);
+            (value != 0).then_some(TxOut {
+                value,
+                script_pubkey: script,
+            })
+        })
+        .collect()
+}
+
+/// The coinbase script: [BIP34 height push, modern only] ‖ IDENTIFIER ‖ share_data.
+pub fn coinbase_script(
+    net: &Network,
+    share_data: &ShareData,
+    modern: Option<&ModernFields>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    if let Some(m) = modern {
+        out.extend_from_slice(&script::height_push(m.block_height));
+    }
+    out.extend_from_slice(&net.identifier);
+    out.extend_from_slice(&share_data.previous_share_hash.unwrap_or(Hash256::ZERO).0);
+    out.put_u32_le(share_data.target.0);
+    out.put_var_bytes(&share_data.nonce);
+    out
+}
+
+/// Builds the generation transaction for a share with the given claims on top of the
+/// tracker's chain.
+pub fn generate_transaction(
+    tracker: &Tracker,
+    net: &Network,
+    req: &GentxRequest<'_>,
+) -> Result<Generated, GentxError> {
+    let (height, last) = tracker.height_and_last(req.previous_share_hash);
+    if let Some(missing) = last
+        && height < net.chain_length
+    {
+        return Err(GentxError::NotEnoughHistory { height, missing });
+    }
+    let target = next_target(tracker, net, req.previous_share_hash)?;
+    let share_data = ShareData {
+        previous_share_hash: req.previous_share_hash,
+        target,
+        nonce: req.nonce.to_vec(),
+    };
+
+    let own_attempts = target.average_attempts();
+    let max_weight = match net.weight_cap {
+        WeightCap::Block => Some(U512::from(net.spread) * req.block_bits.average_attempts()),
+        WeightCap::None => None,
+    };
+    let this_weight = max_weight.map_or(own_attempts, |m| own_attempts.min(m));
+    let desired = max_weight.map(|m| m.saturating_sub(this_weight));
+    let (other_weights, other_total) = cumulative_weights(
+        tracker,
+        req.previous_share_hash,
+        height.min(net.chain_length),
+        desired,
+    );
+    let mut dest_weights = other_weights.clone();
+    *dest_weights
+        .entry(req.new_script.to_vec())
+        .or_insert(U512::ZERO) += this_weight;
+    dest_weights.retain(|_, w| !w.is_zero());
+    let total_weight = this_weight + other_total;
+
+    let amount = amounts(
+        req.subsidy,
+        &dest_weights,
+        total_weight,
+        req.new_script,
+        net.donation_script.as_deref(),
+    )?;
+    let payouts = payout_outputs(amount, req.new_script, net.rules);
+
+    let script_sig = coinbase_script(net, &share_data, req.modern.as_ref());
+    if script_sig.len() > MAX_COINBASE_SCRIPT_LEN {
+        return Err(GentxError::CoinbaseScriptTooLong {
+            len: script_sig.len(),
+        });
+    }
+    let commitment = req.modern.as_ref().and_then(ModernFields::commitment);
+    let mut outputs = Vec::with_capacity(payouts.len() + 1);
+    if let Some(c) = commitment {
+        outputs.push(TxOut {
+            value: 0,
+            script_pubkey: script::witness_commitment_script(&c),
+        });
+    }
+    outputs.extend(payouts);
+    let tx = Transaction {
+        version: 1,
+        inputs: vec![TxIn {
+            previous_output: OutPoint::NULL,
+            script_sig,
+            sequence: 0xffff_ffff,
+            // The witness reserved value, only when the block carries a commitment.
+            witness: if commitment.is_some() {
+                vec![vec![0; 32]]
+            } else {
+                vec![]
+            },
+        }],
+        outputs,
+        lock_time: 0,
+    };
+    Ok(Generated {
+        tx,
+        share_data,
+        weights: Weights {
+            this_weight,
+            other_weights,
+            other_total,
+            max_weight,
+        },
+    })
+}
