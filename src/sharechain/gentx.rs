@@ -357,3 +357,318 @@ pub fn generate_transaction(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sharechain::test_chain::{self, Spec, legacy_net, modern_net, payout};
+
+    fn request(previous: Option<Hash256>, script: &[u8], block_bits: Bits) -> GentxRequest<'_> {
+        GentxRequest {
+            previous_share_hash: previous,
+            new_script: script,
+            subsidy: 5_000_000_000,
+            nonce: b"n",
+            block_bits,
+            modern: None,
+        }
+    }
+
+    #[test]
+    fn boundary_share_gets_partial_credit() {
+        let net = legacy_net(false);
+        let scripts = [payout(1), payout(2), payout(3)];
+        let (tracker, hashes) = test_chain::chain(&net, 3, 10, &scripts);
+        // Block work 300 → max weight 900; this share 256 → 644 for the window:
+        // shares 3 and 2 in full (512), share 1 only 132.
+        let block_bits = Bits::from_target_floor(U256::MAX / U256::from(300u64));
+        assert_eq!(block_bits.average_attempts(), U512::from(300u64));
+        let g = generate_transaction(
+            &tracker,
+            &net,
+            &request(hashes.last().copied(), &payout(9), block_bits),
+        )
+        .unwrap();
+        assert_eq!(g.weights.this_weight, U512::from(256u64));
+        assert_eq!(g.weights.max_weight, Some(U512::from(900u64)));
+        assert_eq!(g.weights.other_total, U512::from(644u64));
+        assert_eq!(g.weights.other_weights[&payout(1)], U512::from(132u64));
+        assert_eq!(g.weights.other_weights[&payout(3)], U512::from(256u64));
+    }
+
+    #[test]
+    fn weight_cap_none_pays_the_whole_window() {
+        let mut net = legacy_net(false);
+        net.weight_cap = WeightCap::None;
+        let scripts = [payout(1), payout(2), payout(3)];
+        let (tracker, hashes) = test_chain::chain(&net, 3, 10, &scripts);
+        let block_bits = Bits::from_target_floor(U256::MAX / U256::from(300u64));
+        let g = generate_transaction(
+            &tracker,
+            &net,
+            &request(hashes.last().copied(), &payout(9), block_bits),
+        )
+        .unwrap();
+        assert_eq!(g.weights.max_weight, None);
+        assert_eq!(g.weights.other_total, U512::from(768u64));
+    }
+
+    fn near_target(tracker: &Tracker, hash: Hash256) -> U512 {
+        tracker
+            .get(&hash)
+            .unwrap()
+            .info
+            .share_data
+            .target
+            .to_target_wide()
+    }
+
+    fn bits_of(t: U512) -> Bits {
+        Bits::from_target_floor(U256::saturating_from(t))
+    }
+
+    #[test]
+    fn retarget_moves_at_most_ten_percent_per_share() {
+        let net = legacy_net(false);
+        // One second apart with a 10 s period: far too fast, so the target drops by 10%.
+        let (tracker, hashes) = test_chain::chain(&net, 5, 1, &[payout(1)]);
+        let last = *hashes.last().unwrap();
+        let near = near_target(&tracker, last);
+        let next = next_target(&tracker, &net, Some(last)).unwrap();
+        assert_eq!(next, bits_of(near * U512::from(9u64) / U512::from(10u64)));
+        // 100 s apart: too slow, so it would rise by 10%, but MAX_TARGET caps it.
+        let (tracker, hashes) = test_chain::chain(&net, 5, 100, &[payout(1)]);
+        let next = next_target(&tracker, &net, hashes.last().copied()).unwrap();
+        assert_eq!(next, Bits::from_target_floor(net.max_target));
+    }
+
+    #[test]
+    fn retarget_rises_ten_percent_below_the_maximum() {
+        let net = legacy_net(false);
+        // Ten shares at once drive the target well below the maximum...
+        let (mut tracker, hashes) = test_chain::chain(&net, 10, 0, &[payout(1)]);
+        // ...then a share 1000 s later makes the window far too slow.
+        let spec = Spec::new(hashes.last().copied(), 1_600_001_000, payout(1));
+        let share = test_chain::mine(&tracker, &net, &spec);
+        let last = share.hash;
+        tracker.add(share, 0, None);
+        let near = near_target(&tracker, last);
+        assert!(near * U512::from(11u64) / U512::from(10u64) < U512::from(net.max_target));
+        let next = next_target(&tracker, &net, Some(last)).unwrap();
+        assert_eq!(next, bits_of(near * U512::from(11u64) / U512::from(10u64)));
+    }
+
+    #[test]
+    fn equal_timestamps_count_as_one_second_and_negative_spans_give_the_lower_clamp() {
+        let net = legacy_net(false);
+        let (tracker, hashes) = test_chain::chain(&net, 5, 0, &[payout(1)]);
+        let last = *hashes.last().unwrap();
+        let near = near_target(&tracker, last);
+        // dt = 0 → 1: a pool rate of 768 attempts/s is far above target: lower clamp.
+        assert_eq!(
+            next_target(&tracker, &net, Some(last)).unwrap(),
+            bits_of(near * U512::from(9u64) / U512::from(10u64))
+        );
+
+        let mut tracker = Tracker::new();
+        let mut prev = None;
+        for i in 0..5u32 {
+            let share = test_chain::mine(
+                &tracker,
+                &net,
+                &Spec::new(prev, 1_600_000_000 - 100 * i, payout(1)),
+            );
+            prev = Some(share.hash);
+            tracker.add(share, 0, None);
+        }
+        let near = near_target(&tracker, prev.unwrap());
+        assert_eq!(
+            next_target(&tracker, &net, prev).unwrap(),
+            bits_of(near * U512::from(9u64) / U512::from(10u64))
+        );
+    }
+
+    #[test]
+    fn zero_pool_rate_is_an_error_not_a_panic() {
+        let net = legacy_net(false);
+        // 768 attempts over a million seconds: 0 attempts per second.
+        let (tracker, hashes) = test_chain::chain(&net, 4, 1_000_000, &[payout(1)]);
+        assert_eq!(
+            next_target(&tracker, &net, hashes.last().copied()),
+            Err(GentxError::ZeroPoolRate)
+        );
+    }
+
+    #[test]
+    fn missing_history_is_an_error() {
+        let net = legacy_net(false);
+        let (mut tracker, hashes) = test_chain::chain(&net, 6, 10, &[payout(1)]);
+        tracker.remove(&hashes[0]);
+        let err = generate_transaction(
+            &tracker,
+            &net,
+            &request(hashes.last().copied(), &payout(1), Bits(0x1f1fffff)),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            GentxError::NotEnoughHistory {
+                height: 5,
+                missing: hashes[0]
+            }
+        );
+    }
+
+    #[test]
+    fn without_donation_the_finder_gets_the_fee_and_the_remainder() {
+        let mut weights = BTreeMap::new();
+        weights.insert(payout(1), U512::from(1u64));
+        weights.insert(payout(2), U512::from(2u64));
+        let a = amounts(1000, &weights, U512::from(3u64), &payout(2), None).unwrap();
+        // 1000·398·1//1200 = 331; 1000·398·2//1200 = 663; finder +5, remainder 1.
+        assert_eq!(a[&payout(1)], 331);
+        assert_eq!(a[&payout(2)], 663 + 5 + 1);
+        assert_eq!(a.values().sum::<u64>(), 1000);
+    }
+
+    #[test]
+    fn with_donation_the_donation_gets_the_fee_and_the_dust() {
+        let donation = script::p2pk(&[4; 65]);
+        let mut weights = BTreeMap::new();
+        weights.insert(payout(1), U512::from(1u64));
+        weights.insert(payout(2), U512::from(2u64));
+        let a = amounts(
+            1000,
+            &weights,
+            U512::from(3u64),
+            &payout(2),
+            Some(&donation),
+        )
+        .unwrap();
+        // 1000·396·1//1200 = 330; ·2 = 660; finder +5; donation 5 + dust 0.
+        assert_eq!(a[&payout(1)], 330);
+        assert_eq!(a[&payout(2)], 665);
+        assert_eq!(a[&donation], 5);
+        assert_eq!(a.values().sum::<u64>(), 1000);
+        assert_eq!(
+            amounts(1, &weights, U512::ZERO, &payout(2), None),
+            Err(GentxError::ZeroTotalWeight)
+        );
+    }
+
+    #[test]
+    fn modern_cap_pays_the_finder_and_199_largest_and_folds_the_rest_into_the_finder() {
+        let finder = payout(0);
+        let mut amount = BTreeMap::new();
+        for i in 1..=250u32 {
+            let mut s = payout(1);
+            s[3..7].copy_from_slice(&i.to_be_bytes());
+            amount.insert(s, u64::from(i) * 10);
+        }
+        amount.insert(finder.clone(), 7);
+        let total: u64 = amount.values().sum();
+        let outs = payout_outputs(amount, &finder, RuleSet::Modern);
+        assert_eq!(outs.len(), 200);
+        assert_eq!(outs.iter().map(|o| o.value).sum::<u64>(), total);
+        assert_eq!(outs.last().unwrap().script_pubkey, finder);
+        // The 51 smallest (10..=510) went to the finder.
+        assert_eq!(
+            outs.last().unwrap().value,
+            7 + (1..=51u64).map(|i| i * 10).sum::<u64>()
+        );
+        assert!(
+            outs[..199]
+                .windows(2)
+                .all(|w| w[0].script_pubkey < w[1].script_pubkey)
+        );
+    }
+
+    #[test]
+    fn legacy_cap_keeps_the_4000_largest_and_drops_the_rest_as_r_did() {
+        let finder = payout(0);
+        let mut amount = BTreeMap::new();
+        for i in 1..=4005u32 {
+            let mut s = payout(1);
+            s[3..7].copy_from_slice(&i.to_be_bytes());
+            amount.insert(s, 1000 + u64::from(i));
+        }
+        amount.insert(finder.clone(), 1_000_000);
+        let outs = payout_outputs(amount, &finder, RuleSet::Legacy2011);
+        assert_eq!(outs.len(), 4000);
+        assert_eq!(outs.last().unwrap().script_pubkey, finder);
+        assert!(outs.iter().all(|o| o.value > 1006));
+    }
+
+    #[test]
+    fn ties_on_amount_keep_the_larger_script_bytes_and_order_is_by_script_then_finder() {
+        let finder = payout(5);
+        let mut amount = BTreeMap::new();
+        for n in [1u8, 2, 3] {
+            amount.insert(payout(n), 100);
+        }
+        amount.insert(finder.clone(), 1);
+        amount.insert(payout(9), 0);
+        let mut tight = amount.clone();
+        tight.insert(script::p2sh(&[1; 20]), 100);
+        // Legacy with room for all: zero amounts dropped, sorted by script bytes, finder last.
+        let outs = payout_outputs(amount, &finder, RuleSet::Legacy2011);
+        let scripts: Vec<Vec<u8>> = outs.iter().map(|o| o.script_pubkey.clone()).collect();
+        assert_eq!(
+            scripts,
+            vec![payout(1), payout(2), payout(3), finder.clone()]
+        );
+        // P2SH (a9…) sorts before P2PKH (76…)? No: 0x76 < 0xa9, so P2PKH first.
+        let outs = payout_outputs(tight, &finder, RuleSet::Legacy2011);
+        assert_eq!(outs[3].script_pubkey, script::p2sh(&[1; 20]));
+    }
+
+    #[test]
+    fn modern_gentx_has_the_height_push_and_the_commitment_first() {
+        let net = modern_net();
+        let tracker = Tracker::new();
+        let req = GentxRequest {
+            previous_share_hash: None,
+            new_script: &payout(1),
+            subsidy: 1000,
+            nonce: b"abc",
+            block_bits: Bits(0x1f1fffff),
+            modern: Some(ModernFields {
+                block_height: 128,
+                witness_commitment: [3; 32],
+            }),
+        };
+        let g = generate_transaction(&tracker, &net, &req).unwrap();
+        assert!(g.tx.inputs[0].script_sig.starts_with(&[0x02, 0x80, 0x00]));
+        assert_eq!(&g.tx.inputs[0].script_sig[3..11], &net.identifier);
+        assert_eq!(
+            g.tx.outputs[0].script_pubkey,
+            script::witness_commitment_script(&[3; 32])
+        );
+        assert_eq!(g.tx.outputs[0].value, 0);
+        assert_eq!(g.tx.outputs.iter().map(|o| o.value).sum::<u64>(), 1000);
+        assert_eq!(g.tx.inputs[0].witness, vec![vec![0u8; 32]]);
+        let none = GentxRequest {
+            modern: Some(ModernFields {
+                block_height: 128,
+                witness_commitment: [0; 32],
+            }),
+            ..req
+        };
+        let g = generate_transaction(&tracker, &net, &none).unwrap();
+        assert_eq!(g.tx.outputs.len(), 1);
+        assert!(!g.tx.has_witness());
+    }
+
+    #[test]
+    fn coinbase_script_over_100_bytes_is_refused() {
+        let net = legacy_net(false);
+        let nonce = [0u8; 60];
+        let script = payout(1);
+        let req = GentxRequest {
+            nonce: &nonce,
+            ..request(None, &script, Bits(0x1f1fffff))
+        };
+        let err = generate_transaction(&Tracker::new(), &net, &req).unwrap_err();
+        assert_eq!(err, GentxError::CoinbaseScriptTooLong { len: 105 });
+    }
+}

@@ -3,5 +3,9 @@
 
 pub mod gentx;
 pub mod share;
+pub mod store;
 pub mod tracker;
 pub mod verify;
+
+#[cfg(test)]
+pub(crate) mod test_chain;

@@ -1,0 +1,140 @@
+//! Builds real, valid shares on easy test networks, for unit tests of the chain rules.
+
+use ruint::aliases::U256;
+
+use crate::bitcoin::block::BlockHeader;
+use crate::bitcoin::hash::{Hash256, sha256d};
+use crate::bitcoin::script;
+use crate::bitcoin::target::Bits;
+use crate::network::{Network, RuleSet, WeightCap};
+
+use super::gentx::{self, GentxRequest};
+use super::share::{ModernFields, Share, Share1a, ShareInfo};
+use super::tracker::Tracker;
+
+/// A legacy network like the vectors' (MAX_TARGET 2^248 − 1, short window).
+pub fn legacy_net(donation: bool) -> Network {
+    let mut net = Network::built_in("regtest").expect("regtest is built in");
+    net.name = "unit".into();
+    net.rules = RuleSet::Legacy2011;
+    net.share_period = 10;
+    net.chain_length = 12;
+    net.target_lookbehind = 4;
+    net.spread = 3;
+    net.weight_cap = WeightCap::Block;
+    net.max_target = U256::MAX >> 8;
+    net.donation_script = donation.then(|| script::p2pk(&[4; 65]));
+    net
+}
+
+/// A modern network with the same easy parameters.
+pub fn modern_net() -> Network {
+    let mut net = legacy_net(false);
+    net.rules = RuleSet::Modern;
+    net
+}
+
+pub fn payout(n: u8) -> Vec<u8> {
+    script::p2pkh(&[n; 20])
+}
+
+/// What to vary in a share; everything else is derived so that the share is valid.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub previous: Option<Hash256>,
+    pub timestamp: u32,
+    pub new_script: Vec<u8>,
+    pub subsidy: u64,
+    pub block_bits: Bits,
+    /// Overrides the computed target (to build invalid shares).
+    pub claimed_target: Option<Bits>,
+}
+
+impl Spec {
+    pub fn new(previous: Option<Hash256>, timestamp: u32, new_script: Vec<u8>) -> Spec {
+        Spec {
+            previous,
+            timestamp,
+            new_script,
+            subsidy: 5_000_000_000,
+            block_bits: Bits(0x1f1fffff),
+            claimed_target: None,
+        }
+    }
+}
+
+/// Mines a share for `spec` on top of `tracker`: regenerates the gentx, builds the header
+/// and grinds the header nonce until the share meets its target but not the block's.
+pub fn mine(tracker: &Tracker, net: &Network, spec: &Spec) -> Share {
+    let modern = (net.rules == RuleSet::Modern).then_some(ModernFields {
+        block_height: 1000,
+        witness_commitment: [0; 32],
+    });
+    let nonce = spec.timestamp.to_le_bytes().to_vec();
+    let generated = gentx::generate_transaction(
+        tracker,
+        net,
+        &GentxRequest {
+            previous_share_hash: spec.previous,
+            new_script: &spec.new_script,
+            subsidy: spec.subsidy,
+            nonce: &nonce,
+            block_bits: spec.block_bits,
+            modern,
+        },
+    )
+    .expect("test share regenerates");
+    let mut share_data = generated.share_data;
+    if let Some(claimed) = spec.claimed_target {
+        share_data.target = claimed;
+    }
+    let mut header = BlockHeader {
+        version: 1,
+        previous_block: sha256d(b"test block"),
+        merkle_root: generated.tx.txid(),
+        timestamp: spec.timestamp,
+        bits: spec.block_bits,
+        nonce: 0,
+    };
+    let target = share_data.target.to_target();
+    let block = spec.block_bits.to_target();
+    loop {
+        let pow = header.hash().to_u256();
+        if pow <= target && pow > block {
+            break;
+        }
+        header.nonce += 1;
+    }
+    let info = ShareInfo {
+        share_data,
+        new_script: spec.new_script.clone(),
+        subsidy: spec.subsidy,
+        modern,
+    };
+    Share::from_share1a(
+        Share1a {
+            header,
+            info,
+            merkle_branch: vec![],
+        },
+        net,
+    )
+    .expect("test share passes the stateless checks")
+}
+
+/// A chain of `n` valid shares, `period` seconds apart, paying `scripts` in turn.
+pub fn chain(net: &Network, n: usize, period: u32, scripts: &[Vec<u8>]) -> (Tracker, Vec<Hash256>) {
+    let mut tracker = Tracker::new();
+    let mut hashes = Vec::with_capacity(n);
+    for i in 0..n {
+        let spec = Spec::new(
+            hashes.last().copied(),
+            1_600_000_000 + period * i as u32,
+            scripts[i % scripts.len()].clone(),
+        );
+        let share = mine(&tracker, net, &spec);
+        hashes.push(share.hash);
+        tracker.add(share, 0, None);
+    }
+    (tracker, hashes)
+}
