@@ -213,3 +213,414 @@ fn stripped_block_size(gentx: &Transaction, other_txs: &[Transaction]) -> usize 
             .map(Transaction::stripped_size)
             .sum::<usize>()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bitcoin::block::BlockHeader;
+    use crate::bitcoin::merkle::BranchStep;
+    use crate::bitcoin::script;
+    use crate::bitcoin::tx::{OutPoint, TxIn, TxOut};
+    use crate::sharechain::share::{Share1a, Share1b, ShareError};
+    use crate::sharechain::test_chain::{self, Spec, legacy_net, modern_net, payout};
+
+    const T0: u32 = 1_600_000_000;
+
+    fn verified_chain(net: &Network, n: usize) -> (Tracker, Vec<Hash256>) {
+        let (tracker, hashes) = test_chain::chain(net, n, 10, &[payout(1), payout(2)]);
+        for h in &hashes {
+            let share = tracker.get(h).unwrap();
+            check(&tracker, net, share, i64::from(share.timestamp()) + 1).unwrap();
+        }
+        (tracker, hashes)
+    }
+
+    #[test]
+    fn honest_shares_verify_on_both_rule_sets() {
+        verified_chain(&legacy_net(true), 8);
+        verified_chain(&modern_net(), 8);
+    }
+
+    #[test]
+    fn timestamp_at_or_below_the_median_is_rejected() {
+        let net = legacy_net(false);
+        let (tracker, hashes) = verified_chain(&net, 5);
+        // The median of the five is the third timestamp, T0 + 20.
+        let share = test_chain::mine(
+            &tracker,
+            &net,
+            &Spec::new(hashes.last().copied(), T0 + 20, payout(1)),
+        );
+        let err = check(&tracker, &net, &share, i64::from(T0) + 100).unwrap_err();
+        assert_eq!(
+            err,
+            VerifyError::TimestampNotAfterMedian {
+                hash: share.hash,
+                timestamp: T0 + 20,
+                median: T0 + 20
+            }
+        );
+        assert!(err.to_string().contains("is not after the median"), "{err}");
+    }
+
+    #[test]
+    fn timestamp_more_than_two_hours_ahead_is_rejected() {
+        let net = legacy_net(false);
+        let share = test_chain::mine(
+            &Tracker::new(),
+            &net,
+            &Spec::new(None, T0 + 7201, payout(1)),
+        );
+        assert!(check(&Tracker::new(), &net, &share, i64::from(T0) + 7201 - 7200).is_ok());
+        let err = check(&Tracker::new(), &net, &share, i64::from(T0)).unwrap_err();
+        assert!(
+            matches!(err, VerifyError::TimestampInFuture { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn claimed_target_other_than_the_computed_one_is_rejected() {
+        let net = legacy_net(false);
+        // One second apart: retargeting lowers the target below MAX_TARGET.
+        let (tracker, hashes) = test_chain::chain(&net, 6, 1, &[payout(1)]);
+        let mut spec = Spec::new(hashes.last().copied(), T0 + 60, payout(1));
+        // An easier claim than retargeting allows (R never compared the two).
+        spec.claimed_target = Some(Bits::from_target_floor(net.max_target));
+        let share = test_chain::mine(&tracker, &net, &spec);
+        let err = check(&tracker, &net, &share, i64::from(T0) + 100).unwrap_err();
+        assert!(matches!(err, VerifyError::WrongTarget { .. }), "{err}");
+        assert!(err.to_string().contains("retargeting gives"), "{err}");
+    }
+
+    #[test]
+    fn tampered_payout_breaks_the_merkle_root() {
+        let net = legacy_net(false);
+        let (tracker, hashes) = verified_chain(&net, 3);
+        let share = test_chain::mine(
+            &tracker,
+            &net,
+            &Spec::new(hashes.last().copied(), T0 + 30, payout(1)),
+        );
+        let mut a = share.to_share1a();
+        a.info.subsidy += 1;
+        // Re-mine the header so that only the gentx commitment is wrong.
+        let target = a.info.share_data.target.to_target();
+        while a.header.hash().to_u256() > target
+            || a.header.hash().to_u256() <= a.header.bits.to_target()
+        {
+            a.header.nonce += 1;
+        }
+        let tampered = Share::from_share1a(a, &net).unwrap();
+        let err = check(&tracker, &net, &tampered, i64::from(T0) + 100).unwrap_err();
+        assert_eq!(
+            err,
+            VerifyError::MerkleRootMismatch {
+                hash: tampered.hash
+            }
+        );
+    }
+
+    #[test]
+    fn missing_ancestors_make_a_share_unverifiable() {
+        let net = legacy_net(false);
+        let (mut tracker, hashes) = verified_chain(&net, 6);
+        tracker.remove(&hashes[0]);
+        let share = tracker.get(&hashes[5]).unwrap().clone();
+        let err = check(&tracker, &net, &share, i64::from(T0) + 100).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                VerifyError::Generation {
+                    source: GentxError::NotEnoughHistory { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    fn extra_tx(n: u8) -> Transaction {
+        Transaction {
+            version: 1,
+            inputs: vec![TxIn {
+                previous_output: OutPoint {
+                    txid: Hash256([n; 32]),
+                    vout: 0,
+                },
+                script_sig: vec![0x51],
+                sequence: 0xffff_ffff,
+                witness: vec![],
+            }],
+            outputs: vec![TxOut {
+                value: 1000,
+                script_pubkey: vec![0x51; 20],
+            }],
+            lock_time: 0,
+        }
+    }
+
+    /// A block share: header bits easy enough that the share is a block.
+    fn block_share(
+        net: &Network,
+        txs: Vec<Transaction>,
+        wrong_root: bool,
+    ) -> (Share, Result<Generated, VerifyError>) {
+        let tracker = Tracker::new();
+        let mut spec = Spec::new(None, T0, payout(1));
+        spec.block_bits = Bits::from_target_floor(net.max_target);
+        let g = gentx::generate_transaction(
+            &tracker,
+            net,
+            &GentxRequest {
+                previous_share_hash: None,
+                new_script: &spec.new_script,
+                subsidy: spec.subsidy,
+                nonce: b"b",
+                block_bits: spec.block_bits,
+                modern: None,
+            },
+        )
+        .unwrap();
+        let mut txids = vec![g.tx.txid()];
+        txids.extend(txs.iter().map(Transaction::txid));
+        let root = if wrong_root {
+            Hash256([9; 32])
+        } else {
+            merkle::root(&txids)
+        };
+        let mut header = BlockHeader {
+            version: 1,
+            previous_block: Hash256::ZERO,
+            merkle_root: root,
+            timestamp: T0,
+            bits: spec.block_bits,
+            nonce: 0,
+        };
+        while header.hash().to_u256() > g.share_data.target.to_target() {
+            header.nonce += 1;
+        }
+        let info = crate::sharechain::share::ShareInfo {
+            share_data: g.share_data,
+            new_script: spec.new_script,
+            subsidy: spec.subsidy,
+            modern: None,
+        };
+        let share = Share::from_share1b(
+            Share1b {
+                header,
+                info,
+                other_txs: txs,
+            },
+            net,
+        )
+        .unwrap();
+        let result = check(&tracker, net, &share, i64::from(T0));
+        (share, result)
+    }
+
+    #[test]
+    fn block_share_with_its_transactions_verifies() {
+        let net = legacy_net(false);
+        let (_, result) = block_share(&net, vec![extra_tx(1), extra_tx(2)], false);
+        result.unwrap();
+    }
+
+    #[test]
+    fn block_share_whose_transactions_do_not_match_the_root_is_rejected() {
+        let net = legacy_net(false);
+        let (share, result) = block_share(&net, vec![extra_tx(1)], true);
+        // The branch is derived from the transactions, so the gentx check fails first.
+        assert_eq!(
+            result.unwrap_err(),
+            VerifyError::MerkleRootMismatch { hash: share.hash }
+        );
+    }
+
+    #[test]
+    fn oversize_block_share_is_rejected() {
+        let net = legacy_net(false);
+        let mut big = extra_tx(1);
+        big.outputs[0].script_pubkey = vec![0x51; LEGACY_MAX_BLOCK_SIZE];
+        let (_, result) = block_share(&net, vec![big], false);
+        assert!(matches!(
+            result.unwrap_err(),
+            VerifyError::BlockTooLarge {
+                max: LEGACY_MAX_BLOCK_SIZE,
+                ..
+            }
+        ));
+    }
+
+    fn header_meeting(target: Bits, bits: Bits, block: bool) -> BlockHeader {
+        let mut h = BlockHeader {
+            version: 1,
+            previous_block: Hash256::ZERO,
+            merkle_root: Hash256::ZERO,
+            timestamp: T0,
+            bits,
+            nonce: 0,
+        };
+        loop {
+            let pow = h.hash().to_u256();
+            if pow <= target.to_target() && (pow <= bits.to_target()) == block {
+                return h;
+            }
+            h.nonce += 1;
+        }
+    }
+
+    fn info(script: Vec<u8>, target: Bits, modern: bool) -> crate::sharechain::share::ShareInfo {
+        crate::sharechain::share::ShareInfo {
+            share_data: crate::sharechain::share::ShareData {
+                previous_share_hash: None,
+                target,
+                nonce: vec![],
+            },
+            new_script: script,
+            subsidy: 1,
+            modern: modern.then_some(crate::sharechain::share::ModernFields {
+                block_height: 1,
+                witness_commitment: [0; 32],
+            }),
+        }
+    }
+
+    #[test]
+    fn stateless_checks_reject_each_bad_share_with_a_reason() {
+        let legacy = legacy_net(false);
+        let modern = modern_net();
+        let easy = Bits(0x2000ffff);
+        let block_bits = Bits(0x1f1fffff);
+        // A share1a that is a block.
+        let h = header_meeting(easy, block_bits, true);
+        let err = Share::from_share1a(
+            Share1a {
+                header: h,
+                info: info(payout(1), easy, false),
+                merkle_branch: vec![],
+            },
+            &legacy,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ShareError::WrongType { is_block: true, .. }),
+            "{err}"
+        );
+        // A share1b that is not.
+        let h = header_meeting(easy, block_bits, false);
+        let err = Share::from_share1b(
+            Share1b {
+                header: h,
+                info: info(payout(1), easy, false),
+                other_txs: vec![],
+            },
+            &legacy,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ShareError::WrongType {
+                    is_block: false,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Not enough work for the claimed target.
+        let mut weak = h;
+        while weak.hash().to_u256() <= Bits(0x1f00ffff).to_target() {
+            weak.nonce += 1;
+        }
+        let err = Share::from_share1a(
+            Share1a {
+                header: weak,
+                info: info(payout(1), Bits(0x1f00ffff), false),
+                merkle_branch: vec![],
+            },
+            &legacy,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ShareError::NotEnoughWork { .. }), "{err}");
+        // A branch of 17 steps.
+        let branch = vec![
+            BranchStep {
+                side: 1,
+                hash: Hash256::ZERO
+            };
+            17
+        ];
+        let err = Share::from_share1a(
+            Share1a {
+                header: h,
+                info: info(payout(1), easy, false),
+                merkle_branch: branch,
+            },
+            &legacy,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ShareError::MerkleBranchTooLong { len: 17, .. }),
+            "{err}"
+        );
+        // Two sig-ops in the payout script (legacy), and a truncated push.
+        let two = vec![script::OP_CHECKSIG, script::OP_CHECKSIG];
+        let err = Share::from_share1a(
+            Share1a {
+                header: h,
+                info: info(two, easy, false),
+                merkle_branch: vec![],
+            },
+            &legacy,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ShareError::PayoutScriptSigops { .. }),
+            "{err}"
+        );
+        let err = Share::from_share1a(
+            Share1a {
+                header: h,
+                info: info(vec![0x05, 1], easy, false),
+                merkle_branch: vec![],
+            },
+            &legacy,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ShareError::PayoutScriptSigops { .. }),
+            "{err}"
+        );
+        // A non-template payout script on a modern network (legal under R's rule).
+        let commitment_like = script::witness_commitment_script(&[1; 32]);
+        let err = Share::from_share1a(
+            Share1a {
+                header: h,
+                info: info(commitment_like, easy, true),
+                merkle_branch: vec![],
+            },
+            &modern,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ShareError::PayoutScriptTemplate { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("not a standard payout template"),
+            "{err}"
+        );
+        // A legacy-format share on a modern network.
+        let err = Share::from_share1a(
+            Share1a {
+                header: h,
+                info: info(payout(1), easy, false),
+                merkle_branch: vec![],
+            },
+            &modern,
+        )
+        .unwrap_err();
+        assert!(matches!(err, ShareError::WrongRuleSet { .. }), "{err}");
+    }
+}
