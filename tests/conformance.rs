@@ -159,6 +159,16 @@ fn message_frames() {
     }
 }
 
+/// The chain's parameters, loaded as a custom network file with their names as they are;
+/// the vector chains run R's rule set.
+fn chain_network(net: &Value) -> Network {
+    let mut params = net["params"].clone();
+    params["RULES"] = json!("legacy-2011");
+    let network = Network::from_json(&params.to_string(), "vecnet").expect("params load");
+    assert_eq!(network.rules, RuleSet::Legacy2011);
+    network
+}
+
 fn branch(v: &Value) -> Vec<BranchStep> {
     v.as_array()
         .expect("branch list")
@@ -174,12 +184,7 @@ fn branch(v: &Value) -> Vec<BranchStep> {
 fn share_encodings() {
     let v = vectors();
     let net = &v["vecnet"];
-    // The chain's parameters load as a custom network file, names as they are; the
-    // vector chains run R's rule set.
-    let mut params = net["params"].clone();
-    params["RULES"] = json!("legacy-2011");
-    let network = Network::from_json(&params.to_string(), "vecnet").expect("params load");
-    assert_eq!(network.rules, RuleSet::Legacy2011);
+    let network = chain_network(net);
     let framing = network.framing();
     let shares = net["shares"].as_array().expect("share list");
     assert!(!shares.is_empty());
@@ -292,9 +297,7 @@ fn big(v: &Value) -> U512 {
 fn share_chain() {
     let v = vectors();
     let net = &v["vecnet"];
-    let mut params = net["params"].clone();
-    params["RULES"] = json!("legacy-2011");
-    let network = Network::from_json(&params.to_string(), "vecnet").expect("params load");
+    let network = chain_network(net);
     let shares = net["shares"].as_array().expect("share list");
     assert!(!shares.is_empty());
     // Raw bytes first: reading the file is not part of the timing.
