@@ -5,7 +5,6 @@
 //! skip. One test per part of the file; any file in the same format passes unchanged.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 use p2pool::bitcoin::block::BlockHeader;
 use p2pool::bitcoin::encode::{Decode, Encode};
@@ -23,20 +22,10 @@ use p2pool::sharechain::verify;
 use ruint::aliases::{U256, U512};
 use serde_json::{Value, json};
 
+mod common;
+
 fn vectors() -> Value {
-    let path = std::env::var_os("P2POOL_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/vectors/p2pool-legacy-f3d1422.json")
-        });
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "conformance vectors missing at {} (set P2POOL_VECTORS): {e}",
-            path.display()
-        )
-    });
-    serde_json::from_str(&text).expect("vector file is valid JSON")
+    serde_json::from_str(&common::vectors_text()).expect("vector file is valid JSON")
 }
 
 fn hex_bytes(v: &Value) -> Vec<u8> {

@@ -6,10 +6,12 @@
 //! child test returns at once. Realistic share bytes come from the vector file named by
 //! `P2POOL_VECTORS`, by default `../shared/vectors/p2pool-legacy-f3d1422.json`.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -351,18 +353,7 @@ fn corrupt_format_version_is_corrupt_not_a_panic() {
 // ---- crash test -------------------------------------------------------------------------
 
 fn vector_share_bytes() -> Vec<Vec<u8>> {
-    let path = std::env::var_os("P2POOL_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/vectors/p2pool-legacy-f3d1422.json")
-        });
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "vectors missing at {} (set P2POOL_VECTORS): {e}",
-            path.display()
-        )
-    });
+    let text = common::vectors_text();
     let json: Value = serde_json::from_str(&text).expect("vector file is valid JSON");
     let shares = json["vecnet"]["shares"]
         .as_array()

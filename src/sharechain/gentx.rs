@@ -193,8 +193,8 @@ fn amounts(
     let mut amount: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     for (script, w) in weights {
         let a = s * U512::from(by_weight) * *w / (U512::from(400u64) * total);
-        // a ≤ subsidy because w ≤ total.
-        amount.insert(script.clone(), a.to::<u64>());
+        // a ≤ subsidy because w ≤ total; saturating keeps a broken invariant from panicking.
+        amount.insert(script.clone(), a.saturating_to::<u64>());
     }
     let fee = subsidy * 2 / 400;
     *amount.entry(new_script.to_vec()).or_insert(0) += fee;

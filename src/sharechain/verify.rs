@@ -151,7 +151,7 @@ pub fn check(
             median,
         });
     }
-    if i64::from(timestamp) > now + MAX_FUTURE_SECONDS {
+    if i64::from(timestamp) > now.saturating_add(MAX_FUTURE_SECONDS) {
         return Err(VerifyError::TimestampInFuture {
             hash,
             timestamp,
