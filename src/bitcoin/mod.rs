@@ -8,6 +8,7 @@ pub mod encode;
 pub mod frame;
 pub mod hash;
 pub mod merkle;
+pub mod rpc;
 pub mod script;
 pub mod target;
 pub mod tx;
