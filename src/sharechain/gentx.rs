@@ -148,33 +148,6 @@ pub fn next_target(
     Ok(Bits::from_target_floor(U256::saturating_from(pre)))
 }
 
-/// The weight walk of §5.2: up to `max_shares` shares from `start`, stopping once
-/// `desired` weight is reached, with partial credit for the share at the boundary.
-fn cumulative_weights(
-    tracker: &Tracker,
-    start: Option<Hash256>,
-    max_shares: u32,
-    desired: Option<U512>,
-) -> (BTreeMap<Vec<u8>, U512>, U512) {
-    let mut weights: BTreeMap<Vec<u8>, U512> = BTreeMap::new();
-    let mut total = U512::ZERO;
-    for entry in tracker.chain(start).take(max_shares as usize) {
-        if desired == Some(total) {
-            break;
-        }
-        let script = &entry.share.info.new_script;
-        let mut a = entry.attempts;
-        if let Some(desired) = desired
-            && total + a > desired
-        {
-            a = desired - total;
-        }
-        *weights.entry(script.clone()).or_insert(U512::ZERO) += a;
-        total += a;
-    }
-    (weights, total)
-}
-
 /// Splits `subsidy` by weight (§5.3): 396/400 by weight + 2/400 to the finder + 2/400
 /// and the rounding remainder to the donation script, or without donation 398/400 by
 /// weight + 2/400 and the remainder to the finder.
@@ -293,8 +266,7 @@ pub fn generate_transaction(
     };
     let this_weight = max_weight.map_or(own_attempts, |m| own_attempts.min(m));
     let desired = max_weight.map(|m| m.saturating_sub(this_weight));
-    let (other_weights, other_total) = cumulative_weights(
-        tracker,
+    let (other_weights, other_total) = tracker.weights(
         req.previous_share_hash,
         height.min(net.chain_length),
         desired,

@@ -1,16 +1,24 @@
-//! The share tracker: every known share by hash, with parent links, heights, the first
-//! unknown ancestor, nth parent, cumulative work and the verified subset.
+//! The share tracker: every known share by hash, and the verified subset, each a
+//! [`Forest`] (heights, first unknown ancestor, nth parent and cumulative work without
+//! walking the chain), plus the payout-weight windows of §5.2.
 //!
-//! Chain queries walk parent links over an index of shares. Work sums use cumulative
-//! work stored per share, so a retarget window costs two lookups.
+//! A weight window is the run of shares that pays a generation transaction. Windows are
+//! remembered for the last few starting shares, and a share's window is derived from its
+//! parent's: one share in at the top, a few out at the bottom. So verifying a share on
+//! top of the last one costs a handful of map updates instead of a walk of CHAIN_LENGTH.
 
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use ruint::aliases::U512;
 
 use crate::bitcoin::hash::Hash256;
 
+use super::forest::{Forest, Idx};
 use super::share::Share;
+
+/// Windows remembered (each a few tens of kilobytes at CHAIN_LENGTH 17280).
+const WINDOW_CACHE: usize = 8;
 
 /// A known share and what the tracker knows about it.
 #[derive(Debug, Clone)]
@@ -23,14 +31,157 @@ pub struct Entry {
     pub time_seen: u64,
     /// The peer it came from; `None` for a share mined locally or loaded from disk.
     pub peer: Option<u64>,
+    /// The payout script's number in the tracker's script table.
+    script: u32,
+}
+
+/// Payout scripts by number, counted by the shares that use them.
+#[derive(Debug, Default)]
+struct Scripts {
+    ids: HashMap<Vec<u8>, u32>,
+    table: Vec<(Vec<u8>, u32)>,
+    free: Vec<u32>,
+}
+
+impl Scripts {
+    fn intern(&mut self, script: &[u8]) -> u32 {
+        if let Some(&id) = self.ids.get(script) {
+            self.table[id as usize].1 += 1;
+            return id;
+        }
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.table[id as usize] = (script.to_vec(), 1);
+                id
+            }
+            None => {
+                self.table.push((script.to_vec(), 1));
+                (self.table.len() - 1) as u32
+            }
+        };
+        self.ids.insert(script.to_vec(), id);
+        id
+    }
+
+    fn release(&mut self, id: u32) {
+        let slot = &mut self.table[id as usize];
+        slot.1 -= 1;
+        if slot.1 == 0 {
+            let script = std::mem::take(&mut slot.0);
+            self.ids.remove(&script);
+            self.free.push(id);
+        }
+    }
+
+    fn bytes(&self, id: u32) -> &[u8] {
+        &self.table[id as usize].0
+    }
+}
+
+/// Shares paying a generation transaction, newest first, with per-script sums.
+#[derive(Debug, Clone, Default)]
+struct Window {
+    /// Fully credited shares; the front is the window's start.
+    shares: VecDeque<Idx>,
+    full_total: U512,
+    /// The boundary share, credited in part.
+    partial: Option<(Idx, U512)>,
+    /// Weight and number of credited shares by script number.
+    weights: HashMap<u32, (U512, u32)>,
+}
+
+impl Window {
+    fn credit(&mut self, script: u32, amount: U512) {
+        let w = self.weights.entry(script).or_insert((U512::ZERO, 0));
+        w.0 += amount;
+        w.1 += 1;
+    }
+
+    fn debit(&mut self, script: u32, amount: U512) {
+        if let Some(w) = self.weights.get_mut(&script) {
+            w.0 -= amount;
+            w.1 -= 1;
+            if w.1 == 0 {
+                self.weights.remove(&script);
+            }
+        }
+    }
+
+    fn pop_back(&mut self, all: &Forest<Entry>) {
+        if let Some(i) = self.shares.pop_back() {
+            let a = all.attempts_of(i);
+            self.full_total -= a;
+            self.debit(all.value_of(i).script, a);
+        }
+    }
+
+    /// Reshapes the window to start at its front and follow the walk of §5.2: up to
+    /// `max_shares` shares, stopping at `desired` weight with partial credit for the
+    /// share that crosses it.
+    fn fit(&mut self, all: &Forest<Entry>, start: Idx, max_shares: u32, desired: Option<U512>) {
+        if let Some((i, a)) = self.partial.take() {
+            self.debit(all.value_of(i).script, a);
+        }
+        let max = max_shares as usize;
+        while self.shares.len() > max {
+            self.pop_back(all);
+        }
+        if let Some(d) = desired {
+            while self.full_total > d {
+                self.pop_back(all);
+            }
+            // A share is credited only while the total is below `desired`.
+            while self.full_total == d
+                && self
+                    .shares
+                    .back()
+                    .is_some_and(|&i| all.attempts_of(i).is_zero())
+            {
+                self.pop_back(all);
+            }
+        }
+        while self.shares.len() < max {
+            if desired.is_some_and(|d| self.full_total >= d) {
+                break;
+            }
+            let next = match self.shares.back() {
+                Some(&b) => all.parent_idx(b),
+                None => Some(start),
+            };
+            let Some(next) = next else { break };
+            let a = all.attempts_of(next);
+            let script = all.value_of(next).script;
+            if let Some(d) = desired
+                && self.full_total + a > d
+            {
+                let part = d - self.full_total;
+                self.partial = Some((next, part));
+                self.credit(script, part);
+                break;
+            }
+            self.shares.push_back(next);
+            self.full_total += a;
+            self.credit(script, a);
+        }
+    }
+
+    fn total(&self) -> U512 {
+        self.full_total + self.partial.map_or(U512::ZERO, |(_, a)| a)
+    }
+
+    fn touches(&self, i: Idx) -> bool {
+        self.shares.front() == Some(&i)
+            || self.shares.back() == Some(&i)
+            || self.partial.is_some_and(|(p, _)| p == i)
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct Tracker {
-    entries: HashMap<Hash256, Entry>,
-    /// Children by parent hash; the parent may not be known yet.
-    children: HashMap<Hash256, Vec<Hash256>>,
-    verified: HashSet<Hash256>,
+    all: Forest<Entry>,
+    verified: Forest<()>,
+    scripts: Scripts,
+    windows: RefCell<VecDeque<Window>>,
 }
 
 impl Tracker {
@@ -39,115 +190,103 @@ impl Tracker {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.all.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.all.is_empty()
     }
 
     pub fn contains(&self, hash: &Hash256) -> bool {
-        self.entries.contains_key(hash)
+        self.all.contains(hash)
     }
 
     pub fn get(&self, hash: &Hash256) -> Option<&Share> {
-        self.entries.get(hash).map(|e| &e.share)
+        self.all.get(hash).map(|e| &e.share)
     }
 
     pub fn entry(&self, hash: &Hash256) -> Option<&Entry> {
-        self.entries.get(hash)
+        self.all.get(hash)
+    }
+
+    /// All known shares.
+    pub fn all(&self) -> &Forest<Entry> {
+        &self.all
+    }
+
+    /// The shares that passed verification.
+    pub fn verified(&self) -> &Forest<()> {
+        &self.verified
     }
 
     /// Adds a share; `false` if it was already known.
     pub fn add(&mut self, share: Share, time_seen: u64, peer: Option<u64>) -> bool {
-        if self.entries.contains_key(&share.hash) {
+        if self.all.contains(&share.hash) {
             return false;
         }
-        if let Some(parent) = share.previous_hash() {
-            self.children.entry(parent).or_default().push(share.hash);
-        }
         let attempts = share.info.share_data.target.average_attempts();
-        self.entries.insert(
-            share.hash,
+        let script = self.scripts.intern(&share.info.new_script);
+        let (hash, prev) = (share.hash, share.previous_hash());
+        self.all.insert(
+            hash,
+            prev,
+            attempts,
             Entry {
                 share,
                 attempts,
                 time_seen,
                 peer,
+                script,
             },
-        );
-        true
+        )
     }
 
     /// Removes a share (pruning, or a head that failed verification).
     pub fn remove(&mut self, hash: &Hash256) -> Option<Entry> {
-        let entry = self.entries.remove(hash)?;
-        self.verified.remove(hash);
-        if let Some(parent) = entry.share.previous_hash()
-            && let Some(siblings) = self.children.get_mut(&parent)
+        let i = self.all.idx(hash)?;
+        let middle = self.all.parent_idx(i).is_some() && !self.all.children(hash).is_empty();
         {
-            siblings.retain(|h| h != hash);
-            if siblings.is_empty() {
-                self.children.remove(&parent);
+            let mut windows = self.windows.borrow_mut();
+            if middle {
+                windows.clear();
+            } else {
+                windows.retain(|w| !w.touches(i));
             }
         }
+        self.verified.remove(hash);
+        let entry = self.all.remove(hash)?;
+        self.scripts.release(entry.script);
         Some(entry)
     }
 
-    pub fn children(&self, hash: &Hash256) -> &[Hash256] {
-        self.children.get(hash).map(Vec::as_slice).unwrap_or(&[])
+    pub fn children(&self, hash: &Hash256) -> Vec<Hash256> {
+        self.all.children(hash)
     }
 
     /// Known shares from `start` back through known parents, `start` first.
     pub fn chain(&self, start: Option<Hash256>) -> impl Iterator<Item = &Entry> + '_ {
-        let mut next = start;
-        std::iter::from_fn(move || {
-            let entry = self.entries.get(&next?)?;
-            next = entry.share.previous_hash();
-            Some(entry)
-        })
+        self.all.chain(start).map(|(_, e)| e)
     }
 
     /// The number of known shares from `start` back, and the first unknown ancestor
     /// (`None` when the chain reaches genesis).
     pub fn height_and_last(&self, start: Option<Hash256>) -> (u32, Option<Hash256>) {
-        let mut height = 0u32;
-        let mut cur = start;
-        while let Some(hash) = cur {
-            match self.entries.get(&hash) {
-                Some(entry) => {
-                    height += 1;
-                    cur = entry.share.previous_hash();
-                }
-                None => return (height, Some(hash)),
-            }
-        }
-        (height, None)
+        self.all.height_and_last(start)
     }
 
     /// The ancestor `n` generations above `hash` (`n = 0` is `hash` itself), if known.
     pub fn nth_parent(&self, hash: Hash256, n: u32) -> Option<Hash256> {
-        let mut cur = hash;
-        for _ in 0..n {
-            cur = self.entries.get(&cur)?.share.previous_hash()?;
-        }
-        self.entries.contains_key(&cur).then_some(cur)
+        self.all.nth_parent(hash, n)
     }
 
     /// Total expected hashes of `n` shares from `start` back.
     pub fn work(&self, start: Hash256, n: u32) -> U512 {
-        self.chain(Some(start))
-            .take(n as usize)
-            .fold(U512::ZERO, |acc, e| acc + e.attempts)
+        self.all.work(start, n)
     }
 
     /// Shares nobody builds on.
     pub fn heads(&self) -> Vec<Hash256> {
-        self.entries
-            .keys()
-            .filter(|h| !self.children.contains_key(h))
-            .copied()
-            .collect()
+        self.all.heads().iter().copied().collect()
     }
 
     pub fn is_verified(&self, hash: &Hash256) -> bool {
@@ -155,12 +294,138 @@ impl Tracker {
     }
 
     pub fn mark_verified(&mut self, hash: Hash256) {
-        if self.entries.contains_key(&hash) {
-            self.verified.insert(hash);
+        if let Some(e) = self.all.get(&hash) {
+            self.verified
+                .insert(hash, e.share.previous_hash(), e.attempts, ());
         }
     }
 
     pub fn verified_count(&self) -> usize {
         self.verified.len()
+    }
+
+    /// The payout weights of §5.2: up to `max_shares` shares from `start` back, stopping
+    /// at `desired` weight with partial credit for the boundary share. Returns the weight
+    /// by payout script (every credited script, even at weight 0) and the total.
+    pub fn weights(
+        &self,
+        start: Option<Hash256>,
+        max_shares: u32,
+        desired: Option<U512>,
+    ) -> (BTreeMap<Vec<u8>, U512>, U512) {
+        let Some(s) = start.and_then(|h| self.all.idx(&h)) else {
+            return (BTreeMap::new(), U512::ZERO);
+        };
+        let mut windows = self.windows.borrow_mut();
+        let parent = self.all.parent_idx(s);
+        let found = windows
+            .iter()
+            .position(|w| w.shares.front() == Some(&s))
+            .or_else(|| {
+                parent.and_then(|p| windows.iter().position(|w| w.shares.front() == Some(&p)))
+            });
+        let mut window = match found {
+            Some(k) => windows.get(k).cloned().unwrap_or_default(),
+            None => Window::default(),
+        };
+        if window.shares.front() != Some(&s) && !window.shares.is_empty() {
+            let a = self.all.attempts_of(s);
+            window.shares.push_front(s);
+            window.full_total += a;
+            window.credit(self.all.value_of(s).script, a);
+        }
+        window.fit(&self.all, s, max_shares, desired);
+        let out = window
+            .weights
+            .iter()
+            .map(|(&id, &(w, _))| (self.scripts.bytes(id).to_vec(), w))
+            .collect();
+        let total = window.total();
+        if !window.shares.is_empty() {
+            windows.retain(|w| w.shares.front() != Some(&s));
+            if windows.len() >= WINDOW_CACHE {
+                windows.pop_front();
+            }
+            windows.push_back(window);
+        }
+        (out, total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sharechain::test_chain::{chain, legacy_net, payout};
+
+    /// The walk of §5.2 share by share, as R does it.
+    fn linear(
+        t: &Tracker,
+        start: Option<Hash256>,
+        max_shares: u32,
+        desired: Option<U512>,
+    ) -> (BTreeMap<Vec<u8>, U512>, U512) {
+        let mut weights: BTreeMap<Vec<u8>, U512> = BTreeMap::new();
+        let mut total = U512::ZERO;
+        for entry in t.chain(start).take(max_shares as usize) {
+            if desired == Some(total) {
+                break;
+            }
+            let mut a = entry.attempts;
+            if let Some(d) = desired
+                && total + a > d
+            {
+                a = d - total;
+            }
+            *weights
+                .entry(entry.share.info.new_script.clone())
+                .or_insert(U512::ZERO) += a;
+            total += a;
+        }
+        (weights, total)
+    }
+
+    #[test]
+    fn remembered_windows_equal_the_share_by_share_walk() {
+        let net = legacy_net(false);
+        let scripts: Vec<Vec<u8>> = (0..7).map(payout).collect();
+        let (tracker, hashes) = chain(&net, 60, 12, &scripts);
+        let unit = tracker
+            .entry(&hashes[0])
+            .map(|e| e.attempts)
+            .unwrap_or_default();
+        // Walk up the chain with changing limits, as verification does, and jump about.
+        let mut order: Vec<usize> = (0..60).collect();
+        order.extend([59, 10, 11, 40, 39, 38, 59, 0, 1]);
+        for (step, &k) in order.iter().enumerate() {
+            let max = [5u32, 17, 60, 1000, 0][step % 5];
+            let desired = match step % 4 {
+                0 => None,
+                1 => Some(unit * U512::from(step as u64 % 9) + U512::from(step as u64)),
+                2 => Some(U512::ZERO),
+                _ => Some(unit * U512::from(3u64)),
+            };
+            let got = tracker.weights(Some(hashes[k]), max, desired);
+            let want = linear(&tracker, Some(hashes[k]), max, desired);
+            assert_eq!(got, want, "share {k}, max {max}, desired {desired:?}");
+        }
+    }
+
+    #[test]
+    fn windows_survive_removing_the_tail_and_adding_shares() {
+        let net = legacy_net(false);
+        let scripts: Vec<Vec<u8>> = (0..3).map(payout).collect();
+        let (mut tracker, hashes) = chain(&net, 30, 12, &scripts);
+        let desired = Some(U512::MAX);
+        for &h in &hashes {
+            tracker.weights(Some(h), 1000, desired);
+        }
+        tracker.remove(&hashes[0]);
+        tracker.remove(&hashes[1]);
+        for k in [29, 28, 5, 2] {
+            assert_eq!(
+                tracker.weights(Some(hashes[k]), 1000, desired),
+                linear(&tracker, Some(hashes[k]), 1000, desired)
+            );
+        }
     }
 }
