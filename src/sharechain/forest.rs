@@ -100,6 +100,14 @@ impl<T> Forest<T> {
         self.waiting.keys()
     }
 
+    /// The tails waiting for `missing`, the unknown parent they name.
+    pub fn waiting(&self, missing: &Hash256) -> Vec<Hash256> {
+        self.waiting
+            .get(missing)
+            .map(|list| list.iter().map(|&i| self.node(i).hash).collect())
+            .unwrap_or_default()
+    }
+
     pub fn hashes(&self) -> impl Iterator<Item = &Hash256> + '_ {
         self.index.keys()
     }

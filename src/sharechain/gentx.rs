@@ -333,7 +333,7 @@ pub fn generate_transaction(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sharechain::test_chain::{self, Spec, legacy_net, modern_net, payout};
+    use crate::sharechain::sample::{self, Spec, legacy_net, modern_net, payout};
 
     fn request(previous: Option<Hash256>, script: &[u8], block_bits: Bits) -> GentxRequest<'_> {
         GentxRequest {
@@ -350,7 +350,7 @@ mod tests {
     fn boundary_share_gets_partial_credit() {
         let net = legacy_net(false);
         let scripts = [payout(1), payout(2), payout(3)];
-        let (tracker, hashes) = test_chain::chain(&net, 3, 10, &scripts);
+        let (tracker, hashes) = sample::chain(&net, 3, 10, &scripts);
         // Block work 300 → max weight 900; this share 256 → 644 for the window:
         // shares 3 and 2 in full (512), share 1 only 132.
         let block_bits = Bits::from_target_floor(U256::MAX / U256::from(300u64));
@@ -373,7 +373,7 @@ mod tests {
         let mut net = legacy_net(false);
         net.weight_cap = WeightCap::None;
         let scripts = [payout(1), payout(2), payout(3)];
-        let (tracker, hashes) = test_chain::chain(&net, 3, 10, &scripts);
+        let (tracker, hashes) = sample::chain(&net, 3, 10, &scripts);
         let block_bits = Bits::from_target_floor(U256::MAX / U256::from(300u64));
         let g = generate_transaction(
             &tracker,
@@ -403,13 +403,13 @@ mod tests {
     fn retarget_moves_at_most_ten_percent_per_share() {
         let net = legacy_net(false);
         // One second apart with a 10 s period: far too fast, so the target drops by 10%.
-        let (tracker, hashes) = test_chain::chain(&net, 5, 1, &[payout(1)]);
+        let (tracker, hashes) = sample::chain(&net, 5, 1, &[payout(1)]);
         let last = *hashes.last().unwrap();
         let near = near_target(&tracker, last);
         let next = next_target(&tracker, &net, Some(last)).unwrap();
         assert_eq!(next, bits_of(near * U512::from(9u64) / U512::from(10u64)));
         // 100 s apart: too slow, so it would rise by 10%, but MAX_TARGET caps it.
-        let (tracker, hashes) = test_chain::chain(&net, 5, 100, &[payout(1)]);
+        let (tracker, hashes) = sample::chain(&net, 5, 100, &[payout(1)]);
         let next = next_target(&tracker, &net, hashes.last().copied()).unwrap();
         assert_eq!(next, Bits::from_target_floor(net.max_target));
     }
@@ -418,10 +418,10 @@ mod tests {
     fn retarget_rises_ten_percent_below_the_maximum() {
         let net = legacy_net(false);
         // Ten shares at once drive the target well below the maximum...
-        let (mut tracker, hashes) = test_chain::chain(&net, 10, 0, &[payout(1)]);
+        let (mut tracker, hashes) = sample::chain(&net, 10, 0, &[payout(1)]);
         // ...then a share 1000 s later makes the window far too slow.
         let spec = Spec::new(hashes.last().copied(), 1_600_001_000, payout(1));
-        let share = test_chain::mine(&tracker, &net, &spec);
+        let share = sample::mine(&tracker, &net, &spec);
         let last = share.hash;
         tracker.add(share, 0, None);
         let near = near_target(&tracker, last);
@@ -433,7 +433,7 @@ mod tests {
     #[test]
     fn equal_timestamps_count_as_one_second_and_negative_spans_give_the_lower_clamp() {
         let net = legacy_net(false);
-        let (tracker, hashes) = test_chain::chain(&net, 5, 0, &[payout(1)]);
+        let (tracker, hashes) = sample::chain(&net, 5, 0, &[payout(1)]);
         let last = *hashes.last().unwrap();
         let near = near_target(&tracker, last);
         // dt = 0 → 1: a pool rate of 768 attempts/s is far above target: lower clamp.
@@ -445,7 +445,7 @@ mod tests {
         let mut tracker = Tracker::new();
         let mut prev = None;
         for i in 0..5u32 {
-            let share = test_chain::mine(
+            let share = sample::mine(
                 &tracker,
                 &net,
                 &Spec::new(prev, 1_600_000_000 - 100 * i, payout(1)),
@@ -464,7 +464,7 @@ mod tests {
     fn zero_pool_rate_is_an_error_not_a_panic() {
         let net = legacy_net(false);
         // 768 attempts over a million seconds: 0 attempts per second.
-        let (tracker, hashes) = test_chain::chain(&net, 4, 1_000_000, &[payout(1)]);
+        let (tracker, hashes) = sample::chain(&net, 4, 1_000_000, &[payout(1)]);
         assert_eq!(
             next_target(&tracker, &net, hashes.last().copied()),
             Err(GentxError::ZeroPoolRate)
@@ -474,7 +474,7 @@ mod tests {
     #[test]
     fn missing_history_is_an_error() {
         let net = legacy_net(false);
-        let (mut tracker, hashes) = test_chain::chain(&net, 6, 10, &[payout(1)]);
+        let (mut tracker, hashes) = sample::chain(&net, 6, 10, &[payout(1)]);
         tracker.remove(&hashes[0]);
         let err = generate_transaction(
             &tracker,

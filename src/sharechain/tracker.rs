@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use ruint::aliases::U512;
 
 use crate::bitcoin::hash::Hash256;
+use crate::bitcoin::tx::Transaction;
 
 use super::forest::{Forest, Idx};
 use super::share::Share;
@@ -259,6 +260,13 @@ impl Tracker {
         Some(entry)
     }
 
+    /// Swaps a block share's transactions for another copy's (same IDs, other witnesses).
+    pub fn replace_transactions(&mut self, hash: &Hash256, other_txs: Option<Vec<Transaction>>) {
+        if let Some(e) = self.all.get_mut(hash) {
+            e.share.other_txs = other_txs;
+        }
+    }
+
     pub fn children(&self, hash: &Hash256) -> Vec<Hash256> {
         self.all.children(hash)
     }
@@ -318,21 +326,39 @@ impl Tracker {
         };
         let mut windows = self.windows.borrow_mut();
         let parent = self.all.parent_idx(s);
+        // A remembered window at this share, at its parent (one share more at the top),
+        // or at its child (one share less, as verification walks down a chain).
         let found = windows
             .iter()
             .position(|w| w.shares.front() == Some(&s))
             .or_else(|| {
                 parent.and_then(|p| windows.iter().position(|w| w.shares.front() == Some(&p)))
+            })
+            .or_else(|| {
+                windows.iter().position(|w| {
+                    w.shares
+                        .front()
+                        .is_some_and(|&f| self.all.parent_idx(f) == Some(s))
+                })
             });
         let mut window = match found {
             Some(k) => windows.get(k).cloned().unwrap_or_default(),
             None => Window::default(),
         };
-        if window.shares.front() != Some(&s) && !window.shares.is_empty() {
-            let a = self.all.attempts_of(s);
-            window.shares.push_front(s);
-            window.full_total += a;
-            window.credit(self.all.value_of(s).script, a);
+        if let Some(&front) = window.shares.front()
+            && front != s
+        {
+            if Some(front) == parent {
+                let a = self.all.attempts_of(s);
+                window.shares.push_front(s);
+                window.full_total += a;
+                window.credit(self.all.value_of(s).script, a);
+            } else {
+                window.shares.pop_front();
+                let a = self.all.attempts_of(front);
+                window.full_total -= a;
+                window.debit(self.all.value_of(front).script, a);
+            }
         }
         window.fit(&self.all, s, max_shares, desired);
         let out = window
@@ -355,7 +381,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sharechain::test_chain::{chain, legacy_net, payout};
+    use crate::sharechain::sample::{chain, legacy_net, payout};
 
     /// The walk of §5.2 share by share, as R does it.
     fn linear(
@@ -396,6 +422,7 @@ mod tests {
         // Walk up the chain with changing limits, as verification does, and jump about.
         let mut order: Vec<usize> = (0..60).collect();
         order.extend([59, 10, 11, 40, 39, 38, 59, 0, 1]);
+        order.extend((0..60).rev());
         for (step, &k) in order.iter().enumerate() {
             let max = [5u32, 17, 60, 1000, 0][step % 5];
             let desired = match step % 4 {

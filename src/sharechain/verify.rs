@@ -222,12 +222,12 @@ mod tests {
     use crate::bitcoin::script;
     use crate::bitcoin::tx::{OutPoint, TxIn, TxOut};
     use crate::sharechain::share::{Share1a, Share1b, ShareError};
-    use crate::sharechain::test_chain::{self, Spec, legacy_net, modern_net, payout};
+    use crate::sharechain::sample::{self, Spec, legacy_net, modern_net, payout};
 
     const T0: u32 = 1_600_000_000;
 
     fn verified_chain(net: &Network, n: usize) -> (Tracker, Vec<Hash256>) {
-        let (tracker, hashes) = test_chain::chain(net, n, 10, &[payout(1), payout(2)]);
+        let (tracker, hashes) = sample::chain(net, n, 10, &[payout(1), payout(2)]);
         for h in &hashes {
             let share = tracker.get(h).unwrap();
             check(&tracker, net, share, i64::from(share.timestamp()) + 1).unwrap();
@@ -246,7 +246,7 @@ mod tests {
         let net = legacy_net(false);
         let (tracker, hashes) = verified_chain(&net, 5);
         // The median of the five is the third timestamp, T0 + 20.
-        let share = test_chain::mine(
+        let share = sample::mine(
             &tracker,
             &net,
             &Spec::new(hashes.last().copied(), T0 + 20, payout(1)),
@@ -266,7 +266,7 @@ mod tests {
     #[test]
     fn timestamp_more_than_two_hours_ahead_is_rejected() {
         let net = legacy_net(false);
-        let share = test_chain::mine(
+        let share = sample::mine(
             &Tracker::new(),
             &net,
             &Spec::new(None, T0 + 7201, payout(1)),
@@ -283,11 +283,11 @@ mod tests {
     fn claimed_target_other_than_the_computed_one_is_rejected() {
         let net = legacy_net(false);
         // One second apart: retargeting lowers the target below MAX_TARGET.
-        let (tracker, hashes) = test_chain::chain(&net, 6, 1, &[payout(1)]);
+        let (tracker, hashes) = sample::chain(&net, 6, 1, &[payout(1)]);
         let mut spec = Spec::new(hashes.last().copied(), T0 + 60, payout(1));
         // An easier claim than retargeting allows (R never compared the two).
         spec.claimed_target = Some(Bits::from_target_floor(net.max_target));
-        let share = test_chain::mine(&tracker, &net, &spec);
+        let share = sample::mine(&tracker, &net, &spec);
         let err = check(&tracker, &net, &share, i64::from(T0) + 100).unwrap_err();
         assert!(matches!(err, VerifyError::WrongTarget { .. }), "{err}");
         assert!(err.to_string().contains("retargeting gives"), "{err}");
@@ -297,7 +297,7 @@ mod tests {
     fn tampered_payout_breaks_the_merkle_root() {
         let net = legacy_net(false);
         let (tracker, hashes) = verified_chain(&net, 3);
-        let share = test_chain::mine(
+        let share = sample::mine(
             &tracker,
             &net,
             &Spec::new(hashes.last().copied(), T0 + 30, payout(1)),

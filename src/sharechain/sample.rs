@@ -1,4 +1,5 @@
-//! Builds real, valid shares on easy test networks, for unit tests of the chain rules.
+//! Sample chains: real, valid shares mined on easy networks, for tests, benches and
+//! experiments. The proof of work is ground for real; nothing here is faked.
 
 use ruint::aliases::U256;
 

@@ -1,0 +1,184 @@
+//! Choosing the share to mine on (§6.4): the best verified tree by score, its heads by
+//! rank, and the stale rule.
+//!
+//! Both rules read the height of the Bitcoin block each share builds on; an unknown block
+//! counts as height 0 (modern-rules.md, ranking).
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use ruint::aliases::U512;
+
+use crate::bitcoin::hash::Hash256;
+
+use super::tracker::Tracker;
+
+/// Heads ranked below the best that pruning keeps.
+pub const KEEP_TOP_HEADS: usize = 5;
+/// Shares at the top of a head that ranking leaves out of its work.
+const RANK_SKIP: u32 = 5;
+
+/// The Bitcoin side's view of block heights.
+pub trait BlockHeights {
+    /// The height of a block, 0 when it is not known.
+    fn height(&self, block: &Hash256) -> u32;
+    /// The height of bitcoind's best block.
+    fn highest(&self) -> u32;
+}
+
+/// Block heights from a map, for a node's cache and for tests.
+#[derive(Debug, Clone, Default)]
+pub struct HeightMap {
+    pub heights: HashMap<Hash256, u32>,
+    pub highest: u32,
+}
+
+impl BlockHeights for HeightMap {
+    fn height(&self, block: &Hash256) -> u32 {
+        self.heights.get(block).copied().unwrap_or(0)
+    }
+
+    fn highest(&self) -> u32 {
+        self.highest
+    }
+}
+
+/// A verified head's score: its verified height (up to CHAIN_LENGTH), then the best rate
+/// of work since a point in the past, where the point is a Bitcoin block height.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Score {
+    pub height: u32,
+    pub work: U512,
+}
+
+/// R's `score`: credits older shares only as far as the Bitcoin blocks they reference
+/// are recent, so a chain mined in secret on stale blocks scores low.
+pub fn score(tracker: &Tracker, chain_length: u32, head: Hash256, heights: &dyn BlockHeights) -> Score {
+    let verified = tracker.verified();
+    let (height, last) = verified.height_and_last(Some(head));
+    let start = if last.is_some() {
+        verified.nth_parent(head, (chain_length / 2).min(height / 2))
+    } else {
+        Some(head)
+    };
+    let mut seq: Vec<(Hash256, U512)> = Vec::with_capacity(chain_length.min(height) as usize);
+    for (hash, _) in verified.chain(start).take(chain_length as usize) {
+        if let Some(e) = tracker.entry(&hash) {
+            seq.push((e.share.header.previous_block, e.attempts));
+        }
+    }
+    let highest = i64::from(heights.highest());
+    let mut best = U512::ZERO;
+    let mut work = U512::ZERO;
+    let mut max_height = 0u32;
+    let mut last_block: Option<(Hash256, u32)> = None;
+    for (block, attempts) in seq.iter().rev() {
+        let h = match last_block {
+            Some((b, h)) if b == *block => h,
+            _ => {
+                let h = heights.height(block);
+                last_block = Some((*block, h));
+                h
+            }
+        };
+        max_height = max_height.max(h);
+        work += *attempts;
+        // Python divides by a non-positive number only when a referenced block is above
+        // bitcoind's tip (a race with a new block); such a point never scores.
+        let denom = highest - i64::from(max_height) + 1;
+        if denom <= 0 {
+            continue;
+        }
+        let denom = U512::from(denom as u64);
+        if work >= (best + U512::from(1u64)) * denom {
+            best = work / denom;
+        }
+    }
+    Score {
+        height: height.min(chain_length),
+        work: best,
+    }
+}
+
+/// The ranking key of a verified head (§6.4 step 2): work below its top 5 shares, the
+/// height of its Bitcoin block, then earlier seen first.
+fn rank_key(tracker: &Tracker, head: &Hash256, heights: &dyn BlockHeights) -> (U512, u32, std::cmp::Reverse<u64>) {
+    let verified = tracker.verified();
+    let height = verified.height(head);
+    let skip = RANK_SKIP.min(height);
+    let work = if skip >= height {
+        U512::ZERO
+    } else {
+        verified
+            .nth_parent(*head, skip)
+            .map_or(U512::ZERO, |p| verified.work(p, u32::MAX))
+    };
+    let (block_height, seen) = tracker.entry(head).map_or((0, 0), |e| {
+        (heights.height(&e.share.header.previous_block), e.time_seen)
+    });
+    (work, block_height, std::cmp::Reverse(seen))
+}
+
+/// Verified heads of the best tree, worst first and best last; empty with no verified
+/// shares. `scores` remembers scores between calls (R keeps them 5 s).
+pub fn ranked_heads(
+    tracker: &Tracker,
+    heights: &dyn BlockHeights,
+    mut score_of: impl FnMut(Hash256) -> Score,
+) -> Vec<Hash256> {
+    let verified = tracker.verified();
+    let mut trees: HashMap<Hash256, Vec<Hash256>> = HashMap::new();
+    for head in verified.heads() {
+        if let Some(tail) = verified.tail(head) {
+            trees.entry(tail).or_default().push(*head);
+        }
+    }
+    let mut best: Option<(Score, Hash256, Vec<Hash256>)> = None;
+    for (tail, heads) in trees {
+        let Some(tallest) = heads
+            .iter()
+            .copied()
+            .max_by_key(|h| (verified.height(h), *h))
+        else {
+            continue;
+        };
+        let s = score_of(tallest);
+        let better = match &best {
+            None => true,
+            Some((bs, bt, _)) => (s, tail).cmp(&(*bs, *bt)) == Ordering::Greater,
+        };
+        if better {
+            best = Some((s, tail, heads));
+        }
+    }
+    let Some((_, _, heads)) = best else {
+        return Vec::new();
+    };
+    let mut keyed: Vec<_> = heads
+        .into_iter()
+        .map(|h| (rank_key(tracker, &h, heights), h))
+        .collect();
+    keyed.sort();
+    keyed.into_iter().map(|(_, h)| h).collect()
+}
+
+/// The stale rule (§6.4 step 3): a peer's best share on an older Bitcoin block than the
+/// current one is passed over for its parent, unless it is itself the current block.
+pub fn apply_stale_rule(
+    tracker: &Tracker,
+    best: Hash256,
+    current_block: &Hash256,
+    heights: &dyn BlockHeights,
+) -> Option<Hash256> {
+    let Some(e) = tracker.entry(&best) else {
+        return Some(best);
+    };
+    let share = &e.share;
+    if heights.height(&share.header.previous_block) < heights.height(current_block)
+        && share.pow_hash != *current_block
+        && e.peer.is_some()
+    {
+        return share.previous_hash();
+    }
+    Some(best)
+}
