@@ -53,7 +53,12 @@ pub struct Score {
 
 /// R's `score`: credits older shares only as far as the Bitcoin blocks they reference
 /// are recent, so a chain mined in secret on stale blocks scores low.
-pub fn score(tracker: &Tracker, chain_length: u32, head: Hash256, heights: &dyn BlockHeights) -> Score {
+pub fn score(
+    tracker: &Tracker,
+    chain_length: u32,
+    head: Hash256,
+    heights: &dyn BlockHeights,
+) -> Score {
     let verified = tracker.verified();
     let (height, last) = verified.height_and_last(Some(head));
     let start = if last.is_some() {
@@ -102,7 +107,11 @@ pub fn score(tracker: &Tracker, chain_length: u32, head: Hash256, heights: &dyn 
 
 /// The ranking key of a verified head (§6.4 step 2): work below its top 5 shares, the
 /// height of its Bitcoin block, then earlier seen first.
-fn rank_key(tracker: &Tracker, head: &Hash256, heights: &dyn BlockHeights) -> (U512, u32, std::cmp::Reverse<u64>) {
+fn rank_key(
+    tracker: &Tracker,
+    head: &Hash256,
+    heights: &dyn BlockHeights,
+) -> (U512, u32, std::cmp::Reverse<u64>) {
     let verified = tracker.verified();
     let height = verified.height(head);
     let skip = RANK_SKIP.min(height);

@@ -39,7 +39,9 @@ const GROWING_KEEP_SECONDS: u64 = 120;
 pub enum BlockFault {
     /// The held copy has no transactions (a share1a can never be a block share).
     NoTransactions,
-    TooHeavy { weight: usize },
+    TooHeavy {
+        weight: usize,
+    },
     /// The witnesses do not hash to the commitment in the generation transaction.
     CommitmentMismatch,
     /// A transaction has a witness but the generation transaction commits to none.
@@ -65,7 +67,11 @@ impl fmt::Display for BlockFault {
 
 /// Assembles the Bitcoin block of a verified block share from its regenerated generation
 /// transaction, and checks what share validity leaves out: full weight and witnesses.
-pub fn assemble_block(share: &Share, gentx: &Transaction, rules: RuleSet) -> Result<Block, BlockFault> {
+pub fn assemble_block(
+    share: &Share,
+    gentx: &Transaction,
+    rules: RuleSet,
+) -> Result<Block, BlockFault> {
     let other_txs = share.other_txs.as_ref().ok_or(BlockFault::NoTransactions)?;
     let commitment = share.info.modern.as_ref().and_then(|m| m.commitment());
     let mut coinbase = gentx.clone();
@@ -183,7 +189,11 @@ impl ShareChain {
     }
 
     /// The shares in the store, with their verified flags unless `distrust_flags`.
-    pub fn load(net: Network, store: &Store, distrust_flags: bool) -> Result<ShareChain, LoadError> {
+    pub fn load(
+        net: Network,
+        store: &Store,
+        distrust_flags: bool,
+    ) -> Result<ShareChain, LoadError> {
         let mut chain = ShareChain::new(net);
         let stored = store.load_shares()?;
         let mut verified = Vec::new();
@@ -245,7 +255,8 @@ impl ShareChain {
             return Added::Known;
         };
         let time_seen = self.tracker.entry(&hash).map_or(0, |e| e.time_seen);
-        self.tracker.replace_transactions(&hash, share.other_txs.clone());
+        self.tracker
+            .replace_transactions(&hash, share.other_txs.clone());
         self.mutated.remove(&hash);
         self.batch.put_shares.push(stored(&share, true, time_seen));
         info!(target: "sharechain", "block share {hash}: a whole copy replaced the mutated one");
@@ -253,7 +264,12 @@ impl ShareChain {
     }
 
     /// Verifies `hash` if it is not verified yet; `Err` with the reason when it fails.
-    fn attempt_verify(&mut self, hash: Hash256, now: i64, out: &mut Think) -> Result<(), VerifyError> {
+    fn attempt_verify(
+        &mut self,
+        hash: Hash256,
+        now: i64,
+        out: &mut Think,
+    ) -> Result<(), VerifyError> {
         if self.tracker.is_verified(&hash) {
             return Ok(());
         }
@@ -290,7 +306,12 @@ impl ShareChain {
     /// Verification, best share and pruning, as R's `think` (§6.3–6.5). `now` is the
     /// clock (Unix seconds) corrected to bitcoind's; `current_block` is the block that
     /// work builds on now.
-    pub fn think(&mut self, heights: &dyn BlockHeights, current_block: Option<Hash256>, now: u64) -> Think {
+    pub fn think(
+        &mut self,
+        heights: &dyn BlockHeights,
+        current_block: Option<Hash256>,
+        now: u64,
+    ) -> Think {
         let mut out = Think::default();
         let cl = self.net.chain_length;
         let now_i = i64::try_from(now).unwrap_or(i64::MAX);
@@ -374,7 +395,8 @@ impl ShareChain {
             if head_height < cl
                 && let (Some(last_hash), Some(last_last)) = (last_hash, last_last)
             {
-                out.wanted.push((self.peer_of_child(&last_hash, true), last_last));
+                out.wanted
+                    .push((self.peer_of_child(&last_hash, true), last_last));
             }
         }
 

@@ -10,4 +10,3 @@ pub mod share;
 pub mod store;
 pub mod tracker;
 pub mod verify;
-

@@ -5,12 +5,14 @@ use ruint::aliases::U256;
 
 use crate::bitcoin::block::BlockHeader;
 use crate::bitcoin::hash::{Hash256, sha256d};
+use crate::bitcoin::merkle;
 use crate::bitcoin::script;
 use crate::bitcoin::target::Bits;
+use crate::bitcoin::tx::Transaction;
 use crate::network::{Network, RuleSet, WeightCap};
 
 use super::gentx::{self, GentxRequest};
-use super::share::{ModernFields, Share, Share1a, ShareInfo};
+use super::share::{ModernFields, Share, Share1a, Share1b, ShareInfo};
 use super::tracker::Tracker;
 
 /// A legacy network like the vectors' (MAX_TARGET 2^248 − 1, short window).
@@ -49,6 +51,10 @@ pub struct Spec {
     pub block_bits: Bits,
     /// Overrides the computed target (to build invalid shares).
     pub claimed_target: Option<Bits>,
+    /// The Bitcoin block the share builds on.
+    pub previous_block: Hash256,
+    /// `Some` mines a block share (meeting `block_bits`) carrying these transactions.
+    pub other_txs: Option<Vec<Transaction>>,
 }
 
 impl Spec {
@@ -60,16 +66,30 @@ impl Spec {
             subsidy: 5_000_000_000,
             block_bits: Bits(0x1f1fffff),
             claimed_target: None,
+            previous_block: sha256d(b"test block"),
+            other_txs: None,
         }
     }
 }
 
+/// The witness commitment of a block with `other_txs` after its generation transaction.
+pub fn commitment_for(other_txs: &[Transaction]) -> [u8; 32] {
+    let mut wtxids = vec![Hash256::ZERO];
+    wtxids.extend(other_txs.iter().map(Transaction::wtxid));
+    script::witness_commitment(&merkle::root(&wtxids), &[0; 32]).0
+}
+
 /// Mines a share for `spec` on top of `tracker`: regenerates the gentx, builds the header
-/// and grinds the header nonce until the share meets its target but not the block's.
+/// and grinds the header nonce until the share meets its target but not the block's (or,
+/// for a block share, until it meets the block's too).
 pub fn mine(tracker: &Tracker, net: &Network, spec: &Spec) -> Share {
+    let commitment = match &spec.other_txs {
+        Some(txs) => commitment_for(txs),
+        None => [0; 32],
+    };
     let modern = (net.rules == RuleSet::Modern).then_some(ModernFields {
         block_height: 1000,
-        witness_commitment: [0; 32],
+        witness_commitment: commitment,
     });
     let nonce = spec.timestamp.to_le_bytes().to_vec();
     let generated = gentx::generate_transaction(
@@ -89,10 +109,14 @@ pub fn mine(tracker: &Tracker, net: &Network, spec: &Spec) -> Share {
     if let Some(claimed) = spec.claimed_target {
         share_data.target = claimed;
     }
+    let mut txids = vec![generated.tx.txid()];
+    if let Some(txs) = &spec.other_txs {
+        txids.extend(txs.iter().map(Transaction::txid));
+    }
     let mut header = BlockHeader {
         version: 1,
-        previous_block: sha256d(b"test block"),
-        merkle_root: generated.tx.txid(),
+        previous_block: spec.previous_block,
+        merkle_root: merkle::root(&txids),
         timestamp: spec.timestamp,
         bits: spec.block_bits,
         nonce: 0,
@@ -101,7 +125,7 @@ pub fn mine(tracker: &Tracker, net: &Network, spec: &Spec) -> Share {
     let block = spec.block_bits.to_target();
     loop {
         let pow = header.hash().to_u256();
-        if pow <= target && pow > block {
+        if pow <= target && (pow > block) != spec.other_txs.is_some() {
             break;
         }
         header.nonce += 1;
@@ -112,14 +136,24 @@ pub fn mine(tracker: &Tracker, net: &Network, spec: &Spec) -> Share {
         subsidy: spec.subsidy,
         modern,
     };
-    Share::from_share1a(
-        Share1a {
-            header,
-            info,
-            merkle_branch: vec![],
-        },
-        net,
-    )
+    match &spec.other_txs {
+        Some(txs) => Share::from_share1b(
+            Share1b {
+                header,
+                info,
+                other_txs: txs.clone(),
+            },
+            net,
+        ),
+        None => Share::from_share1a(
+            Share1a {
+                header,
+                info,
+                merkle_branch: vec![],
+            },
+            net,
+        ),
+    }
     .expect("test share passes the stateless checks")
 }
 

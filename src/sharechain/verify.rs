@@ -221,8 +221,8 @@ mod tests {
     use crate::bitcoin::merkle::BranchStep;
     use crate::bitcoin::script;
     use crate::bitcoin::tx::{OutPoint, TxIn, TxOut};
-    use crate::sharechain::share::{Share1a, Share1b, ShareError};
     use crate::sharechain::sample::{self, Spec, legacy_net, modern_net, payout};
+    use crate::sharechain::share::{Share1a, Share1b, ShareError};
 
     const T0: u32 = 1_600_000_000;
 
