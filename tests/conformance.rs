@@ -391,9 +391,8 @@ fn share_chain() {
         expected.sort();
         let got: Vec<(Vec<u8>, U512)> = generated
             .weights
-            .other_weights
-            .iter()
-            .map(|(s, w)| (s.clone(), *w))
+            .other_weights(&tracker, share.previous_hash())
+            .into_iter()
             .collect();
         assert_eq!(got, expected, "share {index}: other weights");
     }

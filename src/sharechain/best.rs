@@ -53,6 +53,10 @@ pub struct Score {
 
 /// R's `score`: credits older shares only as far as the Bitcoin blocks they reference
 /// are recent, so a chain mined in secret on stale blocks scores low.
+///
+/// R takes the best of `work_k // (highest − maxh_k + 1)` over the window oldest first.
+/// The work only grows and the divisor only shrinks along the window, so that best is
+/// the last point whose divisor is still positive: one walk for the heights, one division.
 pub fn score(
     tracker: &Tracker,
     chain_length: u32,
@@ -66,42 +70,53 @@ pub fn score(
     } else {
         Some(head)
     };
-    let mut seq: Vec<(Hash256, U512)> = Vec::with_capacity(chain_length.min(height) as usize);
-    for (hash, _) in verified.chain(start).take(chain_length as usize) {
-        if let Some(e) = tracker.entry(&hash) {
-            seq.push((e.share.header.previous_block, e.attempts));
-        }
-    }
-    let highest = i64::from(heights.highest());
-    let mut best = U512::ZERO;
-    let mut work = U512::ZERO;
-    let mut max_height = 0u32;
+    let all = tracker.all();
+    let Some(start) = start.and_then(|h| all.idx(&h).map(|i| (h, i))) else {
+        return Score {
+            height: height.min(chain_length),
+            work: U512::ZERO,
+        };
+    };
+    // The window: `count` verified shares from `start` back (the verified chain is a run
+    // of the full chain), with the height each builds on, newest first.
+    let count = verified.height(&start.0).min(chain_length) as usize;
+    let mut seq: Vec<(u32, U512)> = Vec::with_capacity(count);
+    let mut cur = Some(start.1);
     let mut last_block: Option<(Hash256, u32)> = None;
-    for (block, attempts) in seq.iter().rev() {
+    while let Some(i) = cur {
+        if seq.len() == count {
+            break;
+        }
+        let e = all.value_of(i);
+        let block = e.share.header.previous_block;
         let h = match last_block {
-            Some((b, h)) if b == *block => h,
+            Some((b, h)) if b == block => h,
             _ => {
-                let h = heights.height(block);
-                last_block = Some((*block, h));
+                let h = heights.height(&block);
+                last_block = Some((block, h));
                 h
             }
         };
+        seq.push((h, e.attempts));
+        cur = all.parent_idx(i);
+    }
+    let highest = heights.highest();
+    let mut work = U512::ZERO;
+    let mut max_height = 0u32;
+    let mut divisor = None;
+    for &(h, attempts) in seq.iter().rev() {
         max_height = max_height.max(h);
-        work += *attempts;
         // Python divides by a non-positive number only when a referenced block is above
-        // bitcoind's tip (a race with a new block); such a point never scores.
-        let denom = highest - i64::from(max_height) + 1;
-        if denom <= 0 {
-            continue;
+        // bitcoind's tip (a race with a new block); from there on nothing scores.
+        if max_height > highest {
+            break;
         }
-        let denom = U512::from(denom as u64);
-        if work >= (best + U512::from(1u64)) * denom {
-            best = work / denom;
-        }
+        work += attempts;
+        divisor = Some(u64::from(highest - max_height) + 1);
     }
     Score {
         height: height.min(chain_length),
-        work: best,
+        work: divisor.map_or(U512::ZERO, |d| work / U512::from(d)),
     }
 }
 

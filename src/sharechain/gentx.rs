@@ -39,11 +39,30 @@ pub struct GentxRequest<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Weights {
     pub this_weight: U512,
-    /// Weights of the window before this share, by payout script.
-    pub other_weights: BTreeMap<Vec<u8>, U512>,
     pub other_total: U512,
     /// SPREAD × block work; `None` under the weight cap `none`.
     pub max_weight: Option<U512>,
+    /// The window before this share: at most this many shares...
+    pub max_shares: u32,
+    /// ...up to this much weight.
+    pub desired: Option<U512>,
+}
+
+impl Weights {
+    /// The weights of the window before this share, by payout script (every credited
+    /// script, even at weight 0), as they were when the transaction was generated.
+    pub fn other_weights(
+        &self,
+        tracker: &Tracker,
+        previous: Option<Hash256>,
+    ) -> BTreeMap<Vec<u8>, U512> {
+        tracker
+            .weights(previous, self.max_shares, self.desired)
+            .0
+            .into_iter()
+            .map(|(s, w)| (s.to_vec(), w))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,76 +167,96 @@ pub fn next_target(
     Ok(Bits::from_target_floor(U256::saturating_from(pre)))
 }
 
+/// `subsidy × by_weight × w // (400 × total)`, in 128 bits when it fits.
+fn share_of(subsidy: u64, by_weight: u64, w: U512, total: U512) -> u64 {
+    let (w128, t128) = (u128::try_from(w), u128::try_from(total));
+    if let (Ok(w), Ok(t)) = (w128, t128)
+        && let (Some(num), Some(den)) = (
+            u128::from(subsidy)
+                .checked_mul(u128::from(by_weight))
+                .and_then(|x| x.checked_mul(w)),
+            t.checked_mul(400),
+        )
+    {
+        return u64::try_from(num / den).unwrap_or(u64::MAX);
+    }
+    let a = U512::from(subsidy) * U512::from(by_weight) * w / (U512::from(400u64) * total);
+    // a ≤ subsidy because w ≤ total; saturating keeps a broken invariant from panicking.
+    a.saturating_to::<u64>()
+}
+
+fn credit<'a>(amount: &mut Vec<(&'a [u8], u64)>, script: &'a [u8], value: u64) {
+    match amount.iter_mut().find(|(s, _)| *s == script) {
+        Some((_, a)) => *a += value,
+        None => amount.push((script, value)),
+    }
+}
+
 /// Splits `subsidy` by weight (§5.3): 396/400 by weight + 2/400 to the finder + 2/400
 /// and the rounding remainder to the donation script, or without donation 398/400 by
-/// weight + 2/400 and the remainder to the finder.
-fn amounts(
+/// weight + 2/400 and the remainder to the finder. `weights` has each script once.
+fn amounts<'a>(
     subsidy: u64,
-    weights: &BTreeMap<Vec<u8>, U512>,
+    weights: &[(&'a [u8], U512)],
     total: U512,
-    new_script: &[u8],
-    donation: Option<&[u8]>,
-) -> Result<BTreeMap<Vec<u8>, u64>, GentxError> {
+    new_script: &'a [u8],
+    donation: Option<&'a [u8]>,
+) -> Result<Vec<(&'a [u8], u64)>, GentxError> {
     if total.is_zero() {
         return Err(GentxError::ZeroTotalWeight);
     }
     let by_weight = if donation.is_some() { 396u64 } else { 398 };
-    let s = U512::from(subsidy);
-    let mut amount: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-    for (script, w) in weights {
-        let a = s * U512::from(by_weight) * *w / (U512::from(400u64) * total);
-        // a ≤ subsidy because w ≤ total; saturating keeps a broken invariant from panicking.
-        amount.insert(script.clone(), a.saturating_to::<u64>());
+    let mut amount: Vec<(&[u8], u64)> = Vec::with_capacity(weights.len() + 2);
+    for &(script, w) in weights {
+        amount.push((script, share_of(subsidy, by_weight, w, total)));
     }
     let fee = subsidy * 2 / 400;
-    *amount.entry(new_script.to_vec()).or_insert(0) += fee;
+    credit(&mut amount, new_script, fee);
     let remainder_to = match donation {
         Some(d) => {
-            *amount.entry(d.to_vec()).or_insert(0) += fee;
+            credit(&mut amount, d, fee);
             d
         }
         None => new_script,
     };
-    let paid: u64 = amount.values().sum();
-    *amount.entry(remainder_to.to_vec()).or_insert(0) += subsidy - paid;
+    let paid: u64 = amount.iter().map(|(_, a)| a).sum();
+    credit(&mut amount, remainder_to, subsidy.saturating_sub(paid));
     Ok(amount)
 }
 
 /// Chooses the paid outputs and their order (§5.4, and the modern 200-output cap).
-fn payout_outputs(
-    mut amount: BTreeMap<Vec<u8>, u64>,
-    new_script: &[u8],
-    rules: RuleSet,
-) -> Vec<TxOut> {
+/// `amount` has each script once.
+fn payout_outputs(mut amount: Vec<(&[u8], u64)>, new_script: &[u8], rules: RuleSet) -> Vec<TxOut> {
     let cap = rules.max_payout_outputs();
     // Largest first; ties broken by script bytes, as R's sort by (amount, script).
-    let mut ranked: Vec<(Vec<u8>, u64)> = amount.iter().map(|(s, a)| (s.clone(), *a)).collect();
-    ranked.sort_by(|a, b| (b.1, &b.0).cmp(&(a.1, &a.0)));
-    let kept: Vec<Vec<u8>> = match rules {
-        RuleSet::Legacy2011 => ranked.into_iter().take(cap).map(|(s, _)| s).collect(),
+    amount.sort_unstable_by(|a, b| (b.1, b.0).cmp(&(a.1, a.0)));
+    let mut kept: Vec<(&[u8], u64)> = match rules {
+        RuleSet::Legacy2011 => {
+            amount.truncate(cap);
+            amount
+        }
         RuleSet::Modern => {
-            let others: Vec<(Vec<u8>, u64)> = ranked
-                .into_iter()
-                .filter(|(s, _)| s != new_script)
-                .collect();
-            let (paid, rest) = others.split_at(others.len().min(cap - 1));
-            let folded: u64 = rest.iter().map(|(_, a)| a).sum();
-            *amount.entry(new_script.to_vec()).or_insert(0) += folded;
-            let mut kept: Vec<Vec<u8>> = paid.iter().map(|(s, _)| s.clone()).collect();
-            kept.push(new_script.to_vec());
+            let mut finder = 0u64;
+            let mut kept = Vec::with_capacity(cap.min(amount.len()));
+            for (script, a) in amount {
+                if script == new_script {
+                    finder += a;
+                } else if kept.len() < cap - 1 {
+                    kept.push((script, a));
+                } else {
+                    finder += a;
+                }
+            }
+            kept.push((new_script, finder));
             kept
         }
     };
-    let mut dests = kept;
-    dests.sort_by(|a, b| (a.as_slice() == new_script, a).cmp(&(b.as_slice() == new_script, b)));
-    dests
-        .into_iter()
-        .filter_map(|script| {
-            let value = amount.get(&script).copied().unwrap_or(0);
-            (value != 0).then_some(TxOut {
-                value,
-                script_pubkey: script,
-            })
+    kept.sort_unstable_by(|a, b| (a.0 == new_script, a.0).cmp(&(b.0 == new_script, b.0)));
+    kept.into_iter()
+        .filter(|&(_, value)| value != 0)
+        .map(|(script, value)| TxOut {
+            value,
+            script_pubkey: script.to_vec(),
         })
         .collect()
 }
@@ -266,16 +305,14 @@ pub fn generate_transaction(
     };
     let this_weight = max_weight.map_or(own_attempts, |m| own_attempts.min(m));
     let desired = max_weight.map(|m| m.saturating_sub(this_weight));
-    let (other_weights, other_total) = tracker.weights(
-        req.previous_share_hash,
-        height.min(net.chain_length),
-        desired,
-    );
-    let mut dest_weights = other_weights.clone();
-    *dest_weights
-        .entry(req.new_script.to_vec())
-        .or_insert(U512::ZERO) += this_weight;
-    dest_weights.retain(|_, w| !w.is_zero());
+    let max_shares = height.min(net.chain_length);
+    let (mut dest_weights, other_total) =
+        tracker.weights(req.previous_share_hash, max_shares, desired);
+    match dest_weights.iter_mut().find(|(s, _)| *s == req.new_script) {
+        Some((_, w)) => *w += this_weight,
+        None => dest_weights.push((req.new_script, this_weight)),
+    }
+    dest_weights.retain(|(_, w)| !w.is_zero());
     let total_weight = this_weight + other_total;
 
     let amount = amounts(
@@ -323,9 +360,10 @@ pub fn generate_transaction(
         share_data,
         weights: Weights {
             this_weight,
-            other_weights,
             other_total,
             max_weight,
+            max_shares,
+            desired,
         },
     })
 }
@@ -333,6 +371,26 @@ pub fn generate_transaction(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn amounts_map(
+        subsidy: u64,
+        weights: &BTreeMap<Vec<u8>, U512>,
+        total: U512,
+        new_script: &[u8],
+        donation: Option<&[u8]>,
+    ) -> Result<BTreeMap<Vec<u8>, u64>, GentxError> {
+        let w: Vec<(&[u8], U512)> = weights.iter().map(|(s, w)| (s.as_slice(), *w)).collect();
+        amounts(subsidy, &w, total, new_script, donation)
+            .map(|v| v.into_iter().map(|(s, a)| (s.to_vec(), a)).collect())
+    }
+
+    fn outputs_of(amount: BTreeMap<Vec<u8>, u64>, finder: &[u8], rules: RuleSet) -> Vec<TxOut> {
+        payout_outputs(
+            amount.iter().map(|(s, a)| (s.as_slice(), *a)).collect(),
+            finder,
+            rules,
+        )
+    }
     use crate::sharechain::sample::{self, Spec, legacy_net, modern_net, payout};
 
     fn request(previous: Option<Hash256>, script: &[u8], block_bits: Bits) -> GentxRequest<'_> {
@@ -364,8 +422,14 @@ mod tests {
         assert_eq!(g.weights.this_weight, U512::from(256u64));
         assert_eq!(g.weights.max_weight, Some(U512::from(900u64)));
         assert_eq!(g.weights.other_total, U512::from(644u64));
-        assert_eq!(g.weights.other_weights[&payout(1)], U512::from(132u64));
-        assert_eq!(g.weights.other_weights[&payout(3)], U512::from(256u64));
+        assert_eq!(
+            g.weights.other_weights(&tracker, Some(hashes[2]))[&payout(1)],
+            U512::from(132u64)
+        );
+        assert_eq!(
+            g.weights.other_weights(&tracker, Some(hashes[2]))[&payout(3)],
+            U512::from(256u64)
+        );
     }
 
     #[test]
@@ -496,7 +560,7 @@ mod tests {
         let mut weights = BTreeMap::new();
         weights.insert(payout(1), U512::from(1u64));
         weights.insert(payout(2), U512::from(2u64));
-        let a = amounts(1000, &weights, U512::from(3u64), &payout(2), None).unwrap();
+        let a = amounts_map(1000, &weights, U512::from(3u64), &payout(2), None).unwrap();
         // 1000·398·1//1200 = 331; 1000·398·2//1200 = 663; finder +5, remainder 1.
         assert_eq!(a[&payout(1)], 331);
         assert_eq!(a[&payout(2)], 663 + 5 + 1);
@@ -509,7 +573,7 @@ mod tests {
         let mut weights = BTreeMap::new();
         weights.insert(payout(1), U512::from(1u64));
         weights.insert(payout(2), U512::from(2u64));
-        let a = amounts(
+        let a = amounts_map(
             1000,
             &weights,
             U512::from(3u64),
@@ -523,7 +587,7 @@ mod tests {
         assert_eq!(a[&donation], 5);
         assert_eq!(a.values().sum::<u64>(), 1000);
         assert_eq!(
-            amounts(1, &weights, U512::ZERO, &payout(2), None),
+            amounts_map(1, &weights, U512::ZERO, &payout(2), None),
             Err(GentxError::ZeroTotalWeight)
         );
     }
@@ -539,7 +603,7 @@ mod tests {
         }
         amount.insert(finder.clone(), 7);
         let total: u64 = amount.values().sum();
-        let outs = payout_outputs(amount, &finder, RuleSet::Modern);
+        let outs = outputs_of(amount, &finder, RuleSet::Modern);
         assert_eq!(outs.len(), 200);
         assert_eq!(outs.iter().map(|o| o.value).sum::<u64>(), total);
         assert_eq!(outs.last().unwrap().script_pubkey, finder);
@@ -565,7 +629,7 @@ mod tests {
             amount.insert(s, 1000 + u64::from(i));
         }
         amount.insert(finder.clone(), 1_000_000);
-        let outs = payout_outputs(amount, &finder, RuleSet::Legacy2011);
+        let outs = outputs_of(amount, &finder, RuleSet::Legacy2011);
         assert_eq!(outs.len(), 4000);
         assert_eq!(outs.last().unwrap().script_pubkey, finder);
         assert!(outs.iter().all(|o| o.value > 1006));
@@ -583,14 +647,14 @@ mod tests {
         let mut tight = amount.clone();
         tight.insert(script::p2sh(&[1; 20]), 100);
         // Legacy with room for all: zero amounts dropped, sorted by script bytes, finder last.
-        let outs = payout_outputs(amount, &finder, RuleSet::Legacy2011);
+        let outs = outputs_of(amount, &finder, RuleSet::Legacy2011);
         let scripts: Vec<Vec<u8>> = outs.iter().map(|o| o.script_pubkey.clone()).collect();
         assert_eq!(
             scripts,
             vec![payout(1), payout(2), payout(3), finder.clone()]
         );
         // P2SH (a9…) sorts before P2PKH (76…)? No: 0x76 < 0xa9, so P2PKH first.
-        let outs = payout_outputs(tight, &finder, RuleSet::Legacy2011);
+        let outs = outputs_of(tight, &finder, RuleSet::Legacy2011);
         assert_eq!(outs[3].script_pubkey, script::p2sh(&[1; 20]));
     }
 

@@ -8,7 +8,7 @@
 //! top of the last one costs a handful of map updates instead of a walk of CHAIN_LENGTH.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use ruint::aliases::U512;
 
@@ -314,15 +314,16 @@ impl Tracker {
 
     /// The payout weights of §5.2: up to `max_shares` shares from `start` back, stopping
     /// at `desired` weight with partial credit for the boundary share. Returns the weight
-    /// by payout script (every credited script, even at weight 0) and the total.
+    /// by payout script (every credited script once, even at weight 0; in no particular
+    /// order) and the total.
     pub fn weights(
         &self,
         start: Option<Hash256>,
         max_shares: u32,
         desired: Option<U512>,
-    ) -> (BTreeMap<Vec<u8>, U512>, U512) {
+    ) -> (Vec<(&[u8], U512)>, U512) {
         let Some(s) = start.and_then(|h| self.all.idx(&h)) else {
-            return (BTreeMap::new(), U512::ZERO);
+            return (Vec::new(), U512::ZERO);
         };
         let mut windows = self.windows.borrow_mut();
         let parent = self.all.parent_idx(s);
@@ -364,7 +365,7 @@ impl Tracker {
         let out = window
             .weights
             .iter()
-            .map(|(&id, &(w, _))| (self.scripts.bytes(id).to_vec(), w))
+            .map(|(&id, &(w, _))| (self.scripts.bytes(id), w))
             .collect();
         let total = window.total();
         if !window.shares.is_empty() {
@@ -382,6 +383,11 @@ impl Tracker {
 mod tests {
     use super::*;
     use crate::sharechain::sample::{chain, legacy_net, payout};
+    use std::collections::BTreeMap;
+
+    fn sorted((w, total): (Vec<(&[u8], U512)>, U512)) -> (BTreeMap<Vec<u8>, U512>, U512) {
+        (w.into_iter().map(|(s, w)| (s.to_vec(), w)).collect(), total)
+    }
 
     /// The walk of §5.2 share by share, as R does it.
     fn linear(
@@ -431,7 +437,7 @@ mod tests {
                 2 => Some(U512::ZERO),
                 _ => Some(unit * U512::from(3u64)),
             };
-            let got = tracker.weights(Some(hashes[k]), max, desired);
+            let got = sorted(tracker.weights(Some(hashes[k]), max, desired));
             let want = linear(&tracker, Some(hashes[k]), max, desired);
             assert_eq!(got, want, "share {k}, max {max}, desired {desired:?}");
         }
@@ -450,7 +456,7 @@ mod tests {
         tracker.remove(&hashes[1]);
         for k in [29, 28, 5, 2] {
             assert_eq!(
-                tracker.weights(Some(hashes[k]), 1000, desired),
+                sorted(tracker.weights(Some(hashes[k]), 1000, desired)),
                 linear(&tracker, Some(hashes[k]), 1000, desired)
             );
         }

@@ -1,0 +1,197 @@
+//! The share chain at mainnet size: a generated chain of 2×17280+10 shares with a few
+//! hundred payout scripts, stored in LMDB, then loaded by a fresh process.
+//!
+//! `cargo bench --bench sharechain` prints: start-up from the store to a best share
+//! (flags trusted), re-verifying the top CHAIN_LENGTH shares with flags distrusted, one
+//! new share verified at the tip, and resident memory after start-up.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use ruint::aliases::U256;
+
+use p2pool::bitcoin::script;
+use p2pool::bitcoin::target::Bits;
+use p2pool::network::{Network, RuleSet, WeightCap};
+use p2pool::sharechain::best::HeightMap;
+use p2pool::sharechain::chain::ShareChain;
+use p2pool::sharechain::sample::{self, Spec};
+use p2pool::sharechain::store::Store;
+use p2pool::sharechain::verify;
+
+const CHAIN_LENGTH: u32 = 17280;
+const SHARES: usize = 2 * CHAIN_LENGTH as usize + 10;
+const SCRIPTS: u32 = 300;
+const T0: u32 = 1_700_000_000;
+const MODE_ENV: &str = "P2POOL_BENCH_LOAD_DIR";
+
+fn net() -> Network {
+    let mut net = Network::built_in("regtest").expect("regtest is built in");
+    net.name = "bench".into();
+    net.rules = RuleSet::Modern;
+    net.share_period = 5;
+    net.chain_length = CHAIN_LENGTH;
+    net.target_lookbehind = 200;
+    net.spread = 3;
+    net.weight_cap = WeightCap::Block;
+    // About 256 hashes a share, so the chain is quick to grind.
+    net.max_target = U256::MAX >> 8;
+    net
+}
+
+/// Block work of about 2^20 hashes: SPREAD × that covers some 12,000 shares, so the
+/// payout window ends at the weight cap, not at CHAIN_LENGTH.
+fn block_bits() -> Bits {
+    Bits::from_target_floor(U256::MAX >> 20)
+}
+
+fn script_for(n: u32) -> Vec<u8> {
+    let mut h = [0u8; 20];
+    h[..4].copy_from_slice(&n.to_le_bytes());
+    script::p2pkh(&h)
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn spec(prev: Option<p2pool::bitcoin::hash::Hash256>, i: usize, rng: &mut Rng) -> Spec {
+    let jitter = (rng.next() % 5) as u32;
+    let mut spec = Spec::new(
+        prev,
+        T0 + 5 * i as u32 + jitter,
+        script_for((rng.next() % u64::from(SCRIPTS)) as u32),
+    );
+    spec.block_bits = block_bits();
+    spec
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn now() -> u64 {
+    u64::from(T0) + 5 * SHARES as u64 + 60
+}
+
+fn generate(dir: &Path) {
+    let t = Instant::now();
+    let net = net();
+    let mut chain = ShareChain::new(net.clone());
+    let mut store = Store::open(dir, &net.name).expect("bench store opens");
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut prev = None;
+    let hs = HeightMap::default();
+    for i in 0..SHARES {
+        let share = sample::mine(chain.tracker(), &net, &spec(prev, i, &mut rng));
+        prev = Some(share.hash);
+        chain.add(share, None, now());
+        if i % 1000 == 999 || i == SHARES - 1 {
+            chain.think(&hs, None, now());
+            store
+                .apply(&chain.take_batch())
+                .expect("bench batch commits");
+        }
+    }
+    println!(
+        "generated {} shares ({} verified) in {:.1} s",
+        chain.tracker().len(),
+        chain.tracker().verified_count(),
+        t.elapsed().as_secs_f64()
+    );
+}
+
+/// Runs in a fresh process: everything a node does from the store to a share to mine on.
+fn load(dir: &Path) {
+    let net = net();
+    let hs = HeightMap::default();
+    let rss0 = rss_kib();
+
+    let t = Instant::now();
+    let store = Store::open(dir, &net.name).expect("bench store opens");
+    let mut chain = ShareChain::load(net.clone(), &store, false).expect("bench chain loads");
+    let think = chain.think(&hs, None, now());
+    let startup = t.elapsed();
+    let best = think.best.expect("a best share");
+    let rss = rss_kib();
+    println!(
+        "start-up (open store, load {} shares, {} verified, pick best): {:.0} ms",
+        chain.tracker().len(),
+        chain.tracker().verified_count(),
+        startup.as_secs_f64() * 1e3
+    );
+    println!(
+        "resident memory after start-up: {:.1} MB (process start {:.1} MB)",
+        rss as f64 / 1024.0,
+        rss0 as f64 / 1024.0
+    );
+    drop(chain);
+
+    let t = Instant::now();
+    let mut chain = ShareChain::load(net.clone(), &store, true).expect("bench chain loads");
+    let loaded = t.elapsed();
+    let t = Instant::now();
+    let think = chain.think(&hs, None, now());
+    let reverify = t.elapsed();
+    println!(
+        "re-verify with flags distrusted: {} shares in {:.0} ms ({:.1} µs a share; loading took {:.0} ms more)",
+        think.verified,
+        reverify.as_secs_f64() * 1e3,
+        reverify.as_secs_f64() * 1e6 / think.verified.max(1) as f64,
+        loaded.as_secs_f64() * 1e3
+    );
+    assert_eq!(think.best, Some(best));
+
+    // New shares at the tip: mine (untimed), then time verification and a whole think.
+    let mut rng = Rng(42);
+    let mut prev = think.best;
+    let (mut check_total, mut think_total, rounds) = (0f64, 0f64, 50);
+    for i in 0..rounds {
+        let share = sample::mine(chain.tracker(), &net, &spec(prev, SHARES + i, &mut rng));
+        prev = Some(share.hash);
+        let t = Instant::now();
+        verify::check(chain.tracker(), &net, &share, now() as i64).expect("tip share verifies");
+        check_total += t.elapsed().as_secs_f64();
+        chain.add(share, None, now());
+        let t = Instant::now();
+        let think = chain.think(&hs, None, now());
+        think_total += t.elapsed().as_secs_f64();
+        assert_eq!(think.best, prev);
+    }
+    println!(
+        "new share at the tip: verify {:.1} µs; add + think (verify, score, rank, prune) {:.1} µs (mean of {rounds})",
+        check_total * 1e6 / rounds as f64,
+        think_total * 1e6 / rounds as f64
+    );
+}
+
+fn main() {
+    if let Some(dir) = std::env::var_os(MODE_ENV) {
+        load(Path::new(&dir));
+        return;
+    }
+    // `cargo bench` passes `--bench`; any other argument is a filter we ignore.
+    let dir = tempfile::tempdir().expect("temp dir");
+    generate(dir.path());
+    let exe = std::env::current_exe().expect("own path");
+    let status = Command::new(exe)
+        .env(MODE_ENV, dir.path())
+        .status()
+        .expect("load process runs");
+    assert!(status.success(), "load process failed");
+}
