@@ -25,6 +25,7 @@ conformance:
 
 bench:
 	$(CARGO) bench --bench codec
+	$(CARGO) bench --bench sharechain
 
 fmt:
 	$(CARGO) fmt --all
