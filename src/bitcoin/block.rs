@@ -1,7 +1,13 @@
-//! Block headers and blocks.
+//! Block headers and blocks, and the assembly of a full block for submission.
+//!
+//! A block carries the coinbase witness (one 32-byte zero item, BIP141's reserved value)
+//! exactly when its coinbase has a witness commitment output; every other transaction is
+//! written in the BIP144 form only when it has a witness.
 
 use super::encode::{self, Decode, Encode, Reader, WriteExt};
 use super::hash::{Hash256, sha256d};
+use super::merkle;
+use super::script;
 use super::target::Bits;
 use super::tx::Transaction;
 
@@ -69,6 +75,20 @@ pub struct Block {
 const MIN_TX_SIZE: usize = 10;
 
 impl Block {
+    /// A block of `coinbase` (given the witness it needs, see `coinbase_for_block`) and
+    /// `txs`, under `header`.
+    pub fn assemble(header: BlockHeader, coinbase: &Transaction, txs: Vec<Transaction>) -> Block {
+        let mut all = Vec::with_capacity(txs.len() + 1);
+        all.push(coinbase_for_block(coinbase));
+        all.extend(txs);
+        Block { header, txs: all }
+    }
+
+    /// The block hash.
+    pub fn hash(&self) -> Hash256 {
+        self.header.hash()
+    }
+
     pub fn stripped_size(&self) -> usize {
         let mut out = Vec::new();
         self.encode_with(&mut out, false);
@@ -107,9 +127,162 @@ impl Decode for Block {
     }
 }
 
+/// The reserved value of BIP141 this crate always uses: 32 zero bytes.
+pub const WITNESS_RESERVED_VALUE: [u8; 32] = [0; 32];
+
+/// Whether a transaction has a witness commitment output.
+pub fn has_witness_commitment(tx: &Transaction) -> bool {
+    tx.outputs
+        .iter()
+        .any(|o| script::is_witness_commitment(&o.script_pubkey))
+}
+
+/// `coinbase` as it goes into a block: its first input's witness is the reserved value
+/// when it has a witness commitment output, and every witness is empty otherwise.
+pub fn coinbase_for_block(coinbase: &Transaction) -> Transaction {
+    let mut tx = coinbase.clone();
+    let commitment = has_witness_commitment(&tx);
+    for (i, input) in tx.inputs.iter_mut().enumerate() {
+        input.witness = if commitment && i == 0 {
+            vec![WITNESS_RESERVED_VALUE.to_vec()]
+        } else {
+            Vec::new()
+        };
+    }
+    tx
+}
+
+/// The witness merkle root of a block whose transactions after the coinbase have these
+/// wtxids (the coinbase counts as zero).
+pub fn witness_root(other_wtxids: &[Hash256]) -> Hash256 {
+    let mut leaves = Vec::with_capacity(other_wtxids.len() + 1);
+    leaves.push(Hash256::ZERO);
+    leaves.extend_from_slice(other_wtxids);
+    merkle::root(&leaves)
+}
+
+/// The BIP141 commitment for those transactions with the zero reserved value: the 32 bytes
+/// that follow `6a24aa21a9ed` in the coinbase's commitment output.
+pub fn witness_commitment_for(other_wtxids: &[Hash256]) -> Hash256 {
+    script::witness_commitment(&witness_root(other_wtxids), &WITNESS_RESERVED_VALUE)
+}
+
+/// The bytes of the block `header ‖ count ‖ coinbase ‖ txs`, the coinbase given the witness
+/// it needs (`coinbase_for_block`), without copying the other transactions.
+pub fn block_bytes<'a, I>(header: &BlockHeader, coinbase: &Transaction, txs: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = &'a Transaction>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let txs = txs.into_iter();
+    let mut out = Vec::new();
+    header.encode_to(&mut out);
+    out.put_compact_size(txs.len() as u64 + 1);
+    coinbase_for_block(coinbase).encode_to(&mut out);
+    for tx in txs {
+        tx.encode_to(&mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bitcoin::tx::{OutPoint, TxIn, TxOut};
+
+    fn coinbase(commitment: bool) -> Transaction {
+        let mut outputs = vec![TxOut {
+            value: 50,
+            script_pubkey: vec![0x51],
+        }];
+        if commitment {
+            outputs.push(TxOut {
+                value: 0,
+                script_pubkey: script::witness_commitment_script(&[7; 32]),
+            });
+        }
+        Transaction {
+            version: 1,
+            inputs: vec![TxIn {
+                previous_output: OutPoint::NULL,
+                script_sig: vec![0x01, 0x11],
+                sequence: 0xffff_ffff,
+                witness: vec![vec![1, 2, 3]],
+            }],
+            outputs,
+            lock_time: 0,
+        }
+    }
+
+    fn spend(witness: bool) -> Transaction {
+        Transaction {
+            version: 2,
+            inputs: vec![TxIn {
+                previous_output: OutPoint {
+                    txid: sha256d(b"coin"),
+                    vout: 0,
+                },
+                script_sig: vec![],
+                sequence: 0xffff_ffff,
+                witness: if witness { vec![vec![0x51]] } else { vec![] },
+            }],
+            outputs: vec![TxOut {
+                value: 40,
+                script_pubkey: vec![0x00, 0x20, 1, 2],
+            }],
+            lock_time: 0,
+        }
+    }
+
+    fn header() -> BlockHeader {
+        BlockHeader {
+            version: 0x2000_0000,
+            previous_block: sha256d(b"parent"),
+            merkle_root: Hash256::ZERO,
+            timestamp: 1_700_000_000,
+            bits: Bits(0x207fffff),
+            nonce: 0,
+        }
+    }
+
+    #[test]
+    fn coinbase_witness_only_with_a_commitment() {
+        let with = coinbase_for_block(&coinbase(true));
+        assert_eq!(with.inputs[0].witness, vec![vec![0u8; 32]]);
+        let without = coinbase_for_block(&coinbase(false));
+        assert!(!without.has_witness());
+        assert_eq!(without.to_bytes(), without.to_stripped_bytes());
+    }
+
+    #[test]
+    fn block_bytes_match_the_assembled_block_and_decode_back() {
+        let txs = vec![spend(true), spend(false)];
+        for commitment in [true, false] {
+            let cb = coinbase(commitment);
+            let bytes = block_bytes(&header(), &cb, &txs);
+            let block = Block::assemble(header(), &cb, txs.clone());
+            assert_eq!(bytes, block.to_bytes());
+            let back = Block::from_bytes(&bytes).unwrap();
+            assert_eq!(back, block);
+            assert_eq!(back.txs[0].has_witness(), commitment);
+            assert!(back.txs[1].has_witness() && !back.txs[2].has_witness());
+            // The plain transaction is written in the plain form, inside the block too.
+            let plain = spend(false).to_bytes();
+            assert!(bytes.ends_with(&plain));
+        }
+    }
+
+    #[test]
+    fn witness_commitment_counts_the_coinbase_as_zero() {
+        let wtxids = [sha256d(b"a"), sha256d(b"b")];
+        let root = merkle::root(&[Hash256::ZERO, wtxids[0], wtxids[1]]);
+        assert_eq!(witness_root(&wtxids), root);
+        let mut buf = root.0.to_vec();
+        buf.extend_from_slice(&[0; 32]);
+        assert_eq!(witness_commitment_for(&wtxids), sha256d(&buf));
+        // A block of the coinbase alone commits to sha256d(zero ‖ zero).
+        assert_eq!(witness_commitment_for(&[]), sha256d(&[0; 64]));
+    }
 
     #[test]
     fn genesis_header_hashes_to_the_genesis_block_hash() {

@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use p2pool::bitcoin::address;
@@ -97,6 +97,14 @@ impl Bcoin {
             node.mine_to_height(SEGWIT_HEIGHT);
             node
         })
+    }
+
+    /// The shared node, with a guard held by every test that mines on it or needs its tip
+    /// to stay still; tests that only read take `shared()` alone.
+    pub fn exclusive() -> (&'static Bcoin, MutexGuard<'static, ()>) {
+        static LOCK: Mutex<()> = Mutex::new(());
+        let node = Bcoin::shared();
+        (node, LOCK.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn try_start() -> Result<Bcoin, String> {
@@ -198,6 +206,25 @@ impl Bcoin {
         if now < height {
             self.mine(height - now);
         }
+    }
+
+    /// The raw block at `height` of the best chain.
+    pub fn block_at(&self, height: u64) -> Vec<u8> {
+        let rpc = self.rpc();
+        let hash: String = rpc
+            .call_as("getblockhash", json!([height]))
+            .unwrap_or_else(|e| panic!("getblockhash {height}: {e}"));
+        let hex: String = rpc
+            .call_as("getblock", json!([hash, false]))
+            .unwrap_or_else(|e| panic!("getblock {hash}: {e}"));
+        hex::decode(hex).unwrap_or_else(|e| panic!("getblock {hash} is not hex: {e}"))
+    }
+
+    /// Sends a raw transaction to the mempool; returns its txid in display hex.
+    pub fn send_raw(&self, tx: &[u8]) -> String {
+        self.rpc()
+            .call_as("sendrawtransaction", json!([hex::encode(tx)]))
+            .unwrap_or_else(|e| panic!("sendrawtransaction: {e}"))
     }
 
     /// Stops the node (a no-op once it is stopped).
