@@ -369,3 +369,77 @@ fn oversize_answer_is_refused_without_reading_it_all() {
     assert!(matches!(err, RpcError::BodyTooLarge(..)), "{err}");
     assert!(err.to_string().contains("getblocktemplate"), "{err}");
 }
+
+#[test]
+fn truncated_answer_is_a_clear_error_not_a_panic() {
+    // Claims more bytes than it sends, then hangs up: the body ends early.
+    let (port, _) = fake_server(|_, _, stream| {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{\"result\":7,";
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    });
+    let rpc = Client::new("127.0.0.1", port, Auth::user_pass("u", "p"))
+        .with_timeout(Duration::from_secs(10));
+    let start = Instant::now();
+    let err = rpc.get_block_count().unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(10), "no hang: {err}");
+    assert!(matches!(err, RpcError::Transport(..)), "{err:?}");
+    let shown = err.to_string();
+    let prefix = format!("rpc getblockcount at 127.0.0.1:{port} failed: ");
+    assert!(shown.starts_with(&prefix), "{shown}");
+    assert!(shown.len() > prefix.len(), "a reason follows: {shown}");
+
+    // An honest Content-Length over JSON cut in the middle.
+    let (port, _) = fake_server(|_, _, stream| {
+        let body = "{\"result\":{\"chain\":\"regtest\",\"blo";
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(head.as_bytes());
+    });
+    let rpc = Client::new("127.0.0.1", port, Auth::user_pass("u", "p"))
+        .with_timeout(Duration::from_secs(10));
+    let err = rpc.get_blockchain_info().unwrap_err();
+    assert!(matches!(err, RpcError::BadJson(..)), "{err:?}");
+    let shown = err.to_string();
+    let prefix = format!("rpc getblockchaininfo at 127.0.0.1:{port}: bad json answer: ");
+    assert!(shown.starts_with(&prefix), "{shown}");
+    assert!(shown.contains("EOF"), "serde names the early end: {shown}");
+}
+
+#[test]
+fn slow_server_hits_the_timeout_with_an_error_naming_it() {
+    let (port, count) = fake_server(|_, _, stream| {
+        // Reads the request, then never answers: waits for the client to hang up (or 20 s).
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+        let _ = stream.read(&mut [0; 1]);
+    });
+    let rpc = Client::new("127.0.0.1", port, Auth::user_pass("u", "p"))
+        .with_timeout(Duration::from_secs(1));
+    let start = Instant::now();
+    let err = rpc.get_block_count().unwrap_err();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}: {err}");
+    assert!(took >= Duration::from_millis(900), "took {took:?}: {err}");
+    assert!(
+        matches!(err, RpcError::Timeout(_, after) if after == Duration::from_secs(1)),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("rpc getblockcount at 127.0.0.1:{port} timed out after 1 s")
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 1, "the request was read");
+
+    // The per-call timeout of a long poll works the same way.
+    let err = rpc
+        .call_with_timeout::<Value>("getblocktemplate", json!([]), Duration::from_millis(500))
+        .unwrap_err();
+    assert!(matches!(err, RpcError::Timeout(..)), "{err:?}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains("timed out after 0.5 s") && shown.contains(&format!("127.0.0.1:{port}")),
+        "{shown}"
+    );
+}
