@@ -89,14 +89,27 @@ impl Block {
         self.header.hash()
     }
 
-    pub fn stripped_size(&self) -> usize {
+    /// The block without witnesses, as sent to a peer that does not ask for them.
+    pub fn to_stripped_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode_with(&mut out, false);
-        out.len()
+        out
+    }
+
+    pub fn stripped_size(&self) -> usize {
+        HEADER_SIZE
+            + encode::compact_size_len(self.txs.len() as u64)
+            + self
+                .txs
+                .iter()
+                .map(Transaction::stripped_size)
+                .sum::<usize>()
     }
 
     pub fn weight(&self) -> usize {
-        self.stripped_size() * 3 + self.to_bytes().len()
+        HEADER_SIZE * 4
+            + encode::compact_size_len(self.txs.len() as u64) * 4
+            + self.txs.iter().map(Transaction::weight).sum::<usize>()
     }
 
     fn encode_with(&self, out: &mut Vec<u8>, witness: bool) {
@@ -269,6 +282,17 @@ mod tests {
             // The plain transaction is written in the plain form, inside the block too.
             let plain = spend(false).to_bytes();
             assert!(bytes.ends_with(&plain));
+            // Sizes and weight from the parts equal those of the encodings.
+            let stripped = block.to_stripped_bytes();
+            assert_eq!(block.stripped_size(), stripped.len());
+            assert_eq!(block.weight(), stripped.len() * 3 + bytes.len());
+            assert!(
+                Block::from_bytes(&stripped)
+                    .unwrap()
+                    .txs
+                    .iter()
+                    .all(|t| !t.has_witness())
+            );
         }
     }
 

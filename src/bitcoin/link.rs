@@ -602,13 +602,7 @@ fn parse_inv(payload: &[u8]) -> encode::Result<Vec<(u32, Hash256)>> {
 
 /// A block in the form without witnesses, for a peer that asks for it so.
 fn stripped(block: &[u8]) -> Option<Vec<u8>> {
-    let block = Block::from_bytes(block).ok()?;
-    let mut out = block.header.to_array().to_vec();
-    out.put_compact_size(block.txs.len() as u64);
-    for tx in &block.txs {
-        tx.encode_stripped_to(&mut out);
-    }
-    Some(out)
+    Block::from_bytes(block).ok().map(|b| b.to_stripped_bytes())
 }
 
 /// The hash of the last header of a `headers` message, if any.

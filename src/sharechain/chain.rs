@@ -7,11 +7,9 @@ use std::fmt;
 
 use log::{debug, info, warn};
 
-use crate::bitcoin::block::Block;
+use crate::bitcoin::block::{self, Block};
 use crate::bitcoin::encode::Encode;
 use crate::bitcoin::hash::Hash256;
-use crate::bitcoin::merkle;
-use crate::bitcoin::script;
 use crate::bitcoin::tx::Transaction;
 use crate::network::{Network, RuleSet};
 
@@ -73,19 +71,11 @@ pub fn assemble_block(
     rules: RuleSet,
 ) -> Result<Block, BlockFault> {
     let other_txs = share.other_txs.as_ref().ok_or(BlockFault::NoTransactions)?;
-    let commitment = share.info.modern.as_ref().and_then(|m| m.commitment());
-    let mut coinbase = gentx.clone();
-    match commitment {
+    match share.info.modern.as_ref().and_then(|m| m.commitment()) {
         Some(c) => {
-            let mut wtxids = Vec::with_capacity(other_txs.len() + 1);
-            wtxids.push(Hash256::ZERO);
-            wtxids.extend(other_txs.iter().map(Transaction::wtxid));
-            let root = merkle::root(&wtxids);
-            if script::witness_commitment(&root, &[0; 32]).0 != c {
+            let wtxids: Vec<Hash256> = other_txs.iter().map(Transaction::wtxid).collect();
+            if block::witness_commitment_for(&wtxids).0 != c {
                 return Err(BlockFault::CommitmentMismatch);
-            }
-            if let Some(input) = coinbase.inputs.first_mut() {
-                input.witness = vec![vec![0; 32]];
             }
         }
         None => {
@@ -94,13 +84,7 @@ pub fn assemble_block(
             }
         }
     }
-    let mut txs = Vec::with_capacity(other_txs.len() + 1);
-    txs.push(coinbase);
-    txs.extend(other_txs.iter().cloned());
-    let block = Block {
-        header: share.header,
-        txs,
-    };
+    let block = Block::assemble(share.header, gentx, other_txs.clone());
     if rules == RuleSet::Modern {
         let weight = block.weight();
         if weight > MAX_BLOCK_WEIGHT {

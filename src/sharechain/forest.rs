@@ -95,21 +95,12 @@ impl<T> Forest<T> {
         &self.heads
     }
 
-    /// The unknown parents that known tails wait for.
-    pub fn missing_parents(&self) -> impl Iterator<Item = &Hash256> + '_ {
-        self.waiting.keys()
-    }
-
     /// The tails waiting for `missing`, the unknown parent they name.
     pub fn waiting(&self, missing: &Hash256) -> Vec<Hash256> {
         self.waiting
             .get(missing)
             .map(|list| list.iter().map(|&i| self.node(i).hash).collect())
             .unwrap_or_default()
-    }
-
-    pub fn hashes(&self) -> impl Iterator<Item = &Hash256> + '_ {
-        self.index.keys()
     }
 
     pub(crate) fn idx(&self, hash: &Hash256) -> Option<Idx> {
@@ -396,10 +387,6 @@ impl<T> Forest<T> {
             return None;
         }
         self.nth_parent_idx(i, n).map(|a| self.hash_of(a))
-    }
-
-    pub fn attempts(&self, hash: &Hash256) -> Option<U512> {
-        self.idx(hash).map(|i| self.node(i).attempts)
     }
 
     /// Total attempts of the `n` shares from `start` back (fewer if fewer are known).

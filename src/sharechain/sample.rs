@@ -3,7 +3,7 @@
 
 use ruint::aliases::U256;
 
-use crate::bitcoin::block::BlockHeader;
+use crate::bitcoin::block::{self, BlockHeader};
 use crate::bitcoin::hash::{Hash256, sha256d};
 use crate::bitcoin::merkle;
 use crate::bitcoin::script;
@@ -74,9 +74,8 @@ impl Spec {
 
 /// The witness commitment of a block with `other_txs` after its generation transaction.
 pub fn commitment_for(other_txs: &[Transaction]) -> [u8; 32] {
-    let mut wtxids = vec![Hash256::ZERO];
-    wtxids.extend(other_txs.iter().map(Transaction::wtxid));
-    script::witness_commitment(&merkle::root(&wtxids), &[0; 32]).0
+    let wtxids: Vec<Hash256> = other_txs.iter().map(Transaction::wtxid).collect();
+    block::witness_commitment_for(&wtxids).0
 }
 
 /// Mines a share for `spec` on top of `tracker`: regenerates the gentx, builds the header
