@@ -5,6 +5,10 @@
 //! wire protocol). Lower layers never import upper ones.
 
 pub mod bitcoin;
+pub mod config;
+pub mod logging;
 pub mod network;
 pub mod p2p;
 pub mod sharechain;
+pub mod web;
+pub mod node;

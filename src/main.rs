@@ -1,15 +1,98 @@
+//! `p2pool [options] [BITCOIND_RPC_USERNAME BITCOIND_RPC_PASSWORD]`: parses the command
+//! line, sets up logging and signals, runs the node until SIGINT/SIGTERM or a failure.
+
 use std::process::ExitCode;
 
+use crossbeam_channel::{bounded, select};
+use log::{error, info};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use p2pool::config::{Config, ConfigParseError};
+use p2pool::{logging, node};
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--version" || a == "-V") {
-        println!("p2pool {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
+    let config = match Config::parse_from(std::env::args_os()) {
+        Ok(c) => c,
+        Err(ConfigParseError::Clap(e)) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+        Err(ConfigParseError::Invalid(e)) => {
+            eprintln!("p2pool: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let reopen = match logging::init(config.debug, config.logfile.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("p2pool: --logfile: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    info!(target: "node", "p2pool {} starting", env!("CARGO_PKG_VERSION"));
+    for line in config.summary().lines() {
+        info!(target: "node", "{line}");
     }
-    eprintln!(
-        "p2pool {}: the node cannot run yet; this build has the codec and primitives only \
-         (see README.md)",
-        env!("CARGO_PKG_VERSION")
-    );
-    ExitCode::FAILURE
+
+    // Signals are taken before any thread starts so none of them dies of SIGTERM.
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(target: "node", "cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handle = signals.handle();
+    let (sig_tx, sig_rx) = bounded::<i32>(4);
+    let signal_thread = std::thread::Builder::new()
+        .name("signal".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    reopen.request();
+                    info!(target: "node", "SIGHUP: reopening the log file");
+                    continue;
+                }
+                if sig_tx.send(sig).is_err() {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = signal_thread {
+        error!(target: "node", "cannot start the signal thread: {e}");
+        return ExitCode::FAILURE;
+    }
+
+    let running = match node::start(config) {
+        Ok(r) => r,
+        Err(e) => {
+            error!(target: "node", "{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let done = running.done().clone();
+    select! {
+        recv(sig_rx) -> sig => info!(
+            target: "node",
+            "{} received: shutting down",
+            if sig == Ok(SIGINT) { "SIGINT" } else { "SIGTERM" }
+        ),
+        recv(done) -> _ => {}
+    }
+    handle.close();
+    match running.stop() {
+        Ok(()) => {
+            info!(target: "node", "stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!(target: "node", "{e}; stopped");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -278,6 +278,58 @@ pub fn coinbase_script(
     out
 }
 
+/// What a generation transaction takes from the chain for a given parent and block
+/// target: the share target, the weight totals and the window's weights by payout script.
+/// It does not depend on the payout script, nonce or subsidy, so work for many miners can
+/// be built from one `Window` computed once on the thread that owns the tracker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window<'a> {
+    pub previous_share_hash: Option<Hash256>,
+    /// The share target that retargeting gives a child of `previous_share_hash`.
+    pub target: Bits,
+    pub weights: Weights,
+    /// The weights of the window before this share, by payout script, each script once
+    /// (in no particular order).
+    pub by_script: Vec<(&'a [u8], U512)>,
+}
+
+/// Computes the `Window` of a child of `previous` whose header has `block_bits`.
+pub fn window<'t>(
+    tracker: &'t Tracker,
+    net: &Network,
+    previous: Option<Hash256>,
+    block_bits: Bits,
+) -> Result<Window<'t>, GentxError> {
+    let (height, last) = tracker.height_and_last(previous);
+    if let Some(missing) = last
+        && height < net.chain_length
+    {
+        return Err(GentxError::NotEnoughHistory { height, missing });
+    }
+    let target = next_target(tracker, net, previous)?;
+    let own_attempts = target.average_attempts();
+    let max_weight = match net.weight_cap {
+        WeightCap::Block => Some(U512::from(net.spread) * block_bits.average_attempts()),
+        WeightCap::None => None,
+    };
+    let this_weight = max_weight.map_or(own_attempts, |m| own_attempts.min(m));
+    let desired = max_weight.map(|m| m.saturating_sub(this_weight));
+    let max_shares = height.min(net.chain_length);
+    let (by_script, other_total) = tracker.weights(previous, max_shares, desired);
+    Ok(Window {
+        previous_share_hash: previous,
+        target,
+        weights: Weights {
+            this_weight,
+            other_total,
+            max_weight,
+            max_shares,
+            desired,
+        },
+        by_script,
+    })
+}
+
 /// Builds the generation transaction for a share with the given claims on top of the
 /// tracker's chain.
 pub fn generate_transaction(
@@ -285,35 +337,32 @@ pub fn generate_transaction(
     net: &Network,
     req: &GentxRequest<'_>,
 ) -> Result<Generated, GentxError> {
-    let (height, last) = tracker.height_and_last(req.previous_share_hash);
-    if let Some(missing) = last
-        && height < net.chain_length
-    {
-        return Err(GentxError::NotEnoughHistory { height, missing });
-    }
-    let target = next_target(tracker, net, req.previous_share_hash)?;
+    let window = window(tracker, net, req.previous_share_hash, req.block_bits)?;
+    build_generation(net, &window, req)
+}
+
+/// Builds the generation transaction from a precomputed `window` (a pure function: no
+/// tracker). `req.previous_share_hash` and `req.block_bits` must be those the window was
+/// computed for; `generate_transaction` is `window` followed by this.
+pub fn build_generation(
+    net: &Network,
+    window: &Window<'_>,
+    req: &GentxRequest<'_>,
+) -> Result<Generated, GentxError> {
     let share_data = ShareData {
-        previous_share_hash: req.previous_share_hash,
-        target,
+        previous_share_hash: window.previous_share_hash,
+        target: window.target,
         nonce: req.nonce.to_vec(),
     };
-
-    let own_attempts = target.average_attempts();
-    let max_weight = match net.weight_cap {
-        WeightCap::Block => Some(U512::from(net.spread) * req.block_bits.average_attempts()),
-        WeightCap::None => None,
-    };
-    let this_weight = max_weight.map_or(own_attempts, |m| own_attempts.min(m));
-    let desired = max_weight.map(|m| m.saturating_sub(this_weight));
-    let max_shares = height.min(net.chain_length);
-    let (mut dest_weights, other_total) =
-        tracker.weights(req.previous_share_hash, max_shares, desired);
+    let this_weight = window.weights.this_weight;
+    let mut dest_weights = Vec::with_capacity(window.by_script.len() + 1);
+    dest_weights.extend_from_slice(&window.by_script);
     match dest_weights.iter_mut().find(|(s, _)| *s == req.new_script) {
         Some((_, w)) => *w += this_weight,
         None => dest_weights.push((req.new_script, this_weight)),
     }
     dest_weights.retain(|(_, w)| !w.is_zero());
-    let total_weight = this_weight + other_total;
+    let total_weight = this_weight + window.weights.other_total;
 
     let amount = amounts(
         req.subsidy,
@@ -358,13 +407,7 @@ pub fn generate_transaction(
     Ok(Generated {
         tx,
         share_data,
-        weights: Weights {
-            this_weight,
-            other_total,
-            max_weight,
-            max_shares,
-            desired,
-        },
+        weights: window.weights.clone(),
     })
 }
 

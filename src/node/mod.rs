@@ -1,0 +1,424 @@
+//! The coordinator: the `node` thread owns the share chain, the current template and
+//! work, and the store's writes. Every other thread talks to it over channels.
+//!
+//! `start` brings the subsystems up in order (store and chain, bitcoind, payout address,
+//! P2P, miners) and returns a `Running` node; `Running::stop` (SIGINT/SIGTERM) stops them
+//! in reverse order and flushes the store.
+
+pub mod history;
+pub mod payout;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, bounded, never, select, tick};
+use log::{debug, error, info, warn};
+
+use crate::bitcoin::feed::{Feed, FeedConfig, FeedError, SignalRefresh, refresh_on_sigusr1};
+use crate::bitcoin::hash::Hash256;
+use crate::bitcoin::heights::Heights;
+use crate::bitcoin::link::{Link, LinkConfig, LinkEvent};
+use crate::bitcoin::rpc::{Client, RpcError};
+use crate::bitcoin::submit::{BlockSubmission, SubmitConfig, SubmitResult, Submitter};
+use crate::bitcoin::template::Template;
+use crate::config::Config;
+use crate::sharechain::best::BlockHeights;
+use crate::sharechain::chain::{LoadError, ShareChain, Think};
+use crate::sharechain::store::{Store, StoreError};
+
+use history::{FoundBlock, History};
+use payout::{Payout, PayoutError};
+
+const LOG: &str = "node";
+/// How often the node thinks and writes the store without other events.
+const TICK: Duration = Duration::from_secs(1);
+/// Events handled before the node thinks, so a flood cannot starve thinking.
+const EVENTS_PER_THINK: usize = 64;
+
+/// Why the node could not start or stopped by itself.
+#[derive(Debug)]
+pub enum NodeError {
+    DataDir { path: PathBuf, error: std::io::Error },
+    Store(StoreError),
+    Load(LoadError),
+    /// bitcoind refused our credentials; `flag` says what to fix.
+    Auth { error: RpcError, flag: &'static str },
+    Feed(FeedError),
+    Payout(PayoutError),
+    Spawn(&'static str, std::io::Error),
+    /// A thread ended by itself.
+    Thread { name: &'static str, cause: String },
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeError::DataDir { path, error } => {
+                write!(f, "data directory {}: {error} (see --datadir)", path.display())
+            }
+            NodeError::Store(e) => write!(f, "store: {e}"),
+            NodeError::Load(e) => write!(f, "loading the share chain: {e:?}"),
+            NodeError::Auth { error, flag } => write!(f, "{error}; fix it with {flag}"),
+            NodeError::Feed(e) => write!(f, "{e}"),
+            NodeError::Payout(e) => write!(f, "{e}"),
+            NodeError::Spawn(name, e) => write!(f, "cannot start the {name} thread: {e}"),
+            NodeError::Thread { name, cause } => write!(f, "the {name} thread stopped: {cause}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Block heights for ranking: the cache, and bitcoind for a miss while it answers.
+struct RankHeights<'a> {
+    heights: &'a Heights,
+    highest: u32,
+    ask: bool,
+}
+
+impl BlockHeights for RankHeights<'_> {
+    fn height(&self, block: &Hash256) -> u32 {
+        let h = match self.heights.cached(block) {
+            Some(h) => Some(h),
+            None if self.ask => self.heights.get(block).ok().flatten(),
+            None => None,
+        };
+        h.map_or(0, |h| u32::try_from(h).unwrap_or(u32::MAX))
+    }
+
+    fn highest(&self) -> u32 {
+        self.highest
+    }
+}
+
+/// The state the node thread owns.
+struct Node {
+    chain: ShareChain,
+    store: Store,
+    template: Option<Arc<Template>>,
+    best: Option<Hash256>,
+    heights: Heights,
+    feed: Feed,
+    submitter: Submitter,
+    history: History,
+    payout: Payout,
+    last_think: Instant,
+}
+
+impl Node {
+    fn on_template(&mut self, template: Arc<Template>) {
+        let new_block = self
+            .template
+            .as_ref()
+            .is_none_or(|t| t.previous_block != template.previous_block);
+        self.heights.insert(
+            template.previous_block,
+            u64::from(template.height.saturating_sub(1)),
+        );
+        if new_block {
+            info!(
+                target: LOG,
+                "new work from bitcoind: block {} on {}, {} transactions",
+                template.height,
+                template.previous_block,
+                template.transactions.len()
+            );
+        }
+        self.template = Some(template);
+        self.think();
+    }
+
+    fn on_submitted(&mut self, result: SubmitResult) {
+        self.history
+            .set_outcome(&result.hash, result.outcome.to_string());
+    }
+
+    fn on_link(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Connected {
+                user_agent,
+                start_height,
+                ..
+            } => info!(
+                target: LOG,
+                "P2P link to bitcoind up: {user_agent} at height {start_height}"
+            ),
+            LinkEvent::Disconnected(why) => debug!(target: LOG, "P2P link to bitcoind down: {why}"),
+            other => debug!(target: LOG, "P2P link: {other:?}"),
+        }
+    }
+
+    /// Verification, best share and pruning; then what follows from them.
+    fn think(&mut self) -> Think {
+        let now = unix_now();
+        let highest = self
+            .template
+            .as_ref()
+            .map_or(0, |t| t.height.saturating_sub(1));
+        let heights = RankHeights {
+            heights: &self.heights,
+            highest,
+            ask: self.feed.status().reachable,
+        };
+        let current = self.template.as_ref().map(|t| t.previous_block);
+        let think = self.chain.think(&heights, current, now);
+        for (hash, peer, why) in &think.bad {
+            warn!(target: LOG, "share {hash} from peer {peer:?} failed verification: {why}");
+        }
+        for block in &think.blocks {
+            self.submit_block(block.clone(), now);
+        }
+        if think.best != self.best {
+            self.best = think.best;
+            if let Some(best) = self.best {
+                let (height, _) = self.chain.tracker().height_and_last(Some(best));
+                debug!(target: LOG, "best share {best} at height {height}");
+            }
+        }
+        self.last_think = Instant::now();
+        think
+    }
+
+    fn submit_block(&mut self, block: crate::bitcoin::block::Block, now: u64) {
+        let hash = block.header.hash();
+        let height = self
+            .heights
+            .cached(&block.header.previous_block)
+            .map(|h| h + 1)
+            .or(self.template.as_ref().map(|t| u64::from(t.height)))
+            .unwrap_or(0);
+        let share = block.header.hash();
+        let found = FoundBlock::new(&block, height, share, now, &self.chain.network().bitcoin);
+        if !self.history.found(found) {
+            return;
+        }
+        info!(target: LOG, "BLOCK FOUND: {hash} at height {height}; submitting");
+        let bytes = crate::bitcoin::encode::Encode::to_bytes(&block);
+        if let Err(e) = self
+            .submitter
+            .submit(BlockSubmission::new(&block.header, height, bytes))
+        {
+            error!(target: LOG, "{e}");
+        }
+    }
+
+    /// Writes this tick's changes in one transaction.
+    fn flush(&mut self) {
+        let mut batch = self.chain.take_batch();
+        self.history.write_to(&mut batch);
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.apply(&batch) {
+            error!(target: LOG, "store write failed: {e}");
+        }
+    }
+}
+
+/// A started node.
+pub struct Running {
+    stop: Option<Sender<()>>,
+    node: Option<JoinHandle<Result<(), NodeError>>>,
+    /// Ends (disconnects) when the node thread ends, whatever the reason.
+    done: Receiver<()>,
+}
+
+impl Running {
+    /// A channel that is disconnected once the node thread has ended.
+    pub fn done(&self) -> &Receiver<()> {
+        &self.done
+    }
+
+    /// Stops every thread and flushes the store; returns why the node had stopped if it
+    /// stopped by itself.
+    pub fn stop(mut self) -> Result<(), NodeError> {
+        self.stop.take();
+        match self.node.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(NodeError::Thread {
+                name: "node",
+                cause: "panicked".into(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Opens the store, checks bitcoind, starts every subsystem and the node thread.
+pub fn start(config: Config) -> Result<Running, NodeError> {
+    let net = config.net.clone();
+    std::fs::create_dir_all(&config.datadir).map_err(|error| NodeError::DataDir {
+        path: config.datadir.clone(),
+        error,
+    })?;
+    let store = Store::open(&config.datadir.join("store"), &net.name).map_err(NodeError::Store)?;
+    let chain = ShareChain::load(net.clone(), &store, false).map_err(NodeError::Load)?;
+    let history = History::load(&store).map_err(NodeError::Store)?;
+
+    let b = &config.bitcoind;
+    let rpc = Arc::new(Client::new(&b.host, b.rpc_port, b.auth.clone()));
+    // A first call tells a wrong password (fatal: it will not fix itself) from a bitcoind
+    // that is down or warming up (the feed keeps trying).
+    match rpc.get_blockchain_info() {
+        Err(error @ RpcError::AuthFailed { .. }) => {
+            return Err(NodeError::Auth {
+                error,
+                flag: b.auth_flag,
+            });
+        }
+        Err(e) => warn!(
+            target: LOG,
+            "bitcoind is not answering yet ({e}); the node keeps trying"
+        ),
+        Ok(info) => info!(
+            target: LOG,
+            "bitcoind at {}:{} is on chain {} at height {}",
+            b.host, b.rpc_port, info.chain, info.blocks
+        ),
+    }
+
+    let payout = match &config.address {
+        Some((address, script)) => Payout {
+            address: address.clone(),
+            script: script.clone(),
+            source: payout::Source::Flag,
+        },
+        None => payout::resolve(&rpc, &net.bitcoin, &config.datadir).map_err(NodeError::Payout)?,
+    };
+    if let payout::Source::KeyFile { path, created } = &payout.source {
+        warn!(
+            target: LOG,
+            "paying to {} from the key in {}{}: back this file up, it is the only way to spend \
+             this node's payouts (import it into a wallet as a WIF private key), or pass -a ADDRESS",
+            payout.address,
+            path.display(),
+            if *created { " (generated now)" } else { "" }
+        );
+    }
+
+    let (feed, templates) = Feed::start(rpc.clone(), FeedConfig::new(&net.bitcoin))
+        .map_err(NodeError::Feed)?;
+    let usr1 = refresh_on_sigusr1(feed.refresher())
+        .map_err(|e| NodeError::Spawn("signal_usr1", e))?;
+    let (results_tx, results) = bounded(64);
+    let mut submitter = Submitter::start(rpc.clone(), SubmitConfig::default(), Some(results_tx))
+        .map_err(|e| NodeError::Spawn("submitter", e))?;
+    let (link, link_events) = match b.p2p_port {
+        Some(port) => {
+            let (link, events) = Link::start(
+                LinkConfig::new(&b.host, port, &net.bitcoin),
+                Some(feed.refresher()),
+            )
+            .map_err(|e| NodeError::Spawn("bitcoind_link", std::io::Error::other(e.to_string())))?;
+            submitter.attach_link(link.block_sender());
+            (Some(link), events)
+        }
+        None => (None, never()),
+    };
+
+    let node = Node {
+        chain,
+        store,
+        template: None,
+        best: None,
+        heights: feed.heights(),
+        feed,
+        submitter,
+        history,
+        payout,
+        last_think: Instant::now(),
+    };
+    if !matches!(node.payout.source, payout::Source::KeyFile { .. }) {
+        info!(target: LOG, "paying to {}", node.payout.address);
+    }
+
+    let (stop_tx, stop_rx) = bounded::<()>(0);
+    let (done_tx, done_rx) = bounded::<()>(0);
+    let parts = Parts {
+        usr1,
+        link,
+        templates,
+        results,
+        link_events,
+    };
+    let thread = thread::Builder::new()
+        .name("node".into())
+        .spawn(move || {
+            let _done = done_tx;
+            run(node, parts, stop_rx)
+        })
+        .map_err(|e| NodeError::Spawn("node", e))?;
+    Ok(Running {
+        stop: Some(stop_tx),
+        node: Some(thread),
+        done: done_rx,
+    })
+}
+
+/// The subsystems the node thread stops when it ends.
+struct Parts {
+    usr1: SignalRefresh,
+    link: Option<Link>,
+    templates: Receiver<Arc<Template>>,
+    results: Receiver<SubmitResult>,
+    link_events: Receiver<LinkEvent>,
+}
+
+fn run(mut node: Node, parts: Parts, stop: Receiver<()>) -> Result<(), NodeError> {
+    let ticker = tick(TICK);
+    node.think();
+    let outcome = loop {
+        let mut handled = 0;
+        let mut stopped = None;
+        while handled < EVENTS_PER_THINK {
+            select! {
+                recv(stop) -> _ => { stopped = Some(Ok(())); break; }
+                recv(parts.templates) -> t => match t {
+                    Ok(t) => node.on_template(t),
+                    Err(_) => {
+                        stopped = Some(Err(NodeError::Thread {
+                            name: "template",
+                            cause: "its channel closed".into(),
+                        }));
+                        break;
+                    }
+                },
+                recv(parts.results) -> r => if let Ok(r) = r { node.on_submitted(r) },
+                recv(parts.link_events) -> e => if let Ok(e) = e { node.on_link(e) },
+                recv(ticker) -> _ => break,
+            }
+            handled += 1;
+        }
+        if let Some(outcome) = stopped {
+            break outcome;
+        }
+        node.think();
+        node.flush();
+    };
+    info!(target: LOG, "stopping");
+    let Parts { usr1, link, .. } = parts;
+    usr1.stop();
+    if let Some(link) = link {
+        link.stop();
+    }
+    node.flush();
+    let Node {
+        submitter, feed, ..
+    } = node;
+    let feed_result = feed.stop();
+    submitter.stop();
+    if let Err(e) = feed_result {
+        error!(target: LOG, "{e}");
+    }
+    outcome
+}

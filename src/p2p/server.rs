@@ -1,0 +1,291 @@
+//! The listener (`p2p_accept`) and the connector (`p2p_connect`), and [`P2p`], which
+//! starts and stops them.
+//!
+//! The connector dials the `-n` addresses first (each again after `redial` while it is not
+//! connected), then random address-book entries while outbound connections are below the
+//! limit; it asks a random peer for addresses while the book is small, and hands the book's
+//! changes to the node.
+
+use std::collections::HashMap;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TrySendError, bounded};
+use log::{debug, info, warn};
+
+use super::addrbook::{AddrBook, is_routable};
+use super::ban::Bans;
+use super::message::Message;
+use super::peer;
+use super::peers::{Peers, Shared, Table};
+use super::{P2pConfig, P2pError, PeerEvent, random_u64};
+
+const LOG: &str = "p2p";
+/// Addresses asked for at a time (R: 8).
+const GETADDRS_COUNT: u32 = 8;
+
+/// The running p2p subsystem.
+pub struct P2p {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl P2p {
+    /// Binds the listener and starts the listener and connector threads. Events for the
+    /// node arrive on the returned receiver.
+    pub fn start(cfg: P2pConfig) -> Result<(P2p, Receiver<PeerEvent>), P2pError> {
+        let listener = TcpListener::bind(cfg.listen).map_err(|source| P2pError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let local_addr = listener.local_addr().map_err(|source| P2pError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let (events_tx, events) = bounded(cfg.events_queue);
+        let shared = Arc::new(Shared {
+            framing: cfg.net.framing(),
+            local_addr,
+            events: events_tx,
+            table: Mutex::new(Table::default()),
+            book: Mutex::new(AddrBook::new(cfg.max_addrs, cfg.addrs.clone())),
+            bans: Mutex::new(Bans::new(cfg.bans)),
+            best: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            cfg,
+        });
+        info!(target: LOG, "listening on {local_addr}");
+        let mut threads = Vec::new();
+        let s = shared.clone();
+        threads.push(
+            thread::Builder::new()
+                .name("p2p_accept".into())
+                .spawn(move || accept_loop(&s, listener))
+                .map_err(P2pError::Spawn)?,
+        );
+        let s = shared.clone();
+        let connector = thread::Builder::new()
+            .name("p2p_connect".into())
+            .spawn(move || connect_loop(&s));
+        match connector {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                P2p {
+                    shared,
+                    threads,
+                }
+                .stop();
+                return Err(P2pError::Spawn(e));
+            }
+        }
+        Ok((P2p { shared, threads }, events))
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    pub fn peers(&self) -> Peers {
+        Peers {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Closes the listener and every connection and joins the listener and connector.
+    /// Peer threads end on their own once their sockets are closed.
+    pub fn stop(mut self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        // Wake the blocking accept.
+        let _ = TcpStream::connect_timeout(&wake_addr(self.shared.local_addr), Duration::from_secs(1));
+        for slot in self.shared.table().peers.values_mut() {
+            slot.closing.get_or_insert_with(|| "shutting down".into());
+            let _ = slot.stream.shutdown(Shutdown::Both);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn wake_addr(local: SocketAddr) -> SocketAddr {
+    let mut a = local;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    a
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(target: LOG, "accept failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let Ok(addr) = stream.peer_addr() else {
+            continue;
+        };
+        let addr = super::addrbook::canonical(addr);
+        if let Err(why) = admit(shared, &addr, true) {
+            debug!(target: LOG, "refused {addr}: {why}");
+            let _ = stream.shutdown(Shutdown::Both);
+            continue;
+        }
+        peer::start(shared, stream, addr, true);
+    }
+}
+
+/// Whether a connection to or from `addr` is allowed now.
+fn admit(shared: &Shared, addr: &SocketAddr, inbound: bool) -> Result<(), &'static str> {
+    if shared.is_banned(&addr.ip()) {
+        return Err("address banned");
+    }
+    let table = shared.table();
+    let (count, max) = if inbound {
+        (table.count(true), shared.cfg.max_inbound)
+    } else {
+        (
+            table.count(false) + table.dialing.len(),
+            shared.cfg.max_outbound,
+        )
+    };
+    if count >= max {
+        return Err("too many connections");
+    }
+    if table.in_group(&addr.ip()) >= shared.cfg.max_per_group {
+        return Err("too many connections from that network");
+    }
+    Ok(())
+}
+
+fn connect_loop(shared: &Arc<Shared>) {
+    let t = shared.cfg.timeouts;
+    let mut last_try: HashMap<SocketAddr, Instant> = HashMap::new();
+    let mut next_getaddrs = Instant::now();
+    let mut next_expire = Instant::now();
+    while !shared.stopping.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        flush_addrs(shared);
+        if now >= next_expire {
+            shared.bans().expire(now);
+            next_expire = now + Duration::from_secs(60);
+        }
+        if now >= next_getaddrs {
+            next_getaddrs = now + t.getaddrs_every;
+            ask_addrs(shared);
+        }
+        if let Some(addr) = pick(shared, &last_try, now) {
+            last_try.insert(addr, now);
+            dial(shared, addr);
+        }
+        last_try.retain(|_, at| now.duration_since(*at) < t.redial);
+        thread::sleep(t.connect_every.min(Duration::from_millis(500)));
+        if t.connect_every > Duration::from_millis(500) {
+            thread::sleep(t.connect_every - Duration::from_millis(500));
+        }
+    }
+}
+
+/// The next address to dial: a `-n` address first, then an address-book entry.
+fn pick(
+    shared: &Shared,
+    last_try: &HashMap<SocketAddr, Instant>,
+    now: Instant,
+) -> Option<SocketAddr> {
+    let usable = |a: &SocketAddr, table: &Table| {
+        is_routable(a)
+            && *a != shared.local_addr
+            && !table.dialing.contains(a)
+            && !table.is_connected_to(a)
+            && last_try
+                .get(a)
+                .is_none_or(|at| now.duration_since(*at) >= shared.cfg.timeouts.redial)
+            && !shared.is_banned(&a.ip())
+    };
+    let table = shared.table();
+    let preferred = shared
+        .cfg
+        .connect
+        .iter()
+        .copied()
+        .find(|a| usable(a, &table));
+    let addr = match preferred {
+        Some(a) => a,
+        None => {
+            let book = shared.book();
+            book.pick(|a| usable(a, &table))?
+        }
+    };
+    drop(table);
+    admit(shared, &addr, false).ok()?;
+    Some(addr)
+}
+
+fn dial(shared: &Arc<Shared>, addr: SocketAddr) {
+    shared.table().dialing.insert(addr);
+    let s = shared.clone();
+    let spawned = thread::Builder::new()
+        .name("p2p_dial".into())
+        .spawn(move || {
+            let result = TcpStream::connect_timeout(&addr, s.cfg.timeouts.connect);
+            s.table().dialing.remove(&addr);
+            match result {
+                Ok(stream) if !s.stopping.load(Ordering::Relaxed) => {
+                    debug!(target: LOG, "connected to {addr}");
+                    peer::start(&s, stream, addr, false);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(target: LOG, "cannot connect to {addr}: {e}");
+                    s.book().dial_failed(&addr);
+                }
+            }
+        });
+    if spawned.is_err() {
+        shared.table().dialing.remove(&addr);
+    }
+}
+
+/// Asks a random peer for addresses while the book is small (R's address-fetch loop).
+fn ask_addrs(shared: &Shared) {
+    if shared.book().len() >= shared.cfg.max_addrs {
+        return;
+    }
+    let peers = shared.handshaken(None);
+    if peers.is_empty() {
+        return;
+    }
+    let (id, _) = peers[(random_u64() as usize) % peers.len()];
+    shared.send(
+        id,
+        &Message::GetAddrs {
+            count: GETADDRS_COUNT,
+        },
+    );
+}
+
+/// Hands address-book changes to the node, never blocking (kept for later when full).
+fn flush_addrs(shared: &Shared) {
+    let changes = shared.book().take_changes();
+    if changes.is_empty() {
+        return;
+    }
+    match shared.events.try_send(PeerEvent::Addrs(changes)) {
+        Ok(()) => {}
+        Err(TrySendError::Full(PeerEvent::Addrs(changes))) => shared.book().requeue(changes),
+        Err(_) => {}
+    }
+}

@@ -1,0 +1,225 @@
+//! The web dashboard and JSON API, served on the worker port by the worker's HTTP server.
+//!
+//! The node thread publishes a [`PoolStatus`] once a second on a [`StatusBoard`]; peers and
+//! miners are read from their own handles through [`PeerSource`] and [`MinerSource`] at each
+//! request. [`Web::handle`] turns a request line into a [`Reply`]: the dashboard at `/`, JSON
+//! under `/api/` and at the p2pool-compatible paths, `/health`, and Prometheus text at
+//! `/metrics`. Only GET and HEAD are answered (405 otherwise); unknown paths get 404.
+//! doc/api.md describes every endpoint.
+
+pub mod api;
+pub mod metrics;
+pub mod page;
+pub mod status;
+
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+
+pub use status::{
+    BitcoindState, Bucket, FoundBlock, LocalShares, MinerSource, MinerView, PaidBlock, Payout,
+    PeerSource, PeerView, PoolStatus, RecentShare, StatusBoard, unix_now,
+};
+
+use api::View;
+
+/// Content type of the JSON answers.
+pub const JSON: &str = "application/json";
+/// Content type of the dashboard.
+pub const HTML: &str = "text/html; charset=utf-8";
+/// Content type of `/metrics` (Prometheus text format 0.0.4).
+pub const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of plain error messages.
+pub const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Shares listed by `/api/shares` unless `limit` says otherwise (and at most this many).
+const SHARES_LIMIT: usize = 100;
+
+/// An HTTP answer: the server adds Content-Length and leaves the body out for HEAD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    /// Extra headers (name, value).
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            status,
+            content_type,
+            headers: vec![("Cache-Control", "no-store".into())],
+            body: body.into(),
+        }
+    }
+
+    /// A JSON answer; readable from other origins, as R's were.
+    pub fn json(status: u16, value: &Value) -> Reply {
+        let mut reply = Reply::new(status, JSON, value.to_string());
+        reply
+            .headers
+            .push(("Access-Control-Allow-Origin", "*".into()));
+        reply
+    }
+
+    /// A plain-text answer.
+    pub fn text(status: u16, text: &str) -> Reply {
+        Reply::new(status, TEXT, format!("{text}\n"))
+    }
+}
+
+/// The web routes; cheap to clone (all handles are shared, so a source set on one clone
+/// is seen by all).
+#[derive(Clone)]
+pub struct Web {
+    board: StatusBoard,
+    sources: Arc<RwLock<Sources>>,
+}
+
+struct Sources {
+    peers: PeerSource,
+    miners: MinerSource,
+}
+
+impl Web {
+    /// Routes reading `board`, with no peers or miners until [`Web::set_peers`] and
+    /// [`Web::set_miners`] wire their sources.
+    pub fn new(board: StatusBoard) -> Web {
+        Web {
+            board,
+            sources: Arc::new(RwLock::new(Sources {
+                peers: Arc::new(Vec::new),
+                miners: Arc::new(Vec::new),
+            })),
+        }
+    }
+
+    /// Reads connected peers from `source` at each request (may be set after the server
+    /// started, e.g. once the p2p side runs).
+    pub fn set_peers(&self, source: PeerSource) {
+        self.sources.write().unwrap_or_else(|e| e.into_inner()).peers = source;
+    }
+
+    /// Reads this node's miners from `source` at each request (may be set after the
+    /// worker server that serves this web started).
+    pub fn set_miners(&self, source: MinerSource) {
+        self.sources.write().unwrap_or_else(|e| e.into_inner()).miners = source;
+    }
+
+    /// The board this web reads.
+    pub fn board(&self) -> &StatusBoard {
+        &self.board
+    }
+
+    fn peers_and_miners(&self) -> (Vec<PeerView>, Vec<MinerView>) {
+        let (peers, miners) = {
+            let sources = self.sources.read().unwrap_or_else(|e| e.into_inner());
+            (sources.peers.clone(), sources.miners.clone())
+        };
+        (peers(), miners())
+    }
+
+    /// Answers one request. `path` is without the query string; `query` is what follows `?`
+    /// (possibly empty). HEAD gets the GET answer (the server drops the body).
+    pub fn handle(&self, method: &str, path: &str, query: &str) -> Reply {
+        if !method.eq_ignore_ascii_case("GET") && !method.eq_ignore_ascii_case("HEAD") {
+            let mut reply = Reply::text(405, "method not allowed: only GET and HEAD");
+            reply.headers.push(("Allow", "GET, HEAD".into()));
+            return reply;
+        }
+        if let Some(html) = page::page(path) {
+            return Reply::new(200, HTML, html);
+        }
+        if path == "/api/chart" {
+            let range = query_u64(query, "range").unwrap_or(6 * 3600);
+            let step = query_u64(query, "step").unwrap_or(range / 72);
+            let chart = self.board.chart(range, step);
+            return Reply::json(200, &serde_json::json!(chart));
+        }
+        let status = self.board.snapshot();
+        let (peers, miners) = self.peers_and_miners();
+        let view = View {
+            status: &status,
+            peers: &peers,
+            miners: &miners,
+            now: unix_now(),
+        };
+        let value = match path {
+            "/health" => {
+                let (ready, body) = api::health(&view);
+                return Reply::json(if ready { 200 } else { 503 }, &body);
+            }
+            "/metrics" => return Reply::new(200, PROMETHEUS, metrics::render(&view)),
+            "/api/stats" => api::stats(&view),
+            "/api/miners" => api::miners(&view),
+            "/api/peers" => api::peers(&view),
+            "/api/blocks" => api::blocks(&view),
+            "/api/payments" => api::payments(&view),
+            "/api/shares" => {
+                let limit = query_u64(query, "limit").map_or(SHARES_LIMIT, |n| n as usize);
+                api::shares(&view, limit.min(SHARES_LIMIT))
+            }
+            "/rate" => api::rate(&view),
+            "/difficulty" => api::difficulty(&view),
+            "/users" => api::users(&view),
+            "/fee" => api::fee(&view),
+            "/current_payouts" => api::current_payouts(&view),
+            "/recent_blocks" => api::recent_blocks(&view),
+            "/global_stats" => api::global_stats(&view),
+            "/local_stats" => api::local_stats(&view),
+            "/uptime" => serde_json::json!(view.uptime()),
+            _ => return Reply::text(404, &format!("not found: {}", printable(path))),
+        };
+        Reply::json(200, &value)
+    }
+}
+
+/// A number from the query string (`a=1&b=2`), if present and valid.
+fn query_u64(query: &str, key: &str) -> Option<u64> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// A path safe to echo in an error: printable ASCII, at most 100 characters.
+fn printable(path: &str) -> String {
+    path.chars()
+        .take(100)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_numbers_are_read_by_key() {
+        assert_eq!(query_u64("range=3600&step=60", "step"), Some(60));
+        assert_eq!(query_u64("range=x", "range"), None);
+        assert_eq!(query_u64("", "range"), None);
+    }
+
+    #[test]
+    fn echoed_paths_are_printable_and_short() {
+        assert_eq!(printable("/a\nb"), "/a?b");
+        assert_eq!(printable(&"x".repeat(500)).len(), 100);
+    }
+
+    #[test]
+    fn other_methods_are_refused_with_allow() {
+        let web = Web::new(StatusBoard::new());
+        let reply = web.handle("POST", "/api/stats", "");
+        assert_eq!(reply.status, 405);
+        assert!(
+            reply
+                .headers
+                .iter()
+                .any(|(k, v)| *k == "Allow" && v == "GET, HEAD")
+        );
+    }
+}

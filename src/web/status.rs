@@ -1,0 +1,495 @@
+//! What the web shows, as plain data: the node thread fills a [`PoolStatus`] once a second
+//! and publishes it on a [`StatusBoard`]; the HTTP threads read the newest one.
+//!
+//! Every field is a plain value (`String`, integers, `f64`, `Vec`) so the node can fill it
+//! without the web knowing the share chain's types. Hashes are 64 hex digits in display
+//! order (as block explorers and bitcoind show them), addresses are the network's human
+//! form, amounts are satoshis, times are Unix seconds, hash rates are hashes per second.
+//!
+//! The board also keeps the shares over time for the dashboard's chart ([`History`]),
+//! fed from the `recent_shares` of each published status.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The pool state the node thread owns, as the web shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PoolStatus {
+    /// The P2Pool network's name (`bitcoin`, `testnet`, `regtest`, or a custom file's).
+    pub network: String,
+    /// When the node started (Unix seconds).
+    pub started_at: u64,
+    /// When the node filled this status (Unix seconds); 0 means "never published".
+    pub updated_at: u64,
+    /// The best share's hash (64 hex digits), empty while there is none.
+    pub best_share: String,
+    /// The best share's height in the share chain (0 without a best share).
+    pub best_height: u64,
+    /// Every share the node holds.
+    pub shares_total: u64,
+    /// Shares that passed the contextual checks.
+    pub shares_verified: u64,
+    /// Shares in the best share's chain (the payout window and beyond, as far as known).
+    pub shares_in_chain: u64,
+    /// Sync: the node's verified chain length behind the best share…
+    pub sync_have: u64,
+    /// …out of the length it wants before it calls itself synced (about 2 × CHAIN_LENGTH,
+    /// or less on a young chain).
+    pub sync_want: u64,
+    /// True when the node serves miners: synced, peers (or `--start-new-chain`), bitcoind up.
+    pub ready: bool,
+    /// Why the node is not ready (empty when ready), e.g. "downloading shares".
+    pub not_ready_reason: String,
+    /// The pool's hash rate including stale shares (R's `/rate`).
+    pub pool_hashrate: f64,
+    /// The pool's hash rate counting only the work in the best chain.
+    pub pool_nonstale_hashrate: f64,
+    /// The fraction of the pool's shares that were stale (0 to 1), as the shares report it.
+    pub pool_stale_prop: f64,
+    /// The current share difficulty (difficulty-1 units) of new shares.
+    pub share_difficulty: f64,
+    /// The lowest share difficulty the network allows (from the best share's max target).
+    pub min_share_difficulty: f64,
+    /// The Bitcoin block difficulty of the current work.
+    pub block_difficulty: f64,
+    /// The Bitcoin block height the current work builds.
+    pub block_height: u64,
+    /// The block reward of the current work: subsidy plus fees (satoshis).
+    pub block_value: u64,
+    /// This node's own shares (found by its miners) and how many went stale.
+    pub local_shares: LocalShares,
+    /// What each address would get if a block were found now (PPLNS), largest first.
+    pub payouts: Vec<Payout>,
+    /// bitcoind as the node last saw it.
+    pub bitcoind: BitcoindState,
+    /// The newest shares of the best chain, newest first (the node passes the last hundred
+    /// or so; the board builds the chart from them).
+    pub recent_shares: Vec<RecentShare>,
+    /// Blocks found by the pool, newest first, with what bitcoind said.
+    pub found_blocks: Vec<FoundBlock>,
+    /// Blocks that paid out (accepted into the Bitcoin chain), newest first.
+    pub paid_blocks: Vec<PaidBlock>,
+    /// The worker fee in percent (`--fee`).
+    pub fee_percent: f64,
+    /// This node's payout address (where fees and its own shares pay).
+    pub payout_address: String,
+    /// Messages an operator should see (e.g. "bitcoind unreachable", "no peers").
+    pub warnings: Vec<String>,
+}
+
+/// This node's own shares.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LocalShares {
+    /// Shares found by this node's miners (in the last hour or since start).
+    pub total: u64,
+    /// Of those, shares that did not end up in the best chain.
+    pub orphan: u64,
+    /// Of those, shares made on work that was already stale when found (dead on arrival).
+    pub dead: u64,
+}
+
+/// One output of the coinbase if a block were found now.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Payout {
+    /// The payout address (or the script in hex when it has no address form).
+    pub address: String,
+    /// Satoshis.
+    pub amount: u64,
+}
+
+/// bitcoind's state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BitcoindState {
+    /// The last call succeeded.
+    pub reachable: bool,
+    /// Its chain tip's height.
+    pub height: u64,
+    /// The last error, empty when none.
+    pub last_error: String,
+}
+
+/// One share of the best chain.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecentShare {
+    /// The share's timestamp (Unix seconds).
+    pub time: u64,
+    /// The share's hash (64 hex digits).
+    pub hash: String,
+    /// Where it pays.
+    pub address: String,
+    /// The work it stands for: expected hashes at its target (attempts).
+    pub work: f64,
+    /// Found by this node's miners.
+    pub local: bool,
+    /// It is also a Bitcoin block.
+    pub block: bool,
+    /// The stale fraction its finder reported, when it did (0 to 1).
+    pub stale_prop: Option<f64>,
+}
+
+/// A block the pool found.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FoundBlock {
+    /// When the share was found (Unix seconds).
+    pub time: u64,
+    /// Bitcoin block height.
+    pub height: u64,
+    /// Block hash (64 hex digits).
+    pub hash: String,
+    /// The share that is this block (64 hex digits).
+    pub share: String,
+    /// The finder's payout address.
+    pub finder: String,
+    /// What submission gave: `accepted`, `duplicate`, `inconclusive`, `rejected: <reason>`,
+    /// `stale`, `pending`, …
+    pub status: String,
+    /// Subsidy plus fees (satoshis).
+    pub value: u64,
+}
+
+/// A block that paid the pool's miners.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PaidBlock {
+    /// When it was found (Unix seconds).
+    pub time: u64,
+    /// Bitcoin block height.
+    pub height: u64,
+    /// Block hash (64 hex digits).
+    pub hash: String,
+    /// The total paid (satoshis).
+    pub total: u64,
+    /// The outputs it paid, largest first.
+    pub payouts: Vec<Payout>,
+}
+
+/// One P2Pool connection, as the dashboard shows it (from `p2p::PeerStatus`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// `ip:port`.
+    pub addr: String,
+    /// It connected to us.
+    pub inbound: bool,
+    /// Its protocol version, `None` until the handshake completes.
+    pub version: Option<u32>,
+    /// Its software (`sub_version`), `None` until the handshake completes.
+    pub sub_version: Option<String>,
+    /// The link's mode: 1 normal, 0 low bandwidth; `None` until the handshake completes.
+    pub mode: Option<u32>,
+    /// When the connection was made (Unix seconds).
+    pub connected_since: u64,
+}
+
+/// One miner of this node: an address and worker name, on getwork or Stratum (from
+/// `worker::MinerStats`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MinerView {
+    /// The payout address it mines to.
+    pub address: String,
+    /// The worker name after the address (may be empty).
+    pub worker: String,
+    /// `stratum` or `getwork`.
+    pub protocol: String,
+    /// Hashes per second over the last ten minutes, from its pseudo-shares.
+    pub hashrate: f64,
+    /// The pseudo-share difficulty it mines at.
+    pub difficulty: f64,
+    /// Pseudo-shares accepted.
+    pub accepted: u64,
+    /// Submissions on work that was no longer current.
+    pub stale: u64,
+    /// Submissions refused (unknown job, duplicate, low difficulty, bad fields).
+    pub rejected: u64,
+    /// Shares of the share chain it found.
+    pub shares: u64,
+    /// Its last submission or work request (Unix seconds).
+    pub last_seen: u64,
+}
+
+impl MinerView {
+    /// The fraction of its submissions that were stale or refused, if any were made.
+    pub fn dead_prop(&self) -> Option<f64> {
+        let all = self.accepted + self.stale + self.rejected;
+        (all > 0).then(|| (self.stale + self.rejected) as f64 / all as f64)
+    }
+
+    /// The part of its hash rate lost to stale and refused submissions (R's "dead hash
+    /// rate"), estimated from the proportion of such submissions.
+    pub fn dead_hashrate(&self) -> f64 {
+        self.hashrate * self.dead_prop().unwrap_or(0.0)
+    }
+
+    /// The name miners log in with: `address` or `address.worker`.
+    pub fn name(&self) -> String {
+        if self.worker.is_empty() {
+            self.address.clone()
+        } else {
+            format!("{}.{}", self.address, self.worker)
+        }
+    }
+}
+
+/// Where the web reads connected peers from (the lead wires the p2p handle here).
+pub type PeerSource = Arc<dyn Fn() -> Vec<PeerView> + Send + Sync>;
+/// Where the web reads connected miners from (the lead wires the worker handle here).
+pub type MinerSource = Arc<dyn Fn() -> Vec<MinerView> + Send + Sync>;
+
+/// The current time in Unix seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Shares per minute over the last day, for the chart.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Bucket {
+    /// Start of the bucket (Unix seconds, a multiple of the bucket's length).
+    pub start: u64,
+    /// Shares of the best chain with timestamps in the bucket.
+    pub shares: u64,
+    /// Of those, this node's.
+    pub local: u64,
+    /// Of those, blocks.
+    pub blocks: u64,
+    /// The work of those shares (attempts).
+    pub work: f64,
+    /// The work of this node's shares (attempts).
+    pub local_work: f64,
+    /// The pool hash rate the node estimated, last value seen in the bucket (0 if none).
+    pub pool_hashrate: f64,
+}
+
+/// How long the chart's history reaches back.
+pub const HISTORY_SECS: u64 = 24 * 60 * 60;
+/// The history's resolution.
+pub const HISTORY_STEP: u64 = 60;
+/// Hashes remembered to count each share once.
+const SEEN_CAP: usize = 4096;
+
+/// Per-minute buckets of the shares seen on published statuses.
+#[derive(Debug, Default)]
+pub struct History {
+    buckets: VecDeque<Bucket>,
+    seen: HashSet<String>,
+    seen_order: VecDeque<String>,
+}
+
+impl History {
+    /// Counts the shares not seen before and notes the pool hash rate at `now`.
+    pub fn ingest(&mut self, status: &PoolStatus, now: u64) {
+        for share in &status.recent_shares {
+            // A share's timestamp is the miner's claim: ignore the far future and the past day.
+            if share.time > now + 600 || share.time + HISTORY_SECS < now {
+                continue;
+            }
+            if !self.remember(&share.hash) {
+                continue;
+            }
+            let bucket = self.bucket_mut(share.time);
+            bucket.shares += 1;
+            bucket.work += share.work;
+            if share.local {
+                bucket.local += 1;
+                bucket.local_work += share.work;
+            }
+            if share.block {
+                bucket.blocks += 1;
+            }
+        }
+        if status.pool_hashrate > 0.0 {
+            self.bucket_mut(now).pool_hashrate = status.pool_hashrate;
+        }
+        while let Some(front) = self.buckets.front() {
+            if front.start + HISTORY_SECS + HISTORY_STEP <= now {
+                self.buckets.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn remember(&mut self, hash: &str) -> bool {
+        if self.seen.contains(hash) {
+            return false;
+        }
+        self.seen.insert(hash.to_owned());
+        self.seen_order.push_back(hash.to_owned());
+        if self.seen_order.len() > SEEN_CAP {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// The bucket holding `time`, created (in order) when missing.
+    fn bucket_mut(&mut self, time: u64) -> &mut Bucket {
+        let start = time - time % HISTORY_STEP;
+        let index = match self.buckets.binary_search_by_key(&start, |b| b.start) {
+            Ok(i) => i,
+            Err(i) => {
+                let bucket = Bucket {
+                    start,
+                    ..Bucket::default()
+                };
+                self.buckets.insert(i, bucket);
+                i
+            }
+        };
+        &mut self.buckets[index]
+    }
+
+    /// The last `range` seconds before `now` in buckets of `step` seconds (a multiple of a
+    /// minute), oldest first, empty buckets included so the chart's time axis is even.
+    pub fn chart(&self, now: u64, range: u64, step: u64) -> Vec<Bucket> {
+        let step = step.max(HISTORY_STEP) / HISTORY_STEP * HISTORY_STEP;
+        let range = range.clamp(step, HISTORY_SECS);
+        let end = now - now % step + step;
+        let first = end.saturating_sub(range.div_ceil(step) * step);
+        let mut out: Vec<Bucket> = (first..end)
+            .step_by(step as usize)
+            .map(|start| Bucket {
+                start,
+                ..Bucket::default()
+            })
+            .collect();
+        for bucket in &self.buckets {
+            if bucket.start < first || bucket.start >= end {
+                continue;
+            }
+            let slot = &mut out[((bucket.start - first) / step) as usize];
+            slot.shares += bucket.shares;
+            slot.local += bucket.local;
+            slot.blocks += bucket.blocks;
+            slot.work += bucket.work;
+            slot.local_work += bucket.local_work;
+            if bucket.pool_hashrate > 0.0 {
+                slot.pool_hashrate = bucket.pool_hashrate;
+            }
+        }
+        out
+    }
+}
+
+/// The newest [`PoolStatus`], shared between the node (writer) and the HTTP threads
+/// (readers). Cloning gives another handle on the same board.
+#[derive(Clone, Default)]
+pub struct StatusBoard {
+    inner: Arc<Mutex<Board>>,
+}
+
+#[derive(Default)]
+struct Board {
+    status: Arc<PoolStatus>,
+    history: History,
+}
+
+impl StatusBoard {
+    /// An empty board: not ready, "starting", until the node publishes.
+    pub fn new() -> StatusBoard {
+        StatusBoard::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Board> {
+        // A reader that panicked cannot leave the board half-written: the status is
+        // replaced whole. Keep serving after a poisoned lock.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the status (the node calls this once a second) and adds its new shares to
+    /// the chart's history.
+    pub fn publish(&self, status: PoolStatus) {
+        let now = unix_now();
+        let mut board = self.lock();
+        board.history.ingest(&status, now);
+        board.status = Arc::new(status);
+    }
+
+    /// The newest status (cheap: a shared pointer).
+    pub fn snapshot(&self) -> Arc<PoolStatus> {
+        self.lock().status.clone()
+    }
+
+    /// The chart's buckets: the last `range` seconds in steps of `step` seconds.
+    pub fn chart(&self, range: u64, step: u64) -> Vec<Bucket> {
+        self.lock().history.chart(unix_now(), range, step)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share(hash: &str, time: u64, local: bool) -> RecentShare {
+        RecentShare {
+            time,
+            hash: hash.into(),
+            work: 100.0,
+            local,
+            ..RecentShare::default()
+        }
+    }
+
+    #[test]
+    fn history_counts_each_share_once_per_minute() {
+        let now = 1_000_000 * 60;
+        let mut history = History::default();
+        let mut status = PoolStatus {
+            recent_shares: vec![share("a", now - 5, true), share("b", now - 70, false)],
+            pool_hashrate: 5.0,
+            ..PoolStatus::default()
+        };
+        history.ingest(&status, now);
+        status.recent_shares.insert(0, share("c", now - 1, false));
+        history.ingest(&status, now);
+        let chart = history.chart(now, 180, 60);
+        assert_eq!(chart.len(), 3);
+        let counts: Vec<u64> = chart.iter().map(|b| b.shares).collect();
+        assert_eq!(counts, vec![0, 1, 2]);
+        assert_eq!(chart[2].local, 1);
+        assert_eq!(chart[2].work, 200.0);
+        assert_eq!(chart[2].pool_hashrate, 5.0);
+    }
+
+    #[test]
+    fn history_ignores_future_and_old_shares_and_forgets_the_past_day() {
+        let now = 2_000_000 * 60;
+        let mut history = History::default();
+        let status = PoolStatus {
+            recent_shares: vec![
+                share("future", now + 3600, false),
+                share("old", now - HISTORY_SECS - 10, false),
+                share("ok", now - 10, false),
+            ],
+            ..PoolStatus::default()
+        };
+        history.ingest(&status, now);
+        assert_eq!(history.buckets.len(), 1);
+        history.ingest(&PoolStatus::default(), now + HISTORY_SECS + 120);
+        assert!(history.buckets.is_empty());
+    }
+
+    #[test]
+    fn chart_aggregates_into_wider_steps_and_clamps_its_range() {
+        let now = 3_000_000 * 60 + 30;
+        let mut history = History::default();
+        let shares = (0..10)
+            .map(|i| share(&format!("s{i}"), now - i * 60, false))
+            .collect();
+        history.ingest(
+            &PoolStatus {
+                recent_shares: shares,
+                ..PoolStatus::default()
+            },
+            now,
+        );
+        let chart = history.chart(now, 900, 300);
+        assert_eq!(chart.len(), 3);
+        assert_eq!(chart.iter().map(|b| b.shares).sum::<u64>(), 10);
+        assert!(history.chart(now, u64::MAX, 1).len() as u64 <= HISTORY_SECS / 60 + 1);
+    }
+}

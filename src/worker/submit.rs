@@ -1,0 +1,199 @@
+//! Checking a miner's solution, the same for both protocols: proof of work against the
+//! pseudo-share and share targets, duplicates, staleness; a solution that meets the share
+//! target goes to the node (with its block when it is one), pseudo-shares only count.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::SendTimeoutError;
+use log::{debug, info, warn};
+use ruint::aliases::U256;
+
+use crate::bitcoin::block::BlockHeader;
+use crate::bitcoin::hash::Hash256;
+use crate::bitcoin::target::target_to_average_attempts;
+
+use super::miners::{Outcome, Username};
+use super::work::{Coinbase, Work};
+use super::{FoundShare, LOG, MinerEvent, Shared};
+
+/// Header hashes remembered to refuse duplicates.
+const SEEN_CAP: usize = 200_000;
+/// How far ahead of the clock a miner may roll ntime (seconds).
+pub const MAX_NTIME_AHEAD: u32 = 600;
+/// How long a miner thread waits for room in the node's queue.
+const EVENT_WAIT: Duration = Duration::from_secs(2);
+
+/// Recently submitted header hashes.
+#[derive(Debug, Default)]
+pub struct Seen {
+    set: HashSet<Hash256>,
+    order: VecDeque<Hash256>,
+}
+
+impl Seen {
+    /// False when `hash` was seen already.
+    pub fn insert(&mut self, hash: Hash256) -> bool {
+        if !self.set.insert(hash) {
+            return false;
+        }
+        self.order.push_back(hash);
+        if self.order.len() > SEEN_CAP
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+}
+
+/// A solution to check.
+pub struct Solution<'a> {
+    pub work: &'a Arc<Work>,
+    pub coinbase: &'a Coinbase,
+    pub extranonce1: &'a [u8],
+    pub extranonce2: &'a [u8],
+    pub header: BlockHeader,
+    /// The miner's pseudo-share target (never harder than the share target).
+    pub pseudo_target: U256,
+    /// `/DIFF`: shares easier than this are not sent to the share chain.
+    pub share_floor: Option<U256>,
+    pub user: &'a Username,
+    pub protocol: &'static str,
+}
+
+/// How a solution was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A pseudo-share (and a share when `share`) on current work.
+    Accepted { share: bool },
+    /// On work that is no longer current (a share is still sent to the node, as R).
+    Stale { share: bool },
+    Duplicate,
+    LowDifficulty,
+    /// ntime before the work's or too far ahead.
+    BadTime,
+    /// The share failed its stateless checks (never expected from our own jobs).
+    Invalid(String),
+}
+
+impl Verdict {
+    pub fn accepted(&self) -> bool {
+        matches!(self, Verdict::Accepted { .. })
+    }
+
+    /// The reason given to the miner when not accepted.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Verdict::Accepted { .. } => "",
+            Verdict::Stale { .. } => "stale",
+            Verdict::Duplicate => "duplicate",
+            Verdict::LowDifficulty => "low-difficulty",
+            Verdict::BadTime => "time-out-of-range",
+            Verdict::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// Checks `s`, sends a share to the node, records the miner's statistics.
+pub(crate) fn check(shared: &Shared, s: Solution<'_>) -> Verdict {
+    let hash = s.header.hash();
+    let pow = hash.to_u256();
+    let share_target = s.work.share_target();
+    let block = pow <= s.header.bits.to_target();
+    let latest = s.work.timestamp.max(
+        u32::try_from(super::miners::unix_now()).unwrap_or(u32::MAX),
+    );
+    let verdict = if s.header.timestamp < s.work.timestamp
+        || s.header.timestamp > latest.saturating_add(MAX_NTIME_AHEAD)
+    {
+        Verdict::BadTime
+    } else if pow > s.pseudo_target.max(share_target) {
+        Verdict::LowDifficulty
+    } else if !shared
+        .seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(hash)
+    {
+        Verdict::Duplicate
+    } else {
+        let stale = shared
+            .current()
+            .is_none_or(|current| !s.work.same_tip(&current));
+        let floor_ok = s.share_floor.is_none_or(|f| pow <= f);
+        // A block is always sent, whatever the miner's floor; on networks whose block
+        // target is easier than the share target (regtest) only shares are blocks.
+        let share = pow <= share_target && (floor_ok || block);
+        if share && let Err(e) = send_share(shared, &s) {
+            Verdict::Invalid(e)
+        } else if stale {
+            Verdict::Stale { share }
+        } else {
+            Verdict::Accepted { share }
+        }
+    };
+    let outcome = match verdict {
+        Verdict::Accepted { .. } => Outcome::Accepted,
+        Verdict::Stale { .. } => Outcome::Stale,
+        _ => Outcome::Rejected,
+    };
+    let attempts = (outcome != Outcome::Rejected).then(|| {
+        crate::bitcoin::target::u256_to_f64(U256::saturating_from(target_to_average_attempts(
+            s.pseudo_target.max(share_target),
+        )))
+    });
+    let share = matches!(
+        verdict,
+        Verdict::Accepted { share: true } | Verdict::Stale { share: true }
+    );
+    shared
+        .registry
+        .record(s.user, s.protocol, outcome, attempts, share);
+    debug!(target: LOG, "{} {}: {hash} {verdict:?}", s.protocol, s.user.address);
+    verdict
+}
+
+fn send_share(shared: &Shared, s: &Solution<'_>) -> Result<(), String> {
+    let found = s
+        .work
+        .found(s.coinbase, s.extranonce1, s.extranonce2, s.header)
+        .map_err(|e| {
+            warn!(target: LOG, "solution from {} refused: {e}", s.user.address);
+            e.to_string()
+        })?;
+    let miner = if s.user.worker.is_empty() {
+        s.user.address.clone()
+    } else {
+        format!("{}.{}", s.user.address, s.user.worker)
+    };
+    if found.block.is_some() {
+        info!(target: LOG, "block found by {miner}: {}", found.share.pow_hash);
+    } else {
+        info!(target: LOG, "share found by {miner}: {}", found.share.hash);
+    }
+    let event = MinerEvent::Share(Box::new(FoundShare {
+        share: found.share,
+        block: found.block,
+        height: s.work.height,
+        work_id: s.work.id,
+        miner,
+    }));
+    match shared.events.send_timeout(event, EVENT_WAIT) {
+        Ok(()) => Ok(()),
+        Err(SendTimeoutError::Timeout(_)) => {
+            warn!(target: LOG, "the node is not taking shares: one dropped");
+            Ok(())
+        }
+        Err(SendTimeoutError::Disconnected(_)) => Ok(()),
+    }
+}
+
+/// The pseudo-share target of a difficulty on `work`: never harder than the share target
+/// nor easier than the network's MAX_TARGET.
+pub fn pseudo_target(work: &Work, difficulty: f64) -> U256 {
+    super::miners::difficulty_to_target(difficulty)
+        .min(work.net.max_target)
+        .max(work.share_target())
+}

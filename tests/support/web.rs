@@ -1,0 +1,325 @@
+//! For the web tests: a filled `PoolStatus` with known figures, peers and miners to match,
+//! a server that serves a `Web` on a real loopback socket, and a raw HTTP/1.1 client (so
+//! tests see status lines, headers and HEAD answers exactly as sent).
+//!
+//! `WebServer` is the one piece to swap for a real node: everything else only needs the
+//! address it listens on.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use p2pool::web::{
+    BitcoindState, FoundBlock, LocalShares, MinerView, PaidBlock, Payout, PeerView, PoolStatus,
+    RecentShare, StatusBoard, Web, unix_now,
+};
+
+/// The best share of the filled status.
+pub const BEST_SHARE: &str = "00000000a1b2c3d4e5f60718293a4b5c6d7e8f90112233445566778899aabbccdd";
+/// Its pool hash rate: 1.2345 TH/s (the dashboard shows "1.23 TH/s").
+pub const POOL_HASHRATE: f64 = 1.2345e12;
+/// The first miner's address (regtest P2WPKH).
+pub const MINER_ADDRESS: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+pub const OTHER_ADDRESS: &str = "bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf4jry";
+
+/// A status with every field set to a recognisable value.
+pub fn filled_status() -> PoolStatus {
+    let now = unix_now();
+    let recent_shares = (0..40u64)
+        .map(|i| RecentShare {
+            time: now - i * 30,
+            hash: format!("{:064x}", 0xabc000 + i),
+            address: if i % 3 == 0 { MINER_ADDRESS } else { OTHER_ADDRESS }.to_owned(),
+            work: 4.0e12,
+            local: i % 3 == 0,
+            block: i == 7,
+            stale_prop: if i % 5 == 0 { Some(0.02) } else { None },
+        })
+        .collect();
+    PoolStatus {
+        network: "regtest".into(),
+        started_at: now - 3723,
+        updated_at: now,
+        best_share: BEST_SHARE.into(),
+        best_height: 4321,
+        shares_total: 9000,
+        shares_verified: 8800,
+        shares_in_chain: 8640,
+        sync_have: 8640,
+        sync_want: 8640,
+        ready: true,
+        not_ready_reason: String::new(),
+        pool_hashrate: POOL_HASHRATE,
+        pool_nonstale_hashrate: 1.2e12,
+        pool_stale_prop: 0.025,
+        share_difficulty: 1234.5,
+        min_share_difficulty: 1.5,
+        block_difficulty: 4.5e6,
+        block_height: 812_345,
+        block_value: 312_500_000 + 12_345,
+        local_shares: LocalShares {
+            total: 40,
+            orphan: 2,
+            dead: 1,
+        },
+        payouts: vec![
+            Payout {
+                address: MINER_ADDRESS.into(),
+                amount: 250_000_000,
+            },
+            Payout {
+                address: OTHER_ADDRESS.into(),
+                amount: 62_512_345,
+            },
+        ],
+        bitcoind: BitcoindState {
+            reachable: true,
+            height: 812_344,
+            last_error: String::new(),
+        },
+        recent_shares,
+        found_blocks: vec![FoundBlock {
+            time: now - 210,
+            height: 812_340,
+            hash: format!("{:064x}", 0xb10c),
+            share: format!("{:064x}", 0xabc007),
+            finder: MINER_ADDRESS.into(),
+            status: "accepted".into(),
+            value: 312_512_345,
+        }],
+        paid_blocks: vec![PaidBlock {
+            time: now - 210,
+            height: 812_340,
+            hash: format!("{:064x}", 0xb10c),
+            total: 312_512_345,
+            payouts: vec![Payout {
+                address: MINER_ADDRESS.into(),
+                amount: 312_512_345,
+            }],
+        }],
+        fee_percent: 0.5,
+        payout_address: MINER_ADDRESS.into(),
+        warnings: vec![],
+    }
+}
+
+/// Two peers: one outbound, one inbound still handshaking.
+pub fn sample_peers() -> Vec<PeerView> {
+    vec![
+        PeerView {
+            addr: "127.0.0.1:49333".into(),
+            inbound: false,
+            version: Some(1),
+            sub_version: Some("p2pool-rs/0.1.0".into()),
+            mode: Some(1),
+            connected_since: unix_now() - 600,
+        },
+        PeerView {
+            addr: "127.0.0.1:51234".into(),
+            inbound: true,
+            version: None,
+            sub_version: None,
+            mode: None,
+            connected_since: unix_now() - 5,
+        },
+    ]
+}
+
+/// Two miners of the same address, one on each protocol.
+pub fn sample_miners() -> Vec<MinerView> {
+    vec![
+        MinerView {
+            address: MINER_ADDRESS.into(),
+            worker: "rig1".into(),
+            protocol: "stratum".into(),
+            hashrate: 5.0e9,
+            difficulty: 64.0,
+            accepted: 90,
+            stale: 5,
+            rejected: 5,
+            shares: 3,
+            last_seen: unix_now() - 2,
+        },
+        MinerView {
+            address: MINER_ADDRESS.into(),
+            worker: String::new(),
+            protocol: "getwork".into(),
+            hashrate: 1.0e9,
+            difficulty: 1.0,
+            accepted: 10,
+            stale: 0,
+            rejected: 0,
+            shares: 0,
+            last_seen: unix_now() - 30,
+        },
+    ]
+}
+
+/// A `Web` over a board holding `status`, with the sample peers and miners.
+pub fn filled_web(status: PoolStatus) -> Web {
+    let board = StatusBoard::new();
+    board.publish(status);
+    let web = Web::new(board);
+    web.set_peers(Arc::new(sample_peers));
+    web.set_miners(Arc::new(sample_miners));
+    web
+}
+
+/// Serves a `Web` with tiny_http on a loopback port, one thread; stops on drop.
+pub struct WebServer {
+    pub addr: SocketAddr,
+    server: Arc<tiny_http::Server>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WebServer {
+    pub fn start(web: Web) -> WebServer {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind loopback"));
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .expect("an IP listener");
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let server = server.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("test_web".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(100))
+                        else {
+                            continue;
+                        };
+                        let url = request.url().to_owned();
+                        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+                        let reply = web.handle(request.method().as_str(), path, query);
+                        let mut response = tiny_http::Response::from_data(reply.body)
+                            .with_status_code(reply.status)
+                            .with_header(
+                                tiny_http::Header::from_bytes("Content-Type", reply.content_type)
+                                    .expect("header"),
+                            );
+                        for (name, value) in reply.headers {
+                            response = response.with_header(
+                                tiny_http::Header::from_bytes(name, value.as_bytes())
+                                    .expect("header"),
+                            );
+                        }
+                        let _ = request.respond(response);
+                    }
+                })
+                .expect("spawn")
+        };
+        WebServer {
+            addr,
+            server,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One HTTP answer as received.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    /// Header names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Sends one request (`Connection: close`) and reads the whole answer, within 5 s.
+pub fn http(addr: SocketAddr, method: &str, target: &str) -> HttpAnswer {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to the server");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("send request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read answer");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut answer = HttpAnswer {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    };
+    if answer
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        answer.body = dechunk(&answer.body);
+    }
+    answer
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(end) = data.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size_text = String::from_utf8_lossy(&data[..end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .expect("chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[end + 2..end + 2 + size]);
+        data = &data[end + 2 + size + 2..];
+    }
+}
