@@ -10,5 +10,6 @@ pub mod logging;
 pub mod network;
 pub mod p2p;
 pub mod sharechain;
+pub mod worker;
 pub mod web;
 pub mod node;

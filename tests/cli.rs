@@ -74,7 +74,10 @@ fn help_lists_every_flag_and_the_per_network_defaults() {
     for short in ["-a,", "-n,", "-l,", "-w,"] {
         assert!(help.contains(short), "--help lacks {short}:\n{help}");
     }
-    assert!(help.contains("19332"), "per-network ports in --help:\n{help}");
+    assert!(
+        help.contains("19332"),
+        "per-network ports in --help:\n{help}"
+    );
 }
 
 #[test]
@@ -200,10 +203,7 @@ fn credentials_come_from_arguments_then_environment_then_cookie() {
     let c = parse_env(&["--net", "regtest", "alice", "arg"], Some("from-env")).unwrap();
     assert_eq!(c.bitcoind.auth, Auth::user_pass("alice", "arg"));
     let c = parse(&["--net", "regtest", "--bitcoind-datadir", "/b"]).unwrap();
-    assert_eq!(
-        c.bitcoind.auth,
-        Auth::Cookie("/b/regtest/.cookie".into())
-    );
+    assert_eq!(c.bitcoind.auth, Auth::Cookie("/b/regtest/.cookie".into()));
     assert!(c.bitcoind.auth_flag.contains("--bitcoind-datadir"));
 }
 
@@ -235,10 +235,20 @@ fn a_file_network_is_loaded() {
 fn each_bad_value_is_refused_naming_its_flag() {
     let cases: [(&[&str], &str); 12] = [
         (&["--net", "nonet", "u", "p"], "--net"),
-        (&["--net-file", "/nonexistent/net.json", "u", "p"], "--net-file"),
+        (
+            &["--net-file", "/nonexistent/net.json", "u", "p"],
+            "--net-file",
+        ),
         (&["-a", "notanaddress", "u", "p"], "-a/--address"),
         (
-            &["--net", "regtest", "-a", "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4", "u", "p"],
+            &[
+                "--net",
+                "regtest",
+                "-a",
+                "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4",
+                "u",
+                "p",
+            ],
             "-a/--address",
         ),
         (&["--fee", "-1", "u", "p"], "--fee"),
@@ -246,7 +256,10 @@ fn each_bad_value_is_refused_naming_its_flag() {
         (&["--external-ip", "nope", "u", "p"], "--external-ip"),
         (&["-n", "127.0.0.1:notaport", "u", "p"], "-n/--p2pool-node"),
         (&["-n", ":9333", "u", "p"], "-n/--p2pool-node"),
-        (&["-w", "5000", "--stratum-port", "5000", "u", "p"], "--stratum-port"),
+        (
+            &["-w", "5000", "--stratum-port", "5000", "u", "p"],
+            "--stratum-port",
+        ),
         (&["--max-outbound", "1000", "u", "p"], "--max-outbound"),
         (&["u"], "BITCOIND_RPC_PASSWORD"),
     ];

@@ -397,3 +397,40 @@ fn share_chain() {
         assert_eq!(got, expected, "share {index}: other weights");
     }
 }
+
+/// §7.3: the getwork example's result (data, midstate, hash1, target) from its inputs.
+#[test]
+fn getwork() {
+    use p2pool::worker::getwork::WorkUnit;
+
+    let v = vectors();
+    let example = &v["getwork_example"];
+    let inputs = &example["inputs"];
+    let header = BlockHeader {
+        version: inputs["version"].as_u64().expect("version") as u32,
+        previous_block: hash(&inputs["previous_block"]),
+        merkle_root: hash(&inputs["merkle_root"]),
+        timestamp: inputs["timestamp"].as_u64().expect("timestamp") as u32,
+        bits: bits(&inputs["bits"]),
+        nonce: 0,
+    };
+    let target = u256(&inputs["share_target"]);
+    let unit = WorkUnit::new(&header, target, None);
+    let result = &example["result"];
+    assert_eq!(unit.data, result["data"].as_str().unwrap());
+    assert_eq!(unit.midstate, result["midstate"].as_str().unwrap());
+    assert_eq!(unit.hash1, result["hash1"].as_str().unwrap());
+    assert_eq!(unit.target, result["target"].as_str().unwrap());
+    // The identifier is R's best share hash as a decimal integer.
+    let identifier: U256 = result["identifier"].as_str().unwrap().parse().unwrap();
+    let unit = WorkUnit::new(&header, target, Some(Hash256::from_u256(identifier)));
+    assert_eq!(unit.identifier, result["identifier"].as_str().unwrap());
+    // A submitted data field reads back as the header.
+    let mut solved = header;
+    solved.nonce = 0x1234_5678;
+    let data = WorkUnit::new(&solved, target, None).data;
+    let mut with_nonce = hex::decode(&data).unwrap();
+    with_nonce[76..80].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    let decoded = p2pool::worker::getwork::decode_data(&hex::encode(&with_nonce)).unwrap();
+    assert_eq!(decoded, solved);
+}

@@ -25,9 +25,10 @@ use crate::bitcoin::rpc::{Client, RpcError};
 use crate::bitcoin::submit::{BlockSubmission, SubmitConfig, SubmitResult, Submitter};
 use crate::bitcoin::template::Template;
 use crate::config::Config;
+use crate::p2p::{P2p, P2pConfig, P2pError, PeerEvent, Peers, ShareSync};
 use crate::sharechain::best::BlockHeights;
 use crate::sharechain::chain::{LoadError, ShareChain, Think};
-use crate::sharechain::store::{Store, StoreError};
+use crate::sharechain::store::{Batch, Store, StoreError};
 
 use history::{FoundBlock, History};
 use payout::{Payout, PayoutError};
@@ -37,6 +38,8 @@ const LOG: &str = "node";
 const TICK: Duration = Duration::from_secs(1);
 /// Events handled before the node thinks, so a flood cannot starve thinking.
 const EVENTS_PER_THINK: usize = 64;
+/// How often the share and peer counts are logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 /// Why the node could not start or stopped by itself.
 #[derive(Debug)]
@@ -48,6 +51,7 @@ pub enum NodeError {
     Auth { error: RpcError, flag: &'static str },
     Feed(FeedError),
     Payout(PayoutError),
+    P2p(P2pError),
     Spawn(&'static str, std::io::Error),
     /// A thread ended by itself.
     Thread { name: &'static str, cause: String },
@@ -64,6 +68,7 @@ impl fmt::Display for NodeError {
             NodeError::Auth { error, flag } => write!(f, "{error}; fix it with {flag}"),
             NodeError::Feed(e) => write!(f, "{e}"),
             NodeError::Payout(e) => write!(f, "{e}"),
+            NodeError::P2p(e) => write!(f, "{e} (see --p2pool-port)"),
             NodeError::Spawn(name, e) => write!(f, "cannot start the {name} thread: {e}"),
             NodeError::Thread { name, cause } => write!(f, "the {name} thread stopped: {cause}"),
         }
@@ -112,7 +117,12 @@ struct Node {
     submitter: Submitter,
     history: History,
     payout: Payout,
+    sync: ShareSync,
+    peers: Peers,
+    /// Address-book changes waiting for the next store write.
+    addrs: Batch,
     last_think: Instant,
+    last_progress: Instant,
 }
 
 impl Node {
@@ -141,6 +151,36 @@ impl Node {
     fn on_submitted(&mut self, result: SubmitResult) {
         self.history
             .set_outcome(&result.hash, result.outcome.to_string());
+    }
+
+    fn on_peer(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Connected { id, info } => info!(
+                target: LOG,
+                "peer {id} connected: {} {} ({}, version {}, mode {})",
+                if info.inbound { "from" } else { "to" },
+                info.addr,
+                info.sub_version,
+                info.version,
+                info.mode
+            ),
+            PeerEvent::Disconnected { id } => {
+                debug!(target: LOG, "peer {id} disconnected");
+                self.sync.on_disconnect(id);
+            }
+            PeerEvent::Message { id, msg } => {
+                let out = self
+                    .sync
+                    .on_message(id, msg, &mut self.chain, &self.peers, unix_now());
+                for block in out.blocks {
+                    self.submit_block(block, unix_now());
+                }
+            }
+            PeerEvent::Addrs(changes) => {
+                self.addrs.put_addrs.extend(changes.put);
+                self.addrs.remove_addrs.extend(changes.remove);
+            }
+        }
     }
 
     fn on_link(&mut self, event: LinkEvent) {
@@ -178,6 +218,7 @@ impl Node {
         for block in &think.blocks {
             self.submit_block(block.clone(), now);
         }
+        self.sync.after_think(&think, &self.chain, &self.peers, now);
         if think.best != self.best {
             self.best = think.best;
             if let Some(best) = self.best {
@@ -186,6 +227,19 @@ impl Node {
             }
         }
         self.last_think = Instant::now();
+        if self.last_progress.elapsed() >= PROGRESS_EVERY {
+            self.last_progress = Instant::now();
+            let p = ShareSync::progress(&self.chain);
+            info!(
+                target: LOG,
+                "shares: have {} of ~{} ({} verified), best {}; peers: {}",
+                p.have,
+                p.want,
+                p.verified,
+                self.best.map_or("none".to_string(), |b| b.to_hex()),
+                self.peers.count()
+            );
+        }
         think
     }
 
@@ -215,6 +269,9 @@ impl Node {
     /// Writes this tick's changes in one transaction.
     fn flush(&mut self) {
         let mut batch = self.chain.take_batch();
+        let addrs = std::mem::take(&mut self.addrs);
+        batch.put_addrs = addrs.put_addrs;
+        batch.remove_addrs = addrs.remove_addrs;
         self.history.write_to(&mut batch);
         if batch.is_empty() {
             return;
@@ -326,6 +383,16 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
         None => (None, never()),
     };
 
+    let mut p2p_cfg = P2pConfig::new(net.clone(), config.p2p_listen);
+    p2p_cfg.connect = config.connect.clone();
+    p2p_cfg.max_inbound = config.max_inbound;
+    p2p_cfg.max_outbound = config.max_outbound;
+    p2p_cfg.external_ip = config.external_ip;
+    p2p_cfg.low_bandwidth = config.low_bandwidth;
+    p2p_cfg.addrs = store.load_addrs().map_err(NodeError::Store)?;
+    let (p2p, peer_events) = P2p::start(p2p_cfg).map_err(NodeError::P2p)?;
+    info!(target: LOG, "listening for P2Pool peers on {}", p2p.local_addr());
+
     let node = Node {
         chain,
         store,
@@ -336,7 +403,11 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
         submitter,
         history,
         payout,
+        sync: ShareSync::new(net.clone()),
+        peers: p2p.peers(),
+        addrs: Batch::default(),
         last_think: Instant::now(),
+        last_progress: Instant::now(),
     };
     if !matches!(node.payout.source, payout::Source::KeyFile { .. }) {
         info!(target: LOG, "paying to {}", node.payout.address);
@@ -345,6 +416,8 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let (done_tx, done_rx) = bounded::<()>(0);
     let parts = Parts {
+        p2p,
+        peer_events,
         usr1,
         link,
         templates,
@@ -367,6 +440,8 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
 
 /// The subsystems the node thread stops when it ends.
 struct Parts {
+    p2p: P2p,
+    peer_events: Receiver<PeerEvent>,
     usr1: SignalRefresh,
     link: Option<Link>,
     templates: Receiver<Arc<Template>>,
@@ -393,6 +468,16 @@ fn run(mut node: Node, parts: Parts, stop: Receiver<()>) -> Result<(), NodeError
                         break;
                     }
                 },
+                recv(parts.peer_events) -> e => match e {
+                    Ok(e) => node.on_peer(e),
+                    Err(_) => {
+                        stopped = Some(Err(NodeError::Thread {
+                            name: "p2p",
+                            cause: "its channel closed".into(),
+                        }));
+                        break;
+                    }
+                },
                 recv(parts.results) -> r => if let Ok(r) = r { node.on_submitted(r) },
                 recv(parts.link_events) -> e => if let Ok(e) = e { node.on_link(e) },
                 recv(ticker) -> _ => break,
@@ -406,7 +491,8 @@ fn run(mut node: Node, parts: Parts, stop: Receiver<()>) -> Result<(), NodeError
         node.flush();
     };
     info!(target: LOG, "stopping");
-    let Parts { usr1, link, .. } = parts;
+    let Parts { p2p, usr1, link, .. } = parts;
+    p2p.stop();
     usr1.stop();
     if let Some(link) = link {
         link.stop();

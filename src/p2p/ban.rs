@@ -61,12 +61,16 @@ impl Bans {
             return false;
         }
         let half_life = self.policy.half_life;
-        let entry = self.scores.entry(ip).or_insert(Score {
-            points: 0,
-            at: now,
-        });
-        entry.points = decayed(entry.points, now.saturating_duration_since(entry.at), half_life)
-            .saturating_add(points);
+        let entry = self
+            .scores
+            .entry(ip)
+            .or_insert(Score { points: 0, at: now });
+        entry.points = decayed(
+            entry.points,
+            now.saturating_duration_since(entry.at),
+            half_life,
+        )
+        .saturating_add(points);
         entry.at = now;
         if entry.points >= self.policy.threshold {
             self.scores.remove(&ip);
@@ -116,9 +120,8 @@ impl Bans {
     pub fn expire(&mut self, now: Instant) {
         self.banned.retain(|_, until| *until > now);
         let half_life = self.policy.half_life;
-        self.scores.retain(|_, s| {
-            decayed(s.points, now.saturating_duration_since(s.at), half_life) > 0
-        });
+        self.scores
+            .retain(|_, s| decayed(s.points, now.saturating_duration_since(s.at), half_life) > 0);
     }
 
     fn forget_lowest(&mut self) {

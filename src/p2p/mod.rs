@@ -24,12 +24,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::bitcoin::hash::Hash256;
-use crate::network::Network;
+use crate::network::{Network, RuleSet};
 use crate::sharechain::store::AddrEntry;
 
 pub use addrbook::AddrChanges;
 pub use ban::BanPolicy;
 pub use message::Message;
+use message::NetAddress;
 pub use peers::{P2pStatus, PeerStatus, Peers};
 pub use server::P2p;
 pub use sync::{ShareSync, SyncOutcome};
@@ -110,8 +111,8 @@ pub struct RateLimit {
 impl Default for RateLimit {
     fn default() -> Self {
         RateLimit {
-            burst: 2000.0,
-            per_second: 200.0,
+            burst: 500.0,
+            per_second: 100.0,
         }
     }
 }
@@ -145,7 +146,8 @@ pub struct P2pConfig {
     pub out_queue: usize,
     /// Bytes queued for one peer before it counts as too slow and is dropped.
     pub out_queue_bytes: usize,
-    /// Incoming share messages and getshares queued for the node.
+    /// Incoming share messages and getshares queued for the node. Each may be a whole
+    /// frame (8 MB at most on modern networks), so this bounds the memory they hold.
     pub events_queue: usize,
 }
 
@@ -170,7 +172,7 @@ impl P2pConfig {
             rate: RateLimit::default(),
             out_queue: 1024,
             out_queue_bytes: 64 << 20,
-            events_queue: 256,
+            events_queue: 64,
         }
     }
 
@@ -279,7 +281,20 @@ fn group(ip: &IpAddr) -> Option<[u8; 4]> {
     }
 }
 
-/// Whether `hash` is non-null; helper for `version.best_share_hash`.
+/// An address as the rule set can carry it: legacy networks take IPv4 only, so an IPv6
+/// address is sent as `0.0.0.0` there (`None` when it must be left out altogether).
+fn wire_addr(rules: RuleSet, services: u64, ip: IpAddr, port: u16) -> Option<NetAddress> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    if rules.ipv4_only() && ip.is_ipv6() {
+        return None;
+    }
+    Some(NetAddress::new(services, ip, port))
+}
+
+/// The best share of a peer's `version`, handled as a one-hash share0s (R).
 fn share0s_of(best: Option<Hash256>) -> Option<Message> {
     best.map(|h| Message::Share0s(vec![h]))
 }

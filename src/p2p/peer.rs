@@ -17,7 +17,9 @@ use crate::bitcoin::frame::FrameError;
 
 use super::message::{AddrRecord, Message, NetAddress, Version};
 use super::peers::{Shared, Slot};
-use super::{PROTOCOL_VERSION, PeerEvent, PeerId, PeerInfo, chance, score, share0s_of, unix_now};
+use super::{
+    PROTOCOL_VERSION, PeerEvent, PeerId, PeerInfo, chance, score, share0s_of, unix_now, wire_addr,
+};
 
 const LOG: &str = "p2p";
 /// Addresses answered to one `getaddrs` (R: 100).
@@ -75,15 +77,19 @@ fn our_version(shared: &Shared, addr: SocketAddr, stream: &TcpStream) -> Message
     let local_ip = stream
         .local_addr()
         .map_or(shared.local_addr.ip(), |a| a.ip());
+    let rules = shared.cfg.net.rules;
+    let unspecified = NetAddress::new(0, std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
     Message::Version(Version {
         version: PROTOCOL_VERSION,
         services: 0,
-        addr_to: NetAddress::new(0, addr.ip(), addr.port()),
-        addr_from: NetAddress::new(
+        addr_to: wire_addr(rules, 0, addr.ip(), addr.port()).unwrap_or(unspecified),
+        addr_from: wire_addr(
+            rules,
             0,
             shared.cfg.external_ip.unwrap_or(local_ip),
             shared.local_addr.port(),
-        ),
+        )
+        .unwrap_or(unspecified),
         nonce: shared.cfg.nonce,
         sub_version: shared.cfg.sub_version.clone(),
         mode: shared.cfg.mode(),
@@ -153,9 +159,7 @@ impl Read for Deadline {
         self.stream
             .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
         match self.stream.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                Err(io::ErrorKind::TimedOut.into())
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::ErrorKind::TimedOut.into()),
             other => other,
         }
     }
@@ -237,7 +241,12 @@ fn converse(
                         End::Fault(score::HANDSHAKE_TIMEOUT, "no version in time".into())
                     }
                     io::ErrorKind::TimedOut => End::Quiet("idle timeout".into()),
-                    _ if shared.table().peers.get(&id).is_none_or(|s| s.closing.is_some()) => {
+                    _ if shared
+                        .table()
+                        .peers
+                        .get(&id)
+                        .is_none_or(|s| s.closing.is_some()) =>
+                    {
                         End::Closed
                     }
                     _ => End::Quiet(format!("connection ended: {e}")),
@@ -248,7 +257,8 @@ fn converse(
         reader.get_mut().at = Instant::now() + shared.cfg.timeouts.idle;
 
         let now = Instant::now();
-        bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate.per_second)
+        bucket.tokens = (bucket.tokens
+            + now.duration_since(bucket.at).as_secs_f64() * rate.per_second)
             .min(rate.burst);
         bucket.at = now;
         if bucket.tokens < 1.0 {
@@ -311,7 +321,9 @@ fn handshake(
             .peers
             .iter()
             .find(|(other, s)| {
-                **other != id && s.closing.is_none() && s.info.as_ref().is_some_and(|i| i.nonce == v.nonce)
+                **other != id
+                    && s.closing.is_none()
+                    && s.info.as_ref().is_some_and(|i| i.nonce == v.nonce)
             })
             .map(|(other, s)| (*other, s.inbound));
         if let Some((other, other_inbound)) = duplicate {
@@ -358,12 +370,16 @@ fn handshake(
             port: shared.local_addr.port(),
         },
     );
-    if let Some(ip) = shared.cfg.external_ip {
+    if let Some(address) = shared
+        .cfg
+        .external_ip
+        .and_then(|ip| wire_addr(shared.cfg.net.rules, 0, ip, shared.local_addr.port()))
+    {
         shared.send(
             id,
             &Message::Addrs(vec![AddrRecord {
                 timestamp: now,
-                address: NetAddress::new(0, ip, shared.local_addr.port()),
+                address,
             }]),
         );
     }
@@ -394,9 +410,20 @@ fn handle(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr, msg: Message) -> R
                 timestamp: unix_now(),
                 address: NetAddress::new(0, addr.ip(), port),
             };
-            shared
-                .book()
-                .got_addr(SocketAddr::new(addr.ip(), port), 0, record.timestamp);
+            let listen = SocketAddr::new(addr.ip(), port);
+            {
+                // The connector then knows this address is a node connected already.
+                let mut table = shared.table();
+                let nonce = table
+                    .peers
+                    .get(&id)
+                    .and_then(|s| s.info.as_ref())
+                    .map(|i| i.nonce);
+                if let Some(nonce) = nonce {
+                    table.nonce_of.insert(listen, nonce);
+                }
+            }
+            shared.book().got_addr(listen, 0, record.timestamp);
             if chance(0.8) {
                 forward(shared, id, record);
             }
@@ -419,9 +446,11 @@ fn handle(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr, msg: Message) -> R
                 .book()
                 .sample(n)
                 .into_iter()
-                .map(|(a, e)| AddrRecord {
-                    timestamp: e.last_seen,
-                    address: NetAddress::new(e.services, a.ip(), a.port()),
+                .filter_map(|(a, e)| {
+                    Some(AddrRecord {
+                        timestamp: e.last_seen,
+                        address: wire_addr(shared.cfg.net.rules, e.services, a.ip(), a.port())?,
+                    })
                 })
                 .collect();
             shared.send(id, &Message::Addrs(records));

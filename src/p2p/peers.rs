@@ -86,10 +86,7 @@ impl Table {
     pub fn is_connected_to(&self, addr: &SocketAddr) -> bool {
         self.self_addrs.contains(addr)
             || self.peers.values().any(|s| !s.inbound && s.addr == *addr)
-            || self
-                .nonce_of
-                .get(addr)
-                .is_some_and(|n| self.has_nonce(*n))
+            || self.nonce_of.get(addr).is_some_and(|n| self.has_nonce(*n))
     }
 }
 
@@ -316,6 +313,15 @@ impl Peers {
             .collect();
         out.sort();
         out
+    }
+
+    /// Whether the peer is handshaken and not being closed.
+    pub fn is_up(&self, id: PeerId) -> bool {
+        self.shared
+            .table()
+            .peers
+            .get(&id)
+            .is_some_and(|s| s.info.is_some() && s.closing.is_none())
     }
 
     /// The number of handshaken peers.

@@ -74,11 +74,7 @@ impl P2p {
         match connector {
             Ok(t) => threads.push(t),
             Err(e) => {
-                P2p {
-                    shared,
-                    threads,
-                }
-                .stop();
+                P2p { shared, threads }.stop();
                 return Err(P2pError::Spawn(e));
             }
         }
@@ -98,9 +94,16 @@ impl P2p {
     /// Closes the listener and every connection and joins the listener and connector.
     /// Peer threads end on their own once their sockets are closed.
     pub fn stop(mut self) {
-        self.shared.stopping.store(true, Ordering::Relaxed);
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if self.shared.stopping.swap(true, Ordering::Relaxed) {
+            return;
+        }
         // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&wake_addr(self.shared.local_addr), Duration::from_secs(1));
+        let _ =
+            TcpStream::connect_timeout(&wake_addr(self.shared.local_addr), Duration::from_secs(1));
         for slot in self.shared.table().peers.values_mut() {
             slot.closing.get_or_insert_with(|| "shutting down".into());
             let _ = slot.stream.shutdown(Shutdown::Both);
@@ -108,6 +111,12 @@ impl P2p {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for P2p {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 

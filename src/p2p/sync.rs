@@ -244,7 +244,11 @@ impl ShareSync {
         let _ = now;
         for (hash, peer, err) in &think.bad {
             if let Some(p) = peer {
-                peers.add_ban_score(*p, score::BAD_SHARE, &format!("sent invalid share {hash}: {err}"));
+                peers.add_ban_score(
+                    *p,
+                    score::BAD_SHARE,
+                    &format!("sent invalid share {hash}: {err}"),
+                );
             }
         }
         let connected = peers.connected();
@@ -285,7 +289,9 @@ impl ShareSync {
             let mut heads: Vec<PeerId> = self
                 .peer_heads
                 .iter()
-                .filter(|(head, _)| chain.tracker().all().height_and_last(Some(**head)).1 == Some(hash))
+                .filter(|(head, _)| {
+                    chain.tracker().all().height_and_last(Some(**head)).1 == Some(hash)
+                })
                 .flat_map(|(_, (_, ids))| ids.iter().copied())
                 .filter(is_up)
                 .collect();
@@ -294,9 +300,7 @@ impl ShareSync {
             if !heads.is_empty() && (hint.is_none() || chance(0.8)) {
                 Some(heads[(random_u64() as usize) % heads.len()])
             } else {
-                hint.or_else(|| {
-                    Some(connected[(random_u64() as usize) % connected.len()].0)
-                })
+                hint.or_else(|| Some(connected[(random_u64() as usize) % connected.len()].0))
             }
         };
         let Some(peer) = chosen else { return };
@@ -416,7 +420,7 @@ fn serve(
     chain: &ShareChain,
     peers: &Peers,
 ) {
-    if hashes.is_empty() {
+    if hashes.is_empty() || !peers.is_up(peer) {
         return;
     }
     let hashes = &hashes[..hashes.len().min(SERVE_MAX_HASHES)];

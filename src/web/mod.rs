@@ -99,13 +99,19 @@ impl Web {
     /// Reads connected peers from `source` at each request (may be set after the server
     /// started, e.g. once the p2p side runs).
     pub fn set_peers(&self, source: PeerSource) {
-        self.sources.write().unwrap_or_else(|e| e.into_inner()).peers = source;
+        self.sources
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .peers = source;
     }
 
     /// Reads this node's miners from `source` at each request (may be set after the
     /// worker server that serves this web started).
     pub fn set_miners(&self, source: MinerSource) {
-        self.sources.write().unwrap_or_else(|e| e.into_inner()).miners = source;
+        self.sources
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .miners = source;
     }
 
     /// The board this web reads.

@@ -128,7 +128,7 @@ impl HttpServer {
     }
 }
 
-fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+fn header<'a>(request: &'a Request, name: &'static str) -> Option<&'a str> {
     request
         .headers()
         .iter()
@@ -151,6 +151,25 @@ pub fn basic_username(authorization: &str) -> String {
     let decoded = base64_decode(encoded.trim()).unwrap_or_default();
     let text = String::from_utf8_lossy(&decoded);
     text.split(':').next().unwrap_or_default().to_string()
+}
+
+/// Standard base64 with padding.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Standard base64 (padding optional); `None` on a bad character.
@@ -364,6 +383,10 @@ mod tests {
         assert_eq!(basic_username("Bearer x"), "");
         assert_eq!(basic_username("Basic !!!"), "");
         assert_eq!(base64_decode("YQ").unwrap(), b"a");
+        for s in ["", "a", "ab", "abc", "abcd"] {
+            assert_eq!(base64_decode(&base64_encode(s.as_bytes())).unwrap(), s.as_bytes());
+        }
+        assert_eq!(base64_encode(b"addr.w:x"), "YWRkci53Ong=");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod http;
 pub mod longpoll;
 pub mod miners;
 pub mod stratum;
+pub mod service;
 pub mod submit;
 pub mod work;
 

@@ -20,7 +20,7 @@ use p2pool::web::{
 };
 
 /// The best share of the filled status.
-pub const BEST_SHARE: &str = "00000000a1b2c3d4e5f60718293a4b5c6d7e8f90112233445566778899aabbccdd";
+pub const BEST_SHARE: &str = "000000a1b2c3d4e5f60718293a4b5c6d7e8f90112233445566778899aabbccdd";
 /// Its pool hash rate: 1.2345 TH/s (the dashboard shows "1.23 TH/s").
 pub const POOL_HASHRATE: f64 = 1.2345e12;
 /// The first miner's address (regtest P2WPKH).
@@ -32,10 +32,15 @@ pub fn filled_status() -> PoolStatus {
     let now = unix_now();
     let recent_shares = (0..40u64)
         .map(|i| RecentShare {
-            time: now - i * 30,
+            time: now - i * 20,
             hash: format!("{:064x}", 0xabc000 + i),
-            address: if i % 3 == 0 { MINER_ADDRESS } else { OTHER_ADDRESS }.to_owned(),
-            work: 4.0e12,
+            address: if i % 3 == 0 {
+                MINER_ADDRESS
+            } else {
+                OTHER_ADDRESS
+            }
+            .to_owned(),
+            work: POOL_HASHRATE * 20.0,
             local: i % 3 == 0,
             block: i == 7,
             stale_prop: if i % 5 == 0 { Some(0.02) } else { None },
@@ -106,6 +111,38 @@ pub fn filled_status() -> PoolStatus {
         payout_address: MINER_ADDRESS.into(),
         warnings: vec![],
     }
+}
+
+/// Publishes six hours of shares (one every 20 s, the rate swelling and easing, a block
+/// now and then) on `board`, then `status`: a chart with something to show.
+pub fn publish_history(board: &StatusBoard, status: PoolStatus) {
+    let now = unix_now();
+    // Older than the filled status's own shares (the last 800 s).
+    let count = 6 * 3600 / 20;
+    let shares: Vec<RecentShare> = (40..count)
+        .map(|i| {
+            let age = i * 20;
+            let phase = age as f64 / 3600.0;
+            let rate =
+                POOL_HASHRATE * (1.0 + 0.25 * (phase * 1.3).sin() + 0.1 * (phase * 5.0).cos());
+            RecentShare {
+                time: now - age,
+                hash: format!("{:064x}", 0x5_0000_0000u64 + age),
+                address: OTHER_ADDRESS.into(),
+                work: rate * 20.0,
+                local: i % 4 == 1,
+                block: i % 400 == 123,
+                stale_prop: None,
+            }
+        })
+        .collect();
+    for chunk in shares.chunks(500).rev() {
+        board.publish(PoolStatus {
+            recent_shares: chunk.to_vec(),
+            ..PoolStatus::default()
+        });
+    }
+    board.publish(status);
 }
 
 /// Two peers: one outbound, one inbound still handshaking.
@@ -181,10 +218,7 @@ pub struct WebServer {
 impl WebServer {
     pub fn start(web: Web) -> WebServer {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind loopback"));
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .expect("an IP listener");
+        let addr = server.server_addr().to_ip().expect("an IP listener");
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let server = server.clone();

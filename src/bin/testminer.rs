@@ -1,0 +1,682 @@
+//! p2pool-testminer: a small CPU miner that speaks getwork with long polling and Stratum v1
+//! the way cpuminer and cpuminer-multi do, for tests and demos.
+//!
+//!     p2pool-testminer --url http://127.0.0.1:49332/ --user ADDRESS [--protocol getwork]
+//!     p2pool-testminer --url stratum+tcp://127.0.0.1:49334 --user ADDRESS
+//!
+//! Options: `--pass P`, `--threads N` (1), `--duration SECS`, `--shares N` (stop after N
+//! accepted), `--hashrate H` (at most H hashes per second per thread), `--chunked` (send
+//! getwork bodies chunked with Content-Length and `Expect: 100-continue`, as
+//! cpuminer-multi), `--version-rolling` (Stratum: mining.configure, 6-parameter submits).
+//! It prints one line per event (`work …`, `accepted`, `rejected REASON`) and a final
+//! `summary accepted=N rejected=M`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use p2pool::bitcoin::hash::sha256d;
+use p2pool::worker::getwork::swap4;
+use p2pool::worker::http::base64_encode;
+use p2pool::worker::miners::difficulty_to_target;
+use ruint::aliases::U256;
+use serde_json::{Value, json};
+
+const USER_AGENT: &str = "cpuminer/2.5.1 (p2pool-testminer)";
+
+#[derive(Debug, Clone)]
+struct Options {
+    url: String,
+    user: String,
+    pass: String,
+    protocol: String,
+    threads: usize,
+    duration: Option<Duration>,
+    shares: Option<u64>,
+    hashrate: Option<f64>,
+    chunked: bool,
+    version_rolling: bool,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: p2pool-testminer --url URL --user ADDRESS [--pass P] [--protocol getwork|stratum] \
+         [--threads N] [--duration SECS] [--shares N] [--hashrate H] [--chunked] [--version-rolling]"
+    );
+    std::process::exit(2);
+}
+
+fn parse_args() -> Options {
+    let mut o = Options {
+        url: String::new(),
+        user: String::new(),
+        pass: "x".into(),
+        protocol: String::new(),
+        threads: 1,
+        duration: None,
+        shares: None,
+        hashrate: None,
+        chunked: false,
+        version_rolling: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--url" | "-o" => o.url = value(),
+            "--user" | "-u" => o.user = value(),
+            "--pass" | "-p" => o.pass = value(),
+            "--protocol" => o.protocol = value(),
+            "--threads" | "-t" => o.threads = value().parse().unwrap_or_else(|_| usage()),
+            "--duration" => {
+                o.duration = Some(Duration::from_secs_f64(
+                    value().parse().unwrap_or_else(|_| usage()),
+                ))
+            }
+            "--shares" => o.shares = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--hashrate" => o.hashrate = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--chunked" => o.chunked = true,
+            "--version-rolling" => o.version_rolling = true,
+            "--help" | "-h" => usage(),
+            _ => usage(),
+        }
+    }
+    if o.url.is_empty() || o.user.is_empty() {
+        usage();
+    }
+    if o.protocol.is_empty() {
+        o.protocol = if o.url.starts_with("stratum") {
+            "stratum".into()
+        } else {
+            "getwork".into()
+        };
+    }
+    o.threads = o.threads.clamp(1, 8);
+    o
+}
+
+/// Counters and the stop flag shared by every thread.
+struct Run {
+    options: Options,
+    stop: AtomicBool,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    started: Instant,
+}
+
+impl Run {
+    fn stopping(&self) -> bool {
+        if let Some(d) = self.options.duration
+            && self.started.elapsed() >= d
+        {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        if let Some(n) = self.options.shares
+            && self.accepted.load(Ordering::Relaxed) >= n
+        {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn result(&self, ok: bool, reason: &str) {
+        if ok {
+            self.accepted.fetch_add(1, Ordering::Relaxed);
+            say("accepted");
+        } else {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
+            say(&format!("rejected {reason}"));
+        }
+    }
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Hashes headers from `make(nonce)`; calls `found` for each hash at or below `target`,
+/// until `generation` moves or the run stops. Nonces `start, start + step, …`.
+fn scan(
+    run: &Run,
+    generation: &AtomicU64,
+    mine: u64,
+    header: [u8; 80],
+    target: U256,
+    start: u32,
+    step: u32,
+    mut found: impl FnMut(u32),
+) {
+    let mut header = header;
+    let mut nonce = start;
+    let mut window_start = Instant::now();
+    let mut window_hashes = 0u64;
+    loop {
+        for _ in 0..1024 {
+            header[76..80].copy_from_slice(&nonce.to_le_bytes());
+            if sha256d(&header).to_u256() <= target {
+                found(nonce);
+            }
+            nonce = nonce.wrapping_add(step);
+            if nonce < step {
+                return; // the nonce space is done: ask for new work
+            }
+        }
+        window_hashes += 1024;
+        if run.stopping() || generation.load(Ordering::Relaxed) != mine {
+            return;
+        }
+        if let Some(rate) = run.options.hashrate {
+            let due = Duration::from_secs_f64(window_hashes as f64 / rate);
+            let spent = window_start.elapsed();
+            if due > spent {
+                thread::sleep(due - spent);
+            }
+            if window_start.elapsed() > Duration::from_secs(5) {
+                window_start = Instant::now();
+                window_hashes = 0;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- getwork over HTTP
+
+struct HttpTarget {
+    host: String,
+    path: String,
+}
+
+fn parse_http_url(url: &str) -> Option<HttpTarget> {
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    Some(HttpTarget {
+        host: host.to_string(),
+        path: path.to_string(),
+    })
+}
+
+struct HttpAnswer {
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl HttpAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One JSON-RPC call over a fresh connection (Connection: close), no client timeout.
+fn rpc(options: &Options, host: &str, path: &str, body: &Value) -> Result<HttpAnswer, String> {
+    let mut stream = TcpStream::connect(host).map_err(|e| format!("connect {host}: {e}"))?;
+    let auth = base64_encode(format!("{}:{}", options.user, options.pass).as_bytes());
+    let body = body.to_string();
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n\
+         Authorization: Basic {auth}\r\nContent-Type: application/json\r\n\
+         X-Mining-Extensions: midstate\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if options.chunked {
+        head.push_str("Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n");
+        stream.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+        // Wait for 100 Continue, as curl does (briefly).
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut first = [0u8; 25];
+        let _ = stream.read(&mut first);
+        let _ = stream.set_read_timeout(None);
+        let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+        stream
+            .write_all(chunked.as_bytes())
+            .map_err(|e| e.to_string())?;
+    } else {
+        head.push_str("\r\n");
+        head.push_str(&body);
+        stream.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let mut reader = BufReader::new(stream);
+    let mut status;
+    let mut headers = Vec::new();
+    loop {
+        status = String::new();
+        reader.read_line(&mut status).map_err(|e| e.to_string())?;
+        headers.clear();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).map_err(|e| e.to_string())?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = line.split_once(':') {
+                headers.push((n.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        if !status.contains(" 100 ") {
+            break;
+        }
+    }
+    let mut body = Vec::new();
+    reader.read_to_end(&mut body).map_err(|e| e.to_string())?;
+    if !status.contains(" 200 ") {
+        return Err(format!("HTTP {}", status.trim()));
+    }
+    let body: Value = serde_json::from_slice(&body).map_err(|e| format!("bad JSON: {e}"))?;
+    Ok(HttpAnswer { headers, body })
+}
+
+struct GetworkUnit {
+    header: [u8; 80],
+    target: U256,
+}
+
+fn read_unit(result: &Value) -> Option<GetworkUnit> {
+    let data = hex::decode(result.get("data")?.as_str()?).ok()?;
+    let target = hex::decode(result.get("target")?.as_str()?).ok()?;
+    if data.len() != 128 || target.len() != 32 {
+        return None;
+    }
+    let mut bytes = data;
+    swap4(&mut bytes);
+    let mut header = [0u8; 80];
+    header.copy_from_slice(&bytes[..80]);
+    let mut t = [0u8; 32];
+    t.copy_from_slice(&target);
+    Some(GetworkUnit {
+        header,
+        target: U256::from_le_bytes(t),
+    })
+}
+
+fn getwork(run: &Arc<Run>) -> Result<(), String> {
+    let options = &run.options;
+    let target = parse_http_url(&options.url).ok_or("the url must be http://HOST:PORT/")?;
+    // cpuminer asks for a block template first and falls back on an error without code.
+    let gbt = rpc(
+        options,
+        &target.host,
+        &target.path,
+        &json!({"method": "getblocktemplate", "params": [{"capabilities": ["coinbasetxn"]}], "id": 0}),
+    )?;
+    if gbt.body["error"].get("code").is_some_and(|c| !c.is_null()) {
+        return Err(format!("getblocktemplate error with a code: {}", gbt.body));
+    }
+    let work: Arc<Mutex<Option<GetworkUnit>>> = Arc::new(Mutex::new(None));
+    let generation = Arc::new(AtomicU64::new(0));
+    let fetch = |run: &Run| -> Result<Option<String>, String> {
+        let answer = rpc(
+            &run.options,
+            &target.host,
+            &target.path,
+            &json!({"method": "getwork", "params": [], "id": 0}),
+        )?;
+        let unit = read_unit(&answer.body["result"])
+            .ok_or_else(|| format!("no work: {}", answer.body["error"]))?;
+        *work.lock().unwrap_or_else(|e| e.into_inner()) = Some(unit);
+        generation.fetch_add(1, Ordering::Relaxed);
+        say("work getwork");
+        Ok(answer.header("X-Long-Polling").map(str::to_string))
+    };
+    let long_poll = loop {
+        match fetch(run) {
+            Ok(lp) => break lp,
+            Err(e) => {
+                say(&format!("error {e}"));
+                if run.stopping() {
+                    return Ok(());
+                }
+                thread::sleep(Duration::from_millis(500));
+            }
+        }
+    };
+    if let Some(path) = long_poll {
+        let run = run.clone();
+        let work = work.clone();
+        let generation = generation.clone();
+        let host = target.host.clone();
+        thread::spawn(move || {
+            while !run.stopping() {
+                match rpc(
+                    &run.options,
+                    &host,
+                    &path,
+                    &json!({"method": "getwork", "params": [], "id": 0}),
+                ) {
+                    Ok(answer) => {
+                        if let Some(unit) = read_unit(&answer.body["result"]) {
+                            *work.lock().unwrap_or_else(|e| e.into_inner()) = Some(unit);
+                            generation.fetch_add(1, Ordering::Relaxed);
+                            say("work longpoll");
+                        } else {
+                            thread::sleep(Duration::from_millis(200));
+                        }
+                    }
+                    Err(e) => {
+                        say(&format!("error long poll: {e}"));
+                        thread::sleep(Duration::from_millis(500));
+                    }
+                }
+            }
+        });
+    }
+    let mut handles = Vec::new();
+    for t in 0..options.threads {
+        let run = run.clone();
+        let work = work.clone();
+        let generation = generation.clone();
+        let host = target.host.clone();
+        let path = target.path.clone();
+        handles.push(thread::spawn(move || {
+            while !run.stopping() {
+                let mine = generation.load(Ordering::Relaxed);
+                let Some((header, target)) = work
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map(|u| (u.header, u.target))
+                else {
+                    thread::sleep(Duration::from_millis(50));
+                    continue;
+                };
+                let step = run.options.threads as u32;
+                scan(&run, &generation, mine, header, target, t as u32, step, |nonce| {
+                    let mut data = [0u8; 128];
+                    data[..80].copy_from_slice(&header);
+                    data[76..80].copy_from_slice(&nonce.to_le_bytes());
+                    data[80] = 0x80;
+                    data[126] = 0x02;
+                    data[127] = 0x80;
+                    swap4(&mut data);
+                    let call = json!({"method": "getwork", "params": [hex::encode(data)], "id": 1});
+                    match rpc(&run.options, &host, &path, &call) {
+                        Ok(answer) => {
+                            let ok = answer.body["result"] == json!(true);
+                            let reason = answer.header("X-Reject-Reason").unwrap_or("false");
+                            run.result(ok, reason);
+                        }
+                        Err(e) => run.result(false, &e),
+                    }
+                });
+                // The nonce range is done or the work moved: without a long poll, refresh.
+                if generation.load(Ordering::Relaxed) == mine && !run.stopping() {
+                    let answer = rpc(
+                        &run.options,
+                        &host,
+                        &path,
+                        &json!({"method": "getwork", "params": [], "id": 0}),
+                    );
+                    if let Ok(a) = answer
+                        && let Some(unit) = read_unit(&a.body["result"])
+                    {
+                        *work.lock().unwrap_or_else(|e| e.into_inner()) = Some(unit);
+                        generation.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- Stratum
+
+#[derive(Clone)]
+struct StratumJob {
+    id: String,
+    prevhash: Vec<u8>,
+    coinb1: Vec<u8>,
+    coinb2: Vec<u8>,
+    branch: Vec<Vec<u8>>,
+    version: u32,
+    nbits: u32,
+    ntime: u32,
+    target: U256,
+}
+
+fn stratum(run: &Arc<Run>) -> Result<(), String> {
+    let options = &run.options;
+    let host = options
+        .url
+        .strip_prefix("stratum+tcp://")
+        .ok_or("the url must be stratum+tcp://HOST:PORT")?
+        .trim_end_matches('/')
+        .to_string();
+    let stream = TcpStream::connect(&host).map_err(|e| format!("connect {host}: {e}"))?;
+    let writer = Arc::new(Mutex::new(stream.try_clone().map_err(|e| e.to_string())?));
+    let send = {
+        let writer = writer.clone();
+        move |v: Value| {
+            let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = w.write_all(format!("{v}\n").as_bytes());
+        }
+    };
+    let mut reader = BufReader::new(stream);
+    if options.version_rolling {
+        send(json!({"id": 0, "method": "mining.configure",
+            "params": [["version-rolling"], {"version-rolling.mask": "ffffffff", "version-rolling.min-bit-count": 2}]}));
+    }
+    send(json!({"id": 1, "method": "mining.subscribe", "params": ["p2pool-testminer/0.1"]}));
+    let mut mask = 0u32;
+    let (en1, en2_size) = loop {
+        let v = read_json_line(&mut reader)?;
+        if v["id"] == json!(0) {
+            mask = v["result"]["version-rolling.mask"]
+                .as_str()
+                .and_then(|m| u32::from_str_radix(m, 16).ok())
+                .unwrap_or(0);
+        } else if v["id"] == json!(1) {
+            let en1 = hex::decode(v["result"][1].as_str().unwrap_or_default())
+                .map_err(|_| format!("bad subscribe answer: {v}"))?;
+            let size = v["result"][2].as_u64().unwrap_or(0) as usize;
+            if !(1..=100).contains(&size) {
+                return Err(format!("bad extranonce2 size: {v}"));
+            }
+            break (en1, size);
+        }
+    };
+    send(json!({"id": 2, "method": "mining.authorize", "params": [options.user, options.pass]}));
+    let job: Arc<Mutex<Option<StratumJob>>> = Arc::new(Mutex::new(None));
+    let generation = Arc::new(AtomicU64::new(0));
+    let mut difficulty = 1.0f64;
+    let mut authorized = false;
+    // Before authorizing, read in this thread; then a reader thread takes over.
+    while !authorized {
+        let v = read_json_line(&mut reader)?;
+        if v["id"] == json!(2) {
+            if v["result"] != json!(true) {
+                say(&format!("unauthorized {}", v["error"]));
+                return Err(format!("authorize refused: {}", v["error"]));
+            }
+            authorized = true;
+            send(json!({"id": 3, "method": "mining.extranonce.subscribe", "params": []}));
+        } else {
+            handle_stratum_message(run, &v, &job, &generation, &mut difficulty);
+        }
+    }
+    {
+        let run = run.clone();
+        let job = job.clone();
+        let generation = generation.clone();
+        thread::spawn(move || {
+            loop {
+                match read_json_line(&mut reader) {
+                    Ok(v) => handle_stratum_message(&run, &v, &job, &generation, &mut difficulty),
+                    Err(e) => {
+                        say(&format!("error {e}"));
+                        run.stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    let mut handles = Vec::new();
+    for t in 0..options.threads {
+        let run = run.clone();
+        let job = job.clone();
+        let generation = generation.clone();
+        let send = send.clone();
+        let en1 = en1.clone();
+        handles.push(thread::spawn(move || {
+            let mut en2_counter: u64 = (t as u64) << 56;
+            while !run.stopping() {
+                let mine = generation.load(Ordering::Relaxed);
+                let Some(j) = job.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+                    thread::sleep(Duration::from_millis(50));
+                    continue;
+                };
+                en2_counter += 1;
+                let mut en2 = en2_counter.to_le_bytes().to_vec();
+                en2.resize(en2_size, 0);
+                let mut coinbase = j.coinb1.clone();
+                coinbase.extend_from_slice(&en1);
+                coinbase.extend_from_slice(&en2);
+                coinbase.extend_from_slice(&j.coinb2);
+                let mut root = sha256d(&coinbase).0;
+                for step in &j.branch {
+                    let mut pair = root.to_vec();
+                    pair.extend_from_slice(step);
+                    root = sha256d(&pair).0;
+                }
+                let version = if mask != 0 {
+                    (j.version & !mask) | ((t as u32 + 1) << 13 & mask)
+                } else {
+                    j.version
+                };
+                let mut header = [0u8; 80];
+                header[0..4].copy_from_slice(&version.to_le_bytes());
+                let mut prev = j.prevhash.clone();
+                swap4(&mut prev);
+                header[4..36].copy_from_slice(&prev);
+                header[36..68].copy_from_slice(&root);
+                header[68..72].copy_from_slice(&j.ntime.to_le_bytes());
+                header[72..76].copy_from_slice(&j.nbits.to_le_bytes());
+                scan(&run, &generation, mine, header, j.target, 0, 1, |nonce| {
+                    let mut params = vec![
+                        json!(run.options.user),
+                        json!(j.id),
+                        json!(hex::encode(&en2)),
+                        json!(format!("{:08x}", j.ntime)),
+                        json!(format!("{nonce:08x}")),
+                    ];
+                    if mask != 0 {
+                        params.push(json!(format!("{:08x}", version & mask)));
+                    }
+                    send(json!({"id": 4, "method": "mining.submit", "params": params}));
+                });
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+fn read_json_line(reader: &mut BufReader<TcpStream>) -> Result<Value, String> {
+    let mut line = String::new();
+    let n = reader.read_line(&mut line).map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Err("connection closed".into());
+    }
+    serde_json::from_str(&line).map_err(|e| format!("bad line {line:?}: {e}"))
+}
+
+fn handle_stratum_message(
+    run: &Run,
+    v: &Value,
+    job: &Mutex<Option<StratumJob>>,
+    generation: &AtomicU64,
+    difficulty: &mut f64,
+) {
+    match v["method"].as_str() {
+        Some("mining.set_difficulty") => {
+            if let Some(d) = v["params"][0].as_f64() {
+                *difficulty = d;
+            }
+        }
+        Some("mining.notify") => {
+            let p = &v["params"];
+            let hexv = |i: usize| hex::decode(p[i].as_str().unwrap_or_default()).unwrap_or_default();
+            let word = |i: usize| u32::from_str_radix(p[i].as_str().unwrap_or_default(), 16).unwrap_or(0);
+            let branch = p[4]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|h| hex::decode(h.as_str().unwrap_or_default()).unwrap_or_default())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let new = StratumJob {
+                id: p[0].as_str().unwrap_or_default().to_string(),
+                prevhash: hexv(1),
+                coinb1: hexv(2),
+                coinb2: hexv(3),
+                branch,
+                version: word(5),
+                nbits: word(6),
+                ntime: word(7),
+                target: difficulty_to_target(*difficulty),
+            };
+            if new.prevhash.len() != 32 {
+                say(&format!("error bad notify {v}"));
+                return;
+            }
+            *job.lock().unwrap_or_else(|e| e.into_inner()) = Some(new);
+            generation.fetch_add(1, Ordering::Relaxed);
+            say(&format!("work stratum clean={}", p[8]));
+        }
+        Some("mining.ping") => {}
+        Some(_) => {}
+        None => {
+            if v["id"] == json!(4) {
+                let ok = v["result"] == json!(true);
+                let reason = v["error"][1].as_str().unwrap_or("false").to_string();
+                run.result(ok, &reason);
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let options = parse_args();
+    let run = Arc::new(Run {
+        options,
+        stop: AtomicBool::new(false),
+        accepted: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
+        started: Instant::now(),
+    });
+    let result = match run.options.protocol.as_str() {
+        "getwork" => getwork(&run),
+        "stratum" => stratum(&run),
+        _ => usage(),
+    };
+    say(&format!(
+        "summary accepted={} rejected={}",
+        run.accepted.load(Ordering::Relaxed),
+        run.rejected.load(Ordering::Relaxed)
+    ));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("p2pool-testminer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

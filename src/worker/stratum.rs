@@ -1,0 +1,743 @@
+//! Stratum v1 on its own port: a reading thread per connection (`stratum`), one thread
+//! (`stratum_notify`) that sends every authorized miner a job when the work changes
+//! (clean_jobs set: work on an old parent is dead) and again when a miner has heard
+//! nothing for a while, so that an idle miner is not dropped at 120 s.
+//!
+//! A job's coinbase is coinb1 ‖ extranonce1 (4 bytes, a counter per connection) ‖
+//! extranonce2 (4 bytes, the miner's) ‖ coinb2; the extranonces sit inside the share
+//! nonce at the end of the coinbase script.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, bounded, select, tick};
+use log::{debug, info, warn};
+use ruint::aliases::U256;
+use serde_json::{Value, json};
+
+use super::getwork::swap4;
+use super::miners::{Username, Vardiff, difficulty_to_target};
+use super::submit::{self, Solution, Verdict};
+use super::work::{self, Coinbase, EXTRANONCE1_SIZE, EXTRANONCE2_SIZE, Work};
+use super::{Shared, WorkerError};
+
+const LOG: &str = "stratum";
+/// BIP310: the version bits a miner may roll.
+pub const VERSION_MASK: u32 = 0x1fff_e000;
+/// Jobs remembered per connection.
+const JOBS_KEPT: usize = 16;
+/// Bad lines (malformed, unknown method) before a connection is closed.
+const MAX_BAD_LINES: u32 = 20;
+/// How long a socket write may block before the miner is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Stack of each connection thread.
+const STACK: usize = 256 * 1024;
+/// Connections notified per helper thread.
+const PER_THREAD: usize = 256;
+
+struct Job {
+    work: Arc<Work>,
+    coinbase: Arc<Coinbase>,
+    pseudo_target: U256,
+    share_floor: Option<U256>,
+}
+
+struct State {
+    extranonce1: [u8; EXTRANONCE1_SIZE],
+    subscribed: bool,
+    user: Option<(Username, Vec<u8>)>,
+    authorized: HashSet<String>,
+    vardiff: Vardiff,
+    sent_difficulty: Option<f64>,
+    jobs: VecDeque<(String, Job)>,
+    version_mask: u32,
+    last_send: Instant,
+}
+
+struct Conn {
+    id: u64,
+    peer: SocketAddr,
+    writer: Mutex<TcpStream>,
+    state: Mutex<State>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Conn {
+    /// Writes lines; on failure the connection is shut down (its reader then ends).
+    fn send(&self, lines: &[String]) -> bool {
+        let mut out = String::new();
+        for l in lines {
+            out.push_str(l);
+            out.push('\n');
+        }
+        let mut w = lock(&self.writer);
+        match w.write_all(out.as_bytes()) {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(target: LOG, "{}: write failed: {e}", self.peer);
+                let _ = w.shutdown(Shutdown::Both);
+                false
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    conns: HashMap<u64, Arc<Conn>>,
+    extranonces: HashSet<[u8; EXTRANONCE1_SIZE]>,
+}
+
+pub(crate) struct StratumServer {
+    shared: Arc<Shared>,
+    registry: Arc<Mutex<Registry>>,
+    notify: Sender<()>,
+    stop_notifier: Option<Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl StratumServer {
+    pub fn start(shared: Arc<Shared>, listener: TcpListener) -> Result<StratumServer, WorkerError> {
+        let registry = Arc::new(Mutex::new(Registry::default()));
+        let (notify_tx, notify_rx) = bounded::<()>(1);
+        let (stop_tx, stop_rx) = bounded::<()>(0);
+        let accept = {
+            let shared = shared.clone();
+            let registry = registry.clone();
+            thread::Builder::new()
+                .name("stratum_accept".into())
+                .spawn(move || accept_loop(&shared, &registry, &listener))
+                .map_err(WorkerError::Spawn)?
+        };
+        let notifier = {
+            let shared = shared.clone();
+            let registry = registry.clone();
+            thread::Builder::new()
+                .name("stratum_notify".into())
+                .spawn(move || {
+                    let ticker = tick(Duration::from_secs(1));
+                    loop {
+                        select! {
+                            recv(notify_rx) -> _ => notify_all(&shared, &registry, true),
+                            recv(ticker) -> _ => keepalive(&shared, &registry),
+                            recv(stop_rx) -> _ => break,
+                        }
+                    }
+                })
+                .map_err(WorkerError::Spawn)?
+        };
+        Ok(StratumServer {
+            shared,
+            registry,
+            notify: notify_tx,
+            stop_notifier: Some(stop_tx),
+            threads: vec![accept, notifier],
+        })
+    }
+
+    /// New work: every authorized miner gets a job with clean_jobs.
+    pub fn notify_all(&self) {
+        let _ = self.notify.try_send(());
+    }
+
+    pub fn connections(&self) -> usize {
+        lock(&self.registry).conns.len()
+    }
+
+    pub fn stop(mut self) {
+        self.stop_notifier.take();
+        // Unblock the accept.
+        let _ = TcpStream::connect_timeout(&self.shared.stratum_addr, Duration::from_secs(1));
+        for conn in lock(&self.registry).conns.values() {
+            let _ = lock(&conn.writer).shutdown(Shutdown::Both);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(shared: &Arc<Shared>, registry: &Arc<Mutex<Registry>>, listener: &TcpListener) {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    for stream in listener.incoming() {
+        if shared.stopping() {
+            break;
+        }
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(target: LOG, "accept: {e}");
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        if lock(registry).conns.len() >= shared.config.max_stratum_connections {
+            warn!(target: LOG, "too many stratum connections: one refused");
+            continue;
+        }
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
+        let Ok(writer) = stream.try_clone() else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let _ = writer.set_write_timeout(Some(WRITE_TIMEOUT));
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let conn = Arc::new(Conn {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            peer,
+            writer: Mutex::new(writer),
+            state: Mutex::new(State {
+                extranonce1: [0; EXTRANONCE1_SIZE],
+                subscribed: false,
+                user: None,
+                authorized: HashSet::new(),
+                vardiff: Vardiff::new(shared.config.vardiff(), Instant::now()),
+                sent_difficulty: None,
+                jobs: VecDeque::new(),
+                version_mask: 0,
+                last_send: Instant::now(),
+            }),
+        });
+        {
+            let mut reg = lock(registry);
+            let mut en1 = shared.extranonce1();
+            while reg.extranonces.contains(&en1) {
+                en1 = shared.extranonce1();
+            }
+            reg.extranonces.insert(en1);
+            lock(&conn.state).extranonce1 = en1;
+            reg.conns.insert(conn.id, conn.clone());
+        }
+        let shared = shared.clone();
+        let registry = registry.clone();
+        let spawned = thread::Builder::new()
+            .name("stratum".into())
+            .stack_size(STACK)
+            .spawn(move || {
+                let mut session = Session {
+                    shared: &shared,
+                    registry: &registry,
+                    conn: &conn,
+                    bad_lines: 0,
+                };
+                session.run(stream);
+                let en1 = lock(&conn.state).extranonce1;
+                let mut reg = lock(&registry);
+                reg.conns.remove(&conn.id);
+                reg.extranonces.remove(&en1);
+                debug!(target: LOG, "{}: closed", conn.peer);
+            });
+        if let Err(e) = spawned {
+            warn!(target: LOG, "cannot start a stratum thread: {e}");
+        }
+    }
+}
+
+fn hex_u32(v: u32) -> String {
+    format!("{v:08x}")
+}
+
+/// The `mining.notify` line of `job` (id `job_id`).
+fn notify_line(job_id: &str, job: &Job, extranonce_free: bool, clean: bool) -> String {
+    let _ = extranonce_free;
+    let work = &job.work;
+    let mut prev = work.previous_block().0;
+    swap4(&mut prev);
+    let branch: Vec<String> = work.branch.iter().map(|s| hex::encode(s.hash.0)).collect();
+    json!({
+        "id": null,
+        "method": "mining.notify",
+        "params": [
+            job_id,
+            hex::encode(prev),
+            hex::encode(&job.coinbase.coinb1),
+            hex::encode(&job.coinbase.coinb2),
+            branch,
+            hex_u32(work.template.version),
+            hex_u32(work.template.bits.0),
+            hex_u32(work.timestamp),
+            clean,
+        ],
+    })
+    .to_string()
+}
+
+fn difficulty_line(d: f64) -> String {
+    json!({"id": null, "method": "mining.set_difficulty", "params": [d]}).to_string()
+}
+
+/// A new job for `conn` on `work`: set_difficulty first when it changed, then notify.
+fn job_lines(shared: &Shared, state: &mut State, work: &Arc<Work>, clean: bool) -> Vec<String> {
+    static NEXT_JOB: AtomicU64 = AtomicU64::new(1);
+    let Some((user, script)) = &state.user else {
+        return Vec::new();
+    };
+    let config = &shared.config;
+    let payout = if config.fee_percent > 0.0
+        && (work::random_u64() % 1_000_000) as f64 / 10_000.0 < config.fee_percent
+    {
+        &config.node_payout
+    } else {
+        script
+    };
+    let coinbase = match work.coinbase(payout) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(target: LOG, "no job: {e}");
+            return Vec::new();
+        }
+    };
+    let mut lines = Vec::with_capacity(2);
+    let difficulty = state.vardiff.difficulty();
+    let pseudo_target = submit::pseudo_target(work, difficulty);
+    // What the miner is told matches the target it is held to.
+    let effective = super::miners::target_difficulty(pseudo_target);
+    if state.sent_difficulty != Some(effective) {
+        lines.push(difficulty_line(effective));
+        state.sent_difficulty = Some(effective);
+    }
+    let job = Job {
+        work: work.clone(),
+        coinbase,
+        pseudo_target,
+        share_floor: user.share_difficulty.map(difficulty_to_target),
+    };
+    let id = format!("{:x}", NEXT_JOB.fetch_add(1, Ordering::Relaxed));
+    lines.push(notify_line(&id, &job, false, clean));
+    if clean {
+        state.jobs.clear();
+    }
+    state.jobs.push_back((id, job));
+    while state.jobs.len() > JOBS_KEPT {
+        state.jobs.pop_front();
+    }
+    state.last_send = Instant::now();
+    shared.registry.seen(user, "stratum", effective);
+    lines
+}
+
+fn send_job(shared: &Shared, conn: &Conn, work: &Arc<Work>, clean: bool) {
+    let lines = job_lines(shared, &mut lock(&conn.state), work, clean);
+    if !lines.is_empty() {
+        conn.send(&lines);
+    }
+}
+
+fn authorized_conns(registry: &Mutex<Registry>) -> Vec<Arc<Conn>> {
+    lock(registry)
+        .conns
+        .values()
+        .filter(|c| lock(&c.state).user.is_some())
+        .cloned()
+        .collect()
+}
+
+fn notify_all(shared: &Shared, registry: &Mutex<Registry>, clean: bool) {
+    let Some(work) = shared.current() else {
+        return;
+    };
+    if shared.readiness().message().is_some() {
+        return;
+    }
+    let conns = authorized_conns(registry);
+    let started = Instant::now();
+    if conns.len() <= PER_THREAD {
+        for c in &conns {
+            send_job(shared, c, &work, clean);
+        }
+    } else {
+        thread::scope(|s| {
+            for chunk in conns.chunks(conns.len().div_ceil(4).max(PER_THREAD)) {
+                let work = &work;
+                let _ = thread::Builder::new()
+                    .name("stratum_notify_help".into())
+                    .spawn_scoped(s, move || {
+                        for c in chunk {
+                            send_job(shared, c, work, clean);
+                        }
+                    });
+            }
+        });
+    }
+    debug!(
+        target: LOG,
+        "work {} sent to {} miners in {:?}",
+        work.id,
+        conns.len(),
+        started.elapsed()
+    );
+}
+
+/// A fresh job (clean_jobs false) to miners that heard nothing for a while, and to those
+/// whose vardiff fell while they found nothing.
+fn keepalive(shared: &Shared, registry: &Mutex<Registry>) {
+    let Some(work) = shared.current() else {
+        return;
+    };
+    let now = Instant::now();
+    for conn in authorized_conns(registry) {
+        let due = {
+            let mut state = lock(&conn.state);
+            let idle = now.duration_since(state.last_send) >= shared.config.stratum_keepalive;
+            state.vardiff.on_idle(now).is_some() || idle
+        };
+        if due {
+            send_job(shared, &conn, &work, false);
+        }
+    }
+}
+
+struct Session<'a> {
+    shared: &'a Arc<Shared>,
+    registry: &'a Arc<Mutex<Registry>>,
+    conn: &'a Arc<Conn>,
+    bad_lines: u32,
+}
+
+fn error_reply(id: &Value, code: i64, message: &str) -> String {
+    json!({"id": id, "result": null, "error": [code, message, null]}).to_string()
+}
+
+fn result_reply(id: &Value, result: Value) -> String {
+    json!({"id": id, "result": result, "error": null}).to_string()
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl Session<'_> {
+    fn run(&mut self, mut stream: TcpStream) {
+        let config = &self.shared.config;
+        let connected = Instant::now();
+        let mut last_read = Instant::now();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut lines_seen = 0u64;
+        loop {
+            if self.shared.stopping() {
+                return;
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    last_read = Instant::now();
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    let authorized = lock(&self.conn.state).user.is_some();
+                    let limit = if authorized {
+                        last_read + config.stratum_idle
+                    } else {
+                        connected + config.stratum_login
+                    };
+                    if Instant::now() >= limit {
+                        debug!(target: LOG, "{}: idle, closed", self.conn.peer);
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+            // A first line that is not JSON (a TLS ClientHello) closes at once.
+            if lines_seen == 0
+                && let Some(&first) = buf.iter().find(|b| !b.is_ascii_whitespace())
+                && first != b'{'
+            {
+                info!(target: LOG, "{}: not stratum (first byte {first:#04x}), closed", self.conn.peer);
+                return;
+            }
+            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                lines_seen += 1;
+                if let Flow::Close = self.handle_line(line) {
+                    return;
+                }
+            }
+            if buf.len() > config.max_line {
+                warn!(target: LOG, "{}: line over {} bytes, closed", self.conn.peer, config.max_line);
+                return;
+            }
+        }
+    }
+
+    fn bad(&mut self, id: &Value, code: i64, message: &str) -> Flow {
+        self.bad_lines += 1;
+        self.conn.send(&[error_reply(id, code, message)]);
+        if self.bad_lines > MAX_BAD_LINES {
+            info!(target: LOG, "{}: too many bad requests, closed", self.conn.peer);
+            Flow::Close
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn handle_line(&mut self, line: &str) -> Flow {
+        let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(line) else {
+            return self.bad(&Value::Null, 20, "parse error: not a JSON object");
+        };
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let Some(method) = msg.get("method").and_then(Value::as_str) else {
+            // A reply to something we sent (none expected): ignore.
+            return Flow::Continue;
+        };
+        let empty = Vec::new();
+        let params = msg.get("params").and_then(Value::as_array).unwrap_or(&empty);
+        match method {
+            "mining.subscribe" => self.subscribe(&id, params),
+            "mining.authorize" => self.authorize(&id, params),
+            "mining.submit" => self.submit(&id, params),
+            "mining.configure" => self.configure(&id, params),
+            "mining.extranonce.subscribe" => {
+                self.conn.send(&[result_reply(&id, json!(true))]);
+                Flow::Continue
+            }
+            "mining.suggest_difficulty" => self.suggest_difficulty(&id, params),
+            "mining.ping" => {
+                self.conn.send(&[result_reply(&id, json!("pong"))]);
+                Flow::Continue
+            }
+            _ => self.bad(&id, 20, "unknown method"),
+        }
+    }
+
+    fn subscribe(&mut self, id: &Value, params: &[Value]) -> Flow {
+        // Resuming: the session id we gave is the extranonce1; reuse it when it is free.
+        if let Some(session) = params.get(1).and_then(Value::as_str)
+            && let Ok(bytes) = hex::decode(session)
+            && let Ok(en1) = <[u8; EXTRANONCE1_SIZE]>::try_from(bytes.as_slice())
+            && u32::from_be_bytes(en1) < self.shared.next_extranonce.load(Ordering::Relaxed)
+        {
+            let mut reg = lock(self.registry);
+            let mut state = lock(&self.conn.state);
+            if !reg.extranonces.contains(&en1) {
+                reg.extranonces.remove(&state.extranonce1);
+                reg.extranonces.insert(en1);
+                state.extranonce1 = en1;
+            }
+        }
+        let en1 = {
+            let mut state = lock(&self.conn.state);
+            state.subscribed = true;
+            hex::encode(state.extranonce1)
+        };
+        let result = json!([
+            [["mining.set_difficulty", en1], ["mining.notify", en1]],
+            en1,
+            EXTRANONCE2_SIZE
+        ]);
+        self.conn.send(&[result_reply(id, result)]);
+        Flow::Continue
+    }
+
+    fn authorize(&mut self, id: &Value, params: &[Value]) -> Flow {
+        let Some(name) = params.first().and_then(Value::as_str) else {
+            return self.bad(id, 20, "authorize needs a user name");
+        };
+        if let Some(message) = self.shared.readiness().message() {
+            self.conn
+                .send(&[json!({"id": id, "result": false, "error": [-12345, message, null]})
+                    .to_string()]);
+            return Flow::Continue;
+        }
+        let parsed = Username::parse(name).and_then(|u| {
+            let script = u.payout_script(&self.shared.config.net.bitcoin)?;
+            Ok((u, script))
+        });
+        let (user, script) = match parsed {
+            Ok(x) => x,
+            Err(e) => {
+                info!(target: LOG, "{}: authorize refused: {e}", self.conn.peer);
+                self.conn.send(&[
+                    json!({"id": id, "result": false, "error": [24, e.to_string(), null]})
+                        .to_string(),
+                ]);
+                return Flow::Continue;
+            }
+        };
+        let mut lines = vec![result_reply(id, json!(true))];
+        {
+            let mut state = lock(&self.conn.state);
+            if let Some(d) = user.pseudo_difficulty {
+                state.vardiff.fix(d, Instant::now());
+            }
+            state.authorized.insert(name.to_string());
+            state.user = Some((user, script));
+            if state.subscribed
+                && let Some(work) = self.shared.current()
+            {
+                lines.extend(job_lines(self.shared, &mut state, &work, true));
+            }
+        }
+        self.conn.send(&lines);
+        Flow::Continue
+    }
+
+    fn configure(&mut self, id: &Value, params: &[Value]) -> Flow {
+        let names: Vec<&str> = params
+            .first()
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let options = params.get(1).cloned().unwrap_or(Value::Null);
+        let mut result = serde_json::Map::new();
+        for name in names {
+            if name == "version-rolling" {
+                let asked = options
+                    .get("version-rolling.mask")
+                    .and_then(Value::as_str)
+                    .and_then(|m| u32::from_str_radix(m, 16).ok())
+                    .unwrap_or(u32::MAX);
+                let mask = asked & VERSION_MASK;
+                lock(&self.conn.state).version_mask = mask;
+                result.insert("version-rolling".into(), json!(true));
+                result.insert("version-rolling.mask".into(), json!(hex_u32(mask)));
+            } else {
+                result.insert(name.to_string(), json!(false));
+            }
+        }
+        self.conn.send(&[result_reply(id, Value::Object(result))]);
+        Flow::Continue
+    }
+
+    fn suggest_difficulty(&mut self, id: &Value, params: &[Value]) -> Flow {
+        let Some(d) = params.first().and_then(Value::as_f64).filter(|d| *d > 0.0) else {
+            return self.bad(id, 20, "suggest_difficulty needs a positive number");
+        };
+        let mut lines = vec![result_reply(id, json!(true))];
+        {
+            let mut state = lock(&self.conn.state);
+            state.vardiff.fix(d, Instant::now());
+            if state.user.is_some()
+                && let Some(work) = self.shared.current()
+            {
+                lines.extend(job_lines(self.shared, &mut state, &work, false));
+            }
+        }
+        self.conn.send(&lines);
+        Flow::Continue
+    }
+
+    fn submit(&mut self, id: &Value, params: &[Value]) -> Flow {
+        let field = |i: usize| params.get(i).and_then(Value::as_str);
+        let (Some(name), Some(job_id), Some(en2), Some(ntime), Some(nonce)) =
+            (field(0), field(1), field(2), field(3), field(4))
+        else {
+            return self.bad(id, 20, "submit needs user, job id, extranonce2, ntime, nonce");
+        };
+        let hex32 = |s: &str| {
+            (s.len() == 8)
+                .then(|| u32::from_str_radix(s, 16).ok())
+                .flatten()
+        };
+        let state = lock(&self.conn.state);
+        if !state.authorized.contains(name) {
+            drop(state);
+            return self.bad(id, 24, "unauthorized worker");
+        }
+        let Some((user, _)) = state.user.clone() else {
+            drop(state);
+            return self.bad(id, 24, "unauthorized worker");
+        };
+        let Some(job_index) = state.jobs.iter().position(|(j, _)| j == job_id) else {
+            drop(state);
+            shared_record_rejected(self.shared, &user);
+            self.conn.send(&[error_reply(id, 21, "job not found")]);
+            return Flow::Continue;
+        };
+        let extranonce2 = match hex::decode(en2) {
+            Ok(b) if b.len() == EXTRANONCE2_SIZE => b,
+            _ => {
+                drop(state);
+                shared_record_rejected(self.shared, &user);
+                return self.bad(id, 20, "extranonce2 must be 4 bytes of hex");
+            }
+        };
+        let (Some(ntime), Some(nonce)) = (hex32(ntime), hex32(nonce)) else {
+            drop(state);
+            shared_record_rejected(self.shared, &user);
+            return self.bad(id, 20, "ntime and nonce must be 8 hex digits");
+        };
+        let job = &state.jobs[job_index].1;
+        let mut version = job.work.template.version;
+        if let Some(bits) = params.get(5).and_then(Value::as_str) {
+            let Some(bits) = hex32(bits) else {
+                drop(state);
+                return self.bad(id, 20, "version bits must be 8 hex digits");
+            };
+            if bits & !state.version_mask != 0 {
+                drop(state);
+                shared_record_rejected(self.shared, &user);
+                self.conn
+                    .send(&[error_reply(id, 20, "version bits outside the negotiated mask")]);
+                return Flow::Continue;
+            }
+            version = (version & !state.version_mask) | bits;
+        }
+        let work = job.work.clone();
+        let coinbase = job.coinbase.clone();
+        let (pseudo_target, share_floor) = (job.pseudo_target, job.share_floor);
+        let extranonce1 = state.extranonce1;
+        drop(state);
+        let mut header = work.header(work.merkle_root(coinbase.txid(&extranonce1, &extranonce2)));
+        header.version = version;
+        header.timestamp = ntime;
+        header.nonce = nonce;
+        let verdict = submit::check(
+            self.shared,
+            Solution {
+                work: &work,
+                coinbase: &coinbase,
+                extranonce1: &extranonce1,
+                extranonce2: &extranonce2,
+                header,
+                pseudo_target,
+                share_floor,
+                user: &user,
+                protocol: "stratum",
+            },
+        );
+        let reply = match &verdict {
+            Verdict::Accepted { .. } => result_reply(id, json!(true)),
+            Verdict::Stale { .. } => error_reply(id, 21, "stale: the job is no longer current"),
+            Verdict::Duplicate => error_reply(id, 22, "duplicate share"),
+            Verdict::LowDifficulty => error_reply(id, 23, "low difficulty share"),
+            Verdict::BadTime => error_reply(id, 20, "ntime out of range"),
+            Verdict::Invalid(e) => error_reply(id, 20, e),
+        };
+        let mut lines = vec![reply];
+        if matches!(verdict, Verdict::Accepted { .. } | Verdict::Stale { .. }) {
+            let mut state = lock(&self.conn.state);
+            if state.vardiff.on_share(Instant::now()).is_some()
+                && let Some(current) = self.shared.current()
+            {
+                lines.extend(job_lines(self.shared, &mut state, &current, false));
+            }
+        }
+        self.conn.send(&lines);
+        Flow::Continue
+    }
+}
+
+fn shared_record_rejected(shared: &Shared, user: &Username) {
+    shared
+        .registry
+        .record(user, "stratum", super::miners::Outcome::Rejected, None, false);
+}

@@ -1,0 +1,527 @@
+//! Miners on the worker side, end to end with real parts: the test miner on getwork (with
+//! long polling) and on Stratum against a small node loop (`support::worker_node`) with a
+//! real bcoin regtest node, blocks accepted by bcoin paying every miner in the window by
+//! PPLNS, long polls answered on new shares and blocks, and hostile miners answered or
+//! dropped while honest ones keep mining.
+
+mod support {
+    pub mod bcoin;
+    pub mod logs;
+    pub mod miner_clients;
+    pub mod worker_node;
+}
+
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use p2pool::bitcoin::address;
+use p2pool::bitcoin::block::Block;
+use p2pool::bitcoin::encode::Decode;
+use p2pool::bitcoin::hash::{Hash256, sha256d};
+use p2pool::bitcoin::script;
+use p2pool::bitcoin::submit::Outcome;
+use p2pool::sharechain::gentx::{self, GentxRequest};
+use p2pool::worker::Readiness;
+use p2pool::worker::getwork::swap4;
+use p2pool::worker::miners::difficulty_to_target;
+use ruint::aliases::U256;
+use serde_json::{Value, json};
+use support::bcoin::{self, Bcoin};
+use support::logs;
+use support::miner_clients::{LineClient, TestMiner, http_raw, rpc, rpc_request};
+use support::worker_node::{Source, WorkerNode, easy_net, static_template};
+
+/// Liveness bound of every wait: generous, never a speed claim.
+const WITHIN: Duration = Duration::from_secs(20);
+/// Hashes per second per test-miner thread: enough for a share every fraction of a
+/// second on the easy network, without starving bcoin of CPU.
+const HASHRATE: &str = "1500000";
+
+fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < WITHIN, "not within {WITHIN:?}: {what}");
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn payout(n: u8) -> Vec<u8> {
+    script::p2pkh(&[n; 20])
+}
+
+fn addr(n: u8) -> String {
+    address::from_script(&payout(n), &bcoin::chain()).unwrap()
+}
+
+/// A node on static templates whose block target (0x1d00ffff) no share meets.
+fn static_node() -> WorkerNode {
+    let node = WorkerNode::start(easy_net(bcoin::chain()), Source::Static, |_| {});
+    push_template(&node, 1);
+    node
+}
+
+fn push_template(node: &WorkerNode, n: u8) -> Hash256 {
+    let previous = sha256d(&[n]);
+    let t = Arc::new(static_template(previous, 1000 + u32::from(n), 0x1d00ffff));
+    node.templates.as_ref().unwrap().send(t).unwrap();
+    wait_for("work on the pushed template", || {
+        node.view()
+            .last_work
+            .as_ref()
+            .filter(|w| w.previous_block() == previous)
+            .map(|_| ())
+    });
+    previous
+}
+
+fn auth_header(user: &str) -> String {
+    p2pool::worker::http::base64_encode(format!("{user}:x").as_bytes())
+}
+
+fn long_poll_request(user: &str) -> Vec<u8> {
+    format!(
+        "POST /long-polling HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {}\r\n\
+         User-Agent: cpuminer/2.5.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        auth_header(user)
+    )
+    .into_bytes()
+}
+
+/// Grinds a getwork unit until the header meets its target; the submitted data.
+fn grind_getwork(result: &Value) -> String {
+    let mut data = hex::decode(result["data"].as_str().unwrap()).unwrap();
+    let mut t = [0u8; 32];
+    t.copy_from_slice(&hex::decode(result["target"].as_str().unwrap()).unwrap());
+    let target = U256::from_le_bytes(t);
+    swap4(&mut data);
+    let mut header = [0u8; 80];
+    header.copy_from_slice(&data[..80]);
+    for nonce in 0u32.. {
+        header[76..80].copy_from_slice(&nonce.to_le_bytes());
+        if sha256d(&header).to_u256() <= target {
+            break;
+        }
+    }
+    data[..80].copy_from_slice(&header);
+    swap4(&mut data);
+    hex::encode(data)
+}
+
+/// Grinds a Stratum job: (extranonce2 hex, ntime hex, nonce hex).
+fn grind_stratum(notify: &Value, en1: &[u8], en2: [u8; 4], difficulty: f64) -> Vec<String> {
+    let p = &notify["params"];
+    let h = |i: usize| hex::decode(p[i].as_str().unwrap()).unwrap();
+    let mut coinbase = h(2);
+    coinbase.extend_from_slice(en1);
+    coinbase.extend_from_slice(&en2);
+    coinbase.extend_from_slice(&h(3));
+    let mut root = sha256d(&coinbase).0;
+    for step in p[4].as_array().unwrap() {
+        let mut pair = root.to_vec();
+        pair.extend_from_slice(&hex::decode(step.as_str().unwrap()).unwrap());
+        root = sha256d(&pair).0;
+    }
+    let word = |i: usize| u32::from_str_radix(p[i].as_str().unwrap(), 16).unwrap();
+    let mut prev = h(1);
+    swap4(&mut prev);
+    let mut header = [0u8; 80];
+    header[0..4].copy_from_slice(&word(5).to_le_bytes());
+    header[4..36].copy_from_slice(&prev);
+    header[36..68].copy_from_slice(&root);
+    header[68..72].copy_from_slice(&word(7).to_le_bytes());
+    header[72..76].copy_from_slice(&word(6).to_le_bytes());
+    let target = difficulty_to_target(difficulty);
+    let mut nonce = 0u32;
+    loop {
+        header[76..80].copy_from_slice(&nonce.to_le_bytes());
+        if sha256d(&header).to_u256() <= target {
+            break;
+        }
+        nonce += 1;
+    }
+    vec![
+        hex::encode(en2),
+        p[7].as_str().unwrap().to_string(),
+        format!("{nonce:08x}"),
+    ]
+}
+
+/// Subscribes and authorizes; returns (extranonce1, difficulty, first notify).
+fn stratum_login(c: &mut LineClient, user: &str) -> (Vec<u8>, f64, Value) {
+    c.send(json!({"id": 1, "method": "mining.subscribe", "params": ["test/1"]}));
+    let sub = c.reply(&json!(1)).expect("subscribe answered");
+    let en1 = hex::decode(sub["result"][1].as_str().unwrap()).unwrap();
+    assert_eq!(sub["result"][2], json!(4));
+    c.send(json!({"id": 2, "method": "mining.authorize", "params": [user, "x"]}));
+    let mut difficulty = None;
+    let mut authorized = false;
+    loop {
+        let v = c.read().expect("authorize answered and a job sent");
+        if v["id"] == json!(2) && v.get("method").is_none() {
+            assert_eq!(v["result"], json!(true), "{v}");
+            authorized = true;
+        } else if v["method"] == "mining.set_difficulty" {
+            difficulty = v["params"][0].as_f64();
+        } else if v["method"] == "mining.notify" {
+            assert!(authorized);
+            let d = difficulty.expect("set_difficulty comes before notify");
+            return (en1, d, v);
+        }
+    }
+}
+
+#[test]
+fn getwork_miner_with_long_polling_finds_shares_and_blocks_that_bcoin_accepts() {
+    logs::init();
+    let (bitcoind, _still) = Bcoin::exclusive();
+    let node = WorkerNode::start(
+        easy_net(bcoin::chain()),
+        Source::Bitcoind(bitcoind.rpc()),
+        |_| {},
+    );
+    wait_for("first work", || node.view().last_work.as_ref().map(|_| ()));
+    let url = node.getwork_url();
+    let user = addr(1);
+    let mut miner = TestMiner::start(&[
+        "--url", &url, "--user", &user, "--protocol", "getwork", "--shares", "3",
+        "--hashrate", HASHRATE, "--chunked", "--duration", "60",
+    ]);
+    miner.wait_for("accepted", 3, Duration::from_secs(60));
+    // Every share on regtest is a block: new work reached the miner through long polling.
+    miner.wait_for("work longpoll", 1, WITHIN);
+    assert!(miner.wait_exit(WITHIN), "{}", miner.output());
+    let accepted = wait_for("a block accepted by bcoin", || {
+        let v = node.view();
+        v.results
+            .iter()
+            .find(|r| r.outcome == Outcome::Accepted)
+            .cloned()
+    });
+    let block = Block::from_bytes(&bitcoind.block_at(accepted.height)).unwrap();
+    assert_eq!(block.hash(), accepted.hash);
+    let chain = node.chain.lock().unwrap();
+    assert!(chain.tracker().verified_count() >= 1);
+    let stats = node.workers.stats();
+    let mine = stats.iter().find(|s| s.address == user).expect("miner stats");
+    assert!(mine.accepted >= 3 && mine.shares >= 3, "{mine:?}");
+    assert!(mine.hashrate > 0.0 && mine.last_seen > 0, "{mine:?}");
+}
+
+#[test]
+fn stratum_miners_on_two_addresses_are_both_paid_by_pplns_in_blocks_bcoin_accepts() {
+    logs::init();
+    let (bitcoind, _still) = Bcoin::exclusive();
+    let net = easy_net(bcoin::chain());
+    let node = WorkerNode::start(net.clone(), Source::Bitcoind(bitcoind.rpc()), |_| {});
+    wait_for("first work", || node.view().last_work.as_ref().map(|_| ()));
+    let url = node.stratum_url();
+    let (a, b) = (addr(2), addr(3));
+    let miner_a = TestMiner::start(&[
+        "--url", &url, "--user", &a, "--hashrate", HASHRATE, "--version-rolling",
+    ]);
+    let miner_b = TestMiner::start(&["--url", &url, "--user", &format!("{b}.rig"), "--hashrate", HASHRATE]);
+    miner_a.wait_for("accepted", 2, Duration::from_secs(60));
+    miner_b.wait_for("accepted", 2, Duration::from_secs(60));
+    let already = node.view().results.len();
+    // A block after both have shares in the window.
+    let result = wait_for("a later block accepted by bcoin", || {
+        let v = node.view();
+        v.results[already..]
+            .iter()
+            .find(|r| r.outcome == Outcome::Accepted)
+            .cloned()
+    });
+    drop((miner_a, miner_b));
+    let block = Block::from_bytes(&bitcoind.block_at(result.height)).unwrap();
+    assert_eq!(block.hash(), result.hash);
+    let chain = node.chain.lock().unwrap();
+    let tracker = chain.tracker();
+    let share = node
+        .view()
+        .shares
+        .iter()
+        .filter_map(|h| tracker.get(h))
+        .find(|s| s.pow_hash == result.hash)
+        .cloned()
+        .expect("the block's share is in the chain");
+    let expected = gentx::generate_transaction(
+        tracker,
+        &net,
+        &GentxRequest {
+            previous_share_hash: share.previous_hash(),
+            new_script: &share.info.new_script,
+            subsidy: share.info.subsidy,
+            nonce: &share.info.share_data.nonce,
+            block_bits: share.header.bits,
+            modern: share.info.modern,
+        },
+    )
+    .unwrap();
+    let coinbase = &block.txs[0];
+    assert_eq!(coinbase.outputs, expected.tx.outputs);
+    let paid: Vec<&Vec<u8>> = coinbase.outputs.iter().map(|o| &o.script_pubkey).collect();
+    assert!(paid.contains(&&payout(2)), "A is paid");
+    assert!(paid.contains(&&payout(3)), "B is paid");
+    let stats = node.workers.stats();
+    assert!(stats.iter().any(|s| s.address == b && s.worker == "rig"));
+}
+
+#[test]
+fn long_polls_are_answered_on_a_new_share_and_on_a_new_block() {
+    logs::init();
+    let node = static_node();
+    let worker = node.workers.worker_addr();
+    let user = addr(4);
+    // The first getwork gives the client the current work, so its long poll waits.
+    let first = rpc(worker, &user, r#"{"method":"getwork","params":[],"id":1}"#).json();
+    let solution = grind_getwork(&first["result"]);
+
+    let poll = {
+        let request = long_poll_request(&user);
+        thread::spawn(move || http_raw(worker, &request, Duration::from_secs(30)))
+    };
+    wait_for("the long poll parked", || {
+        (node.workers.parked_long_polls() == 1).then_some(())
+    });
+    // A new share becomes the best share: the long poll is answered at once.
+    let sent = Instant::now();
+    let submit = format!(r#"{{"method":"getwork","params":["{solution}"],"id":2}}"#);
+    let answer = rpc(worker, &user, &submit);
+    assert_eq!(answer.json()["result"], json!(true), "{:?}", answer);
+    let polled = poll.join().unwrap().expect("long poll answered");
+    assert!(sent.elapsed() < WITHIN);
+    let body = polled.json();
+    assert_eq!(body["id"], json!(0));
+    assert_ne!(body["result"]["data"], first["result"]["data"]);
+    assert_eq!(polled.header("X-Long-Polling"), Some("/long-polling"));
+    assert!(node.view().shares.len() == 1);
+
+    // A new block: answered too, with work on it.
+    let poll = {
+        let request = long_poll_request(&user);
+        thread::spawn(move || http_raw(worker, &request, Duration::from_secs(30)))
+    };
+    wait_for("the long poll parked again", || {
+        (node.workers.parked_long_polls() == 1).then_some(())
+    });
+    let previous = push_template(&node, 2);
+    let polled = poll.join().unwrap().expect("long poll answered");
+    let mut data = hex::decode(polled.json()["result"]["data"].as_str().unwrap()).unwrap();
+    swap4(&mut data);
+    assert_eq!(&data[4..36], &previous.0);
+}
+
+#[test]
+fn getwork_answers_r_headers_errors_readiness_duplicates_and_stale_work() {
+    logs::init();
+    let node = static_node();
+    let worker = node.workers.worker_addr();
+    let user = addr(5);
+    let work = rpc(worker, &user, r#"{"method":"getwork","params":[],"id":7}"#);
+    assert_eq!(work.status, 200);
+    assert_eq!(work.header("X-Long-Polling"), Some("/long-polling"));
+    assert_eq!(work.header("X-Roll-NTime"), Some("expire=60"));
+    assert_eq!(
+        work.header("X-Stratum"),
+        Some(format!("stratum+tcp://127.0.0.1:{}", node.workers.stratum_addr().port()).as_str())
+    );
+    let body = work.json();
+    assert_eq!(body["id"], json!(7));
+    assert_eq!(body["result"]["data"].as_str().unwrap().len(), 256);
+    assert_eq!(body["result"]["hash1"].as_str().unwrap().len(), 128);
+    assert_eq!(body["result"]["midstate"].as_str().unwrap().len(), 64);
+
+    // getblocktemplate: an error without a numeric code, so CPU miners fall back.
+    let gbt = rpc(worker, &user, r#"{"method":"getblocktemplate","params":[],"id":1}"#).json();
+    assert!(gbt["error"].get("code").is_none(), "{gbt}");
+    let unknown = rpc(worker, &user, r#"{"method":"getinfo","params":[],"id":1}"#).json();
+    assert_eq!(unknown["error"]["code"], json!(-32601));
+    let malformed = rpc(worker, &user, r#"{"method":"getwork","params":["#).json();
+    assert_eq!(malformed["error"]["code"], json!(-32600));
+    let bad_address = rpc(worker, "1NotAnAddress", r#"{"method":"getwork","id":1}"#).json();
+    assert!(
+        bad_address["error"]["message"].as_str().unwrap().contains("address"),
+        "{bad_address}"
+    );
+    let unknown_work = rpc(
+        worker,
+        &user,
+        &format!(r#"{{"method":"getwork","params":["{}"],"id":1}}"#, "00".repeat(128)),
+    );
+    assert_eq!(unknown_work.json()["result"], json!(false));
+    assert_eq!(unknown_work.header("X-Reject-Reason"), Some("unknown-work"));
+
+    // Oversize body: refused, and the server still serves.
+    let big = vec![b'x'; 200_000];
+    let mut request = rpc_request("/", &user, "", "");
+    request.truncate(request.len() - 4);
+    let head = String::from_utf8(request).unwrap().replace(
+        "Content-Length: 0",
+        &format!("Content-Length: {}", big.len()),
+    );
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(b"\r\n\r\n");
+    bytes.extend_from_slice(&big);
+    let answer = http_raw(worker, &bytes, Duration::from_secs(10)).expect("answered");
+    assert_eq!(answer.status, 413);
+
+    // Chunked with Content-Length and Expect: chunked wins.
+    let payload = r#"{"method":"getwork","params":[],"id":9}"#;
+    let chunked = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\nContent-Length: 3\r\n\
+         Transfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n\
+         {:x}\r\n{payload}\r\n0\r\n\r\n",
+        auth_header(&user),
+        payload.len()
+    );
+    let answer = http_raw(worker, chunked.as_bytes(), Duration::from_secs(10)).unwrap();
+    assert_eq!(answer.json()["id"], json!(9));
+
+    // A solution: true once, then a duplicate.
+    let unit = rpc(worker, &user, r#"{"method":"getwork","params":[],"id":1}"#).json();
+    let solution = grind_getwork(&unit["result"]);
+    let submit = format!(r#"{{"method":"getwork","params":["{solution}"],"id":1}}"#);
+    assert_eq!(rpc(worker, &user, &submit).json()["result"], json!(true));
+    let again = rpc(worker, &user, &submit);
+    assert_eq!(again.json()["result"], json!(false));
+    assert_eq!(again.header("X-Reject-Reason"), Some("duplicate"));
+
+    // Stale: a solution on work from before a new block.
+    let unit = rpc(worker, &user, r#"{"method":"getwork","params":[],"id":1}"#).json();
+    let solution = grind_getwork(&unit["result"]);
+    push_template(&node, 3);
+    let stale = rpc(
+        worker,
+        &user,
+        &format!(r#"{{"method":"getwork","params":["{solution}"],"id":1}}"#),
+    );
+    assert_eq!(stale.json()["result"], json!(false));
+    assert_eq!(stale.header("X-Reject-Reason"), Some("stale"));
+
+    // Not ready: R's -12345 errors; Stratum refuses to authorize.
+    node.set_readiness(Readiness::NoPeers);
+    let refused = rpc(worker, &user, r#"{"method":"getwork","id":1}"#).json();
+    assert_eq!(refused["error"]["code"], json!(-12345));
+    assert_eq!(
+        refused["error"]["message"],
+        json!("p2pool is not connected to any peers")
+    );
+    let mut c = LineClient::connect(node.workers.stratum_addr());
+    c.send(json!({"id": 1, "method": "mining.subscribe", "params": []}));
+    c.reply(&json!(1)).unwrap();
+    c.send(json!({"id": 2, "method": "mining.authorize", "params": [user, "x"]}));
+    assert_eq!(c.reply(&json!(2)).unwrap()["result"], json!(false));
+    node.set_readiness(Readiness::Ready);
+    let stats = node.workers.stats();
+    let s = stats.iter().find(|s| s.address == user).unwrap();
+    assert!(s.accepted >= 1 && s.stale >= 1 && s.rejected >= 1, "{s:?}");
+}
+
+#[test]
+fn stratum_hostile_miners_are_answered_or_dropped_while_an_honest_miner_keeps_mining() {
+    logs::init();
+    let node = static_node();
+    let stratum = node.workers.stratum_addr();
+    let honest = TestMiner::start(&[
+        "--url", &node.stratum_url(), "--user", &addr(6), "--hashrate", HASHRATE,
+    ]);
+    honest.wait_for("accepted", 1, Duration::from_secs(30));
+
+    // A TLS ClientHello first: closed at once.
+    let mut tls = LineClient::connect(stratum);
+    tls.send_raw(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]);
+    assert!(tls.closed(), "a TLS hello closes the connection");
+    // A line over the cap: closed.
+    let mut long = LineClient::connect(stratum);
+    long.send_raw(format!("{{\"id\":1,\"method\":\"{}", "x".repeat(40_000)).as_bytes());
+    assert!(long.closed(), "an oversize line closes the connection");
+
+    let mut c = LineClient::connect(stratum);
+    c.send_raw(b"{this is not json\n");
+    assert_eq!(c.read().unwrap()["error"][0], json!(20));
+    c.send(json!({"id": 5, "method": "mining.frobnicate", "params": []}));
+    assert_eq!(c.reply(&json!(5)).unwrap()["error"][0], json!(20));
+    c.send(json!({"id": 6, "method": "mining.submit", "params": ["a", "1", "00000000", "00000000", "00000000"]}));
+    assert_eq!(c.reply(&json!(6)).unwrap()["error"][0], json!(24));
+    c.send(json!({"id": 7, "method": "mining.configure",
+        "params": [["version-rolling"], {"version-rolling.mask": "ffffffff"}]}));
+    assert_eq!(
+        c.reply(&json!(7)).unwrap()["result"]["version-rolling.mask"],
+        json!("1fffe000")
+    );
+    c.send(json!({"id": 8, "method": "mining.authorize", "params": ["bogus-address", "x"]}));
+    assert_eq!(c.reply(&json!(8)).unwrap()["result"], json!(false));
+    let user = addr(7);
+    let (en1, difficulty, notify) = stratum_login(&mut c, &user);
+    let job = notify["params"][0].as_str().unwrap().to_string();
+    c.send(json!({"id": 3, "method": "mining.extranonce.subscribe", "params": []}));
+    assert_eq!(c.reply(&json!(3)).unwrap()["result"], json!(true));
+
+    // Wrong job id, bad extranonce2 length.
+    c.send(json!({"id": 9, "method": "mining.submit", "params": [user, "nope", "00000000", "00000000", "00000000"]}));
+    assert_eq!(c.reply(&json!(9)).unwrap()["error"][0], json!(21));
+    c.send(json!({"id": 10, "method": "mining.submit", "params": [user, job, "00", "00000000", "00000000"]}));
+    assert_eq!(c.reply(&json!(10)).unwrap()["error"][0], json!(20));
+
+    // A real solution, then the same again.
+    let fields = grind_stratum(&notify, &en1, [1, 0, 0, 0], difficulty);
+    let submit = |id: u64, job: &str, f: &[String]| {
+        json!({"id": id, "method": "mining.submit", "params": [user, job, f[0], f[1], f[2]]})
+    };
+    c.send(submit(11, &job, &fields));
+    assert_eq!(c.reply(&json!(11)).unwrap()["result"], json!(true));
+    c.send(submit(12, &job, &fields));
+    assert_eq!(c.reply(&json!(12)).unwrap()["error"][0], json!(22));
+
+    // Stale: a new block cleans the jobs; a solution on the old one is refused.
+    let fields = grind_stratum(&notify, &en1, [2, 0, 0, 0], difficulty);
+    push_template(&node, 4);
+    let clean = c.notification("mining.notify").unwrap();
+    assert_eq!(clean["params"][8], json!(true));
+    c.send(submit(13, &job, &fields));
+    assert_eq!(c.reply(&json!(13)).unwrap()["error"][0], json!(21));
+
+    // Resuming with the session id gives the same extranonce1 once it is free.
+    drop(c);
+    let mut resumed = LineClient::connect(stratum);
+    let session = hex::encode(&en1);
+    let start = Instant::now();
+    loop {
+        resumed.send(json!({"id": 1, "method": "mining.subscribe", "params": ["test/1", session]}));
+        let got = resumed.reply(&json!(1)).unwrap()["result"][1].clone();
+        if got == json!(session) {
+            break;
+        }
+        assert!(start.elapsed() < WITHIN, "session not resumed");
+        thread::sleep(Duration::from_millis(100));
+    }
+
+    // The honest miner went on mining through all of it.
+    let before = honest.count("accepted");
+    honest.wait_for("accepted", before + 1, Duration::from_secs(30));
+}
+
+#[test]
+fn a_thousand_idle_stratum_connections_leave_miners_unaffected() {
+    logs::init();
+    let node = static_node();
+    let stratum = node.workers.stratum_addr();
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(stratum).expect("connects"))
+        .collect();
+    wait_for("1000 connections held", || {
+        (node.workers.stratum_connections() >= 1000).then_some(())
+    });
+    let mut c = LineClient::connect(stratum);
+    let (_, _, notify) = stratum_login(&mut c, &addr(8));
+    assert_eq!(notify["params"][8], json!(true));
+    drop(idle);
+    wait_for("idle connections gone", || {
+        (node.workers.stratum_connections() <= 1).then_some(())
+    });
+}
