@@ -145,6 +145,7 @@ fn the_dashboard_shows_live_figures_in_a_browser() {
     };
     let dashboard = dashboard();
     let limit = Duration::from_secs(90);
+    eprintln!("dashboard at {}", dashboard.url);
 
     let dom = run_chromium(
         &chromium,

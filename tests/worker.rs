@@ -181,15 +181,26 @@ fn getwork_miner_with_long_polling_finds_shares_and_blocks_that_bcoin_accepts() 
     let (bitcoind, _still) = Bcoin::exclusive();
     let node = WorkerNode::start(
         easy_net(bcoin::chain()),
-        Source::Bitcoind(bitcoind.rpc()),
+        Source::Bitcoind(Box::new(bitcoind.rpc())),
         |_| {},
     );
     wait_for("first work", || node.view().last_work.as_ref().map(|_| ()));
     let url = node.getwork_url();
     let user = addr(1);
     let mut miner = TestMiner::start(&[
-        "--url", &url, "--user", &user, "--protocol", "getwork", "--shares", "3",
-        "--hashrate", HASHRATE, "--chunked", "--duration", "60",
+        "--url",
+        &url,
+        "--user",
+        &user,
+        "--protocol",
+        "getwork",
+        "--shares",
+        "3",
+        "--hashrate",
+        HASHRATE,
+        "--chunked",
+        "--duration",
+        "60",
     ]);
     miner.wait_for("accepted", 3, Duration::from_secs(60));
     // Every share on regtest is a block: new work reached the miner through long polling.
@@ -207,7 +218,10 @@ fn getwork_miner_with_long_polling_finds_shares_and_blocks_that_bcoin_accepts() 
     let chain = node.chain.lock().unwrap();
     assert!(chain.tracker().verified_count() >= 1);
     let stats = node.workers.stats();
-    let mine = stats.iter().find(|s| s.address == user).expect("miner stats");
+    let mine = stats
+        .iter()
+        .find(|s| s.address == user)
+        .expect("miner stats");
     assert!(mine.accepted >= 3 && mine.shares >= 3, "{mine:?}");
     assert!(mine.hashrate > 0.0 && mine.last_seen > 0, "{mine:?}");
 }
@@ -217,14 +231,31 @@ fn stratum_miners_on_two_addresses_are_both_paid_by_pplns_in_blocks_bcoin_accept
     logs::init();
     let (bitcoind, _still) = Bcoin::exclusive();
     let net = easy_net(bcoin::chain());
-    let node = WorkerNode::start(net.clone(), Source::Bitcoind(bitcoind.rpc()), |_| {});
+    let node = WorkerNode::start(
+        net.clone(),
+        Source::Bitcoind(Box::new(bitcoind.rpc())),
+        |_| {},
+    );
     wait_for("first work", || node.view().last_work.as_ref().map(|_| ()));
     let url = node.stratum_url();
     let (a, b) = (addr(2), addr(3));
     let miner_a = TestMiner::start(&[
-        "--url", &url, "--user", &a, "--hashrate", HASHRATE, "--version-rolling",
+        "--url",
+        &url,
+        "--user",
+        &a,
+        "--hashrate",
+        HASHRATE,
+        "--version-rolling",
     ]);
-    let miner_b = TestMiner::start(&["--url", &url, "--user", &format!("{b}.rig"), "--hashrate", HASHRATE]);
+    let miner_b = TestMiner::start(&[
+        "--url",
+        &url,
+        "--user",
+        &format!("{b}.rig"),
+        "--hashrate",
+        HASHRATE,
+    ]);
     miner_a.wait_for("accepted", 2, Duration::from_secs(60));
     miner_b.wait_for("accepted", 2, Duration::from_secs(60));
     let already = node.view().results.len();
@@ -328,7 +359,13 @@ fn getwork_answers_r_headers_errors_readiness_duplicates_and_stale_work() {
     assert_eq!(work.header("X-Roll-NTime"), Some("expire=60"));
     assert_eq!(
         work.header("X-Stratum"),
-        Some(format!("stratum+tcp://127.0.0.1:{}", node.workers.stratum_addr().port()).as_str())
+        Some(
+            format!(
+                "stratum+tcp://127.0.0.1:{}",
+                node.workers.stratum_addr().port()
+            )
+            .as_str()
+        )
     );
     let body = work.json();
     assert_eq!(body["id"], json!(7));
@@ -337,7 +374,12 @@ fn getwork_answers_r_headers_errors_readiness_duplicates_and_stale_work() {
     assert_eq!(body["result"]["midstate"].as_str().unwrap().len(), 64);
 
     // getblocktemplate: an error without a numeric code, so CPU miners fall back.
-    let gbt = rpc(worker, &user, r#"{"method":"getblocktemplate","params":[],"id":1}"#).json();
+    let gbt = rpc(
+        worker,
+        &user,
+        r#"{"method":"getblocktemplate","params":[],"id":1}"#,
+    )
+    .json();
     assert!(gbt["error"].get("code").is_none(), "{gbt}");
     let unknown = rpc(worker, &user, r#"{"method":"getinfo","params":[],"id":1}"#).json();
     assert_eq!(unknown["error"]["code"], json!(-32601));
@@ -345,13 +387,19 @@ fn getwork_answers_r_headers_errors_readiness_duplicates_and_stale_work() {
     assert_eq!(malformed["error"]["code"], json!(-32600));
     let bad_address = rpc(worker, "1NotAnAddress", r#"{"method":"getwork","id":1}"#).json();
     assert!(
-        bad_address["error"]["message"].as_str().unwrap().contains("address"),
+        bad_address["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("address"),
         "{bad_address}"
     );
     let unknown_work = rpc(
         worker,
         &user,
-        &format!(r#"{{"method":"getwork","params":["{}"],"id":1}}"#, "00".repeat(128)),
+        &format!(
+            r#"{{"method":"getwork","params":["{}"],"id":1}}"#,
+            "00".repeat(128)
+        ),
     );
     assert_eq!(unknown_work.json()["result"], json!(false));
     assert_eq!(unknown_work.header("X-Reject-Reason"), Some("unknown-work"));
@@ -427,14 +475,22 @@ fn stratum_hostile_miners_are_answered_or_dropped_while_an_honest_miner_keeps_mi
     logs::init();
     let node = static_node();
     let stratum = node.workers.stratum_addr();
+    // Slow enough that its shares rarely make this test's own jobs stale.
     let honest = TestMiner::start(&[
-        "--url", &node.stratum_url(), "--user", &addr(6), "--hashrate", HASHRATE,
+        "--url",
+        &node.stratum_url(),
+        "--user",
+        &addr(6),
+        "--hashrate",
+        "100000",
     ]);
     honest.wait_for("accepted", 1, Duration::from_secs(30));
 
     // A TLS ClientHello first: closed at once.
     let mut tls = LineClient::connect(stratum);
-    tls.send_raw(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]);
+    tls.send_raw(&[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ]);
     assert!(tls.closed(), "a TLS hello closes the connection");
     // A line over the cap: closed.
     let mut long = LineClient::connect(stratum);
@@ -468,18 +524,33 @@ fn stratum_hostile_miners_are_answered_or_dropped_while_an_honest_miner_keeps_mi
     c.send(json!({"id": 10, "method": "mining.submit", "params": [user, job, "00", "00000000", "00000000"]}));
     assert_eq!(c.reply(&json!(10)).unwrap()["error"][0], json!(20));
 
-    // A real solution, then the same again.
-    let fields = grind_stratum(&notify, &en1, [1, 0, 0, 0], difficulty);
-    let submit = |id: u64, job: &str, f: &[String]| {
-        json!({"id": id, "method": "mining.submit", "params": [user, job, f[0], f[1], f[2]]})
+    // A real solution (again if the honest miner's share made the job stale meanwhile),
+    // then the same again.
+    let submit = |id: u64, job: &str, f: &[String]| json!({"id": id, "method": "mining.submit", "params": [user, job, f[0], f[1], f[2]]});
+    let (mut notify, mut job) = (notify, job);
+    let mut en2 = 1u8;
+    let fields = loop {
+        let fields = grind_stratum(&notify, &en1, [en2, 0, 0, 0], difficulty);
+        c.send(submit(11, &job, &fields));
+        let reply = c.reply(&json!(11)).unwrap();
+        if reply["result"] == json!(true) {
+            break fields;
+        }
+        assert_eq!(
+            reply["error"][0],
+            json!(21),
+            "only a stale job may fail: {reply}"
+        );
+        notify = c.notification("mining.notify").unwrap();
+        job = notify["params"][0].as_str().unwrap().to_string();
+        en2 += 1;
+        assert!(en2 < 20, "always stale");
     };
-    c.send(submit(11, &job, &fields));
-    assert_eq!(c.reply(&json!(11)).unwrap()["result"], json!(true));
     c.send(submit(12, &job, &fields));
     assert_eq!(c.reply(&json!(12)).unwrap()["error"][0], json!(22));
 
     // Stale: a new block cleans the jobs; a solution on the old one is refused.
-    let fields = grind_stratum(&notify, &en1, [2, 0, 0, 0], difficulty);
+    let fields = grind_stratum(&notify, &en1, [100, 0, 0, 0], difficulty);
     push_template(&node, 4);
     let clean = c.notification("mining.notify").unwrap();
     assert_eq!(clean["params"][8], json!(true));

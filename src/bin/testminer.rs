@@ -148,8 +148,7 @@ fn scan(
     mine: u64,
     header: [u8; 80],
     target: U256,
-    start: u32,
-    step: u32,
+    (start, step): (u32, u32),
     mut found: impl FnMut(u32),
 ) {
     let mut header = header;
@@ -231,12 +230,11 @@ fn rpc(options: &Options, host: &str, path: &str, body: &Value) -> Result<HttpAn
     );
     if options.chunked {
         head.push_str("Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n");
-        stream.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
-        // Wait for 100 Continue, as curl does (briefly).
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut first = [0u8; 25];
-        let _ = stream.read(&mut first);
-        let _ = stream.set_read_timeout(None);
+        stream
+            .write_all(head.as_bytes())
+            .map_err(|e| e.to_string())?;
+        // The body follows without waiting for `100 Continue` (which the answer loop
+        // below skips).
         let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
         stream
             .write_all(chunked.as_bytes())
@@ -244,7 +242,9 @@ fn rpc(options: &Options, host: &str, path: &str, body: &Value) -> Result<HttpAn
     } else {
         head.push_str("\r\n");
         head.push_str(&body);
-        stream.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+        stream
+            .write_all(head.as_bytes())
+            .map_err(|e| e.to_string())?;
     }
     let mut reader = BufReader::new(stream);
     let mut status;
@@ -391,24 +391,33 @@ fn getwork(run: &Arc<Run>) -> Result<(), String> {
                     continue;
                 };
                 let step = run.options.threads as u32;
-                scan(&run, &generation, mine, header, target, t as u32, step, |nonce| {
-                    let mut data = [0u8; 128];
-                    data[..80].copy_from_slice(&header);
-                    data[76..80].copy_from_slice(&nonce.to_le_bytes());
-                    data[80] = 0x80;
-                    data[126] = 0x02;
-                    data[127] = 0x80;
-                    swap4(&mut data);
-                    let call = json!({"method": "getwork", "params": [hex::encode(data)], "id": 1});
-                    match rpc(&run.options, &host, &path, &call) {
-                        Ok(answer) => {
-                            let ok = answer.body["result"] == json!(true);
-                            let reason = answer.header("X-Reject-Reason").unwrap_or("false");
-                            run.result(ok, reason);
+                scan(
+                    &run,
+                    &generation,
+                    mine,
+                    header,
+                    target,
+                    (t as u32, step),
+                    |nonce| {
+                        let mut data = [0u8; 128];
+                        data[..80].copy_from_slice(&header);
+                        data[76..80].copy_from_slice(&nonce.to_le_bytes());
+                        data[80] = 0x80;
+                        data[126] = 0x02;
+                        data[127] = 0x80;
+                        swap4(&mut data);
+                        let call =
+                            json!({"method": "getwork", "params": [hex::encode(data)], "id": 1});
+                        match rpc(&run.options, &host, &path, &call) {
+                            Ok(answer) => {
+                                let ok = answer.body["result"] == json!(true);
+                                let reason = answer.header("X-Reject-Reason").unwrap_or("false");
+                                run.result(ok, reason);
+                            }
+                            Err(e) => run.result(false, &e),
                         }
-                        Err(e) => run.result(false, &e),
-                    }
-                });
+                    },
+                );
                 // The nonce range is done or the work moved: without a long poll, refresh.
                 if generation.load(Ordering::Relaxed) == mine && !run.stopping() {
                     let answer = rpc(
@@ -566,7 +575,7 @@ fn stratum(run: &Arc<Run>) -> Result<(), String> {
                 header[36..68].copy_from_slice(&root);
                 header[68..72].copy_from_slice(&j.ntime.to_le_bytes());
                 header[72..76].copy_from_slice(&j.nbits.to_le_bytes());
-                scan(&run, &generation, mine, header, j.target, 0, 1, |nonce| {
+                scan(&run, &generation, mine, header, j.target, (0, 1), |nonce| {
                     let mut params = vec![
                         json!(run.options.user),
                         json!(j.id),
@@ -612,8 +621,10 @@ fn handle_stratum_message(
         }
         Some("mining.notify") => {
             let p = &v["params"];
-            let hexv = |i: usize| hex::decode(p[i].as_str().unwrap_or_default()).unwrap_or_default();
-            let word = |i: usize| u32::from_str_radix(p[i].as_str().unwrap_or_default(), 16).unwrap_or(0);
+            let hexv =
+                |i: usize| hex::decode(p[i].as_str().unwrap_or_default()).unwrap_or_default();
+            let word =
+                |i: usize| u32::from_str_radix(p[i].as_str().unwrap_or_default(), 16).unwrap_or(0);
             let branch = p[4]
                 .as_array()
                 .map(|a| {

@@ -23,8 +23,9 @@ use super::link::BlockSender;
 use super::rpc::{Client, RpcError};
 
 const LOG: &str = "bitcoind";
-/// Blocks waiting for the submitter thread; more than a handful at once never happens.
-const QUEUE: usize = 16;
+/// Blocks waiting for the submitter thread: a handful at most on a real chain; on regtest,
+/// where nearly every share is a block, hundreds.
+const QUEUE: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubmitConfig {

@@ -23,6 +23,9 @@ pub struct FoundBlock {
     pub time: u64,
     /// The share that is the block.
     pub share: String,
+    /// The finder's payout address (or script hex).
+    #[serde(default)]
+    pub finder: String,
     /// `pending` until the submitter reports, then its outcome.
     pub outcome: String,
     /// Total value of the generation transaction, satoshis.
@@ -32,7 +35,14 @@ pub struct FoundBlock {
 }
 
 impl FoundBlock {
-    pub fn new(block: &Block, height: u64, share: Hash256, now: u64, chain: &ChainParams) -> Self {
+    pub fn new(
+        block: &Block,
+        height: u64,
+        share: Hash256,
+        finder: &[u8],
+        now: u64,
+        chain: &ChainParams,
+    ) -> Self {
         let mut payouts = Vec::new();
         let mut value = 0u64;
         if let Some(cb) = block.txs.first() {
@@ -51,6 +61,7 @@ impl FoundBlock {
             height,
             time: now,
             share: share.to_hex(),
+            finder: address::from_script(finder, chain).unwrap_or_else(|_| hex::encode(finder)),
             outcome: "pending".into(),
             value,
             payouts,

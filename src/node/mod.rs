@@ -7,7 +7,9 @@
 
 pub mod history;
 pub mod payout;
+pub mod status;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +28,11 @@ use crate::bitcoin::submit::{BlockSubmission, SubmitConfig, SubmitResult, Submit
 use crate::bitcoin::template::Template;
 use crate::config::Config;
 use crate::p2p::{P2p, P2pConfig, P2pError, PeerEvent, Peers, ShareSync};
+use crate::web::Web;
+use crate::web::status::{MinerView, StatusBoard};
+use crate::worker::{
+    HttpReply, MinerEvent, Readiness, WebRoutes, Work, WorkerConfig, WorkerError, Workers,
+};
 use crate::sharechain::best::BlockHeights;
 use crate::sharechain::chain::{LoadError, ShareChain, Think};
 use crate::sharechain::store::{Batch, Store, StoreError};
@@ -52,6 +59,7 @@ pub enum NodeError {
     Feed(FeedError),
     Payout(PayoutError),
     P2p(P2pError),
+    Worker(WorkerError),
     Spawn(&'static str, std::io::Error),
     /// A thread ended by itself.
     Thread { name: &'static str, cause: String },
@@ -69,6 +77,7 @@ impl fmt::Display for NodeError {
             NodeError::Feed(e) => write!(f, "{e}"),
             NodeError::Payout(e) => write!(f, "{e}"),
             NodeError::P2p(e) => write!(f, "{e} (see --p2pool-port)"),
+            NodeError::Worker(e) => write!(f, "{e} (see -w/--worker-port and --stratum-port)"),
             NodeError::Spawn(name, e) => write!(f, "cannot start the {name} thread: {e}"),
             NodeError::Thread { name, cause } => write!(f, "the {name} thread stopped: {cause}"),
         }
@@ -106,6 +115,25 @@ impl BlockHeights for RankHeights<'_> {
     }
 }
 
+/// The dashboard and API, served by the worker's HTTP server.
+struct WebOnWorkerPort(Arc<Web>);
+
+impl WebRoutes for WebOnWorkerPort {
+    fn handle(&self, method: &str, path: &str, query: &str) -> Option<HttpReply> {
+        let reply = self.0.handle(method, path, query);
+        Some(HttpReply {
+            status: reply.status,
+            content_type: reply.content_type.to_string(),
+            body: reply.body,
+            headers: reply
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        })
+    }
+}
+
 /// The state the node thread owns.
 struct Node {
     chain: ShareChain,
@@ -121,6 +149,16 @@ struct Node {
     peers: Peers,
     /// Address-book changes waiting for the next store write.
     addrs: Batch,
+    workers: Workers,
+    /// What the current work was built from: the template's identity and the best share.
+    work_from: Option<(usize, Option<Hash256>)>,
+    readiness: Readiness,
+    /// Shares found by this node's miners.
+    local: HashSet<Hash256>,
+    board: StatusBoard,
+    started_at: u64,
+    fee_percent: f64,
+    start_new_chain: bool,
     last_think: Instant,
     last_progress: Instant,
 }
@@ -146,6 +184,98 @@ impl Node {
         }
         self.template = Some(template);
         self.think();
+        self.update_work();
+    }
+
+    fn on_miner(&mut self, event: MinerEvent) {
+        let MinerEvent::Share(found) = event;
+        let now = unix_now();
+        // A block goes to bitcoind before anything else.
+        if let Some(block) = found.block.clone() {
+            self.submit_block_at(block, u64::from(found.height), &found.share.info.new_script, now);
+        }
+        let hash = found.share.hash;
+        info!(
+            target: LOG,
+            "share {hash} found by {}{}",
+            found.miner,
+            if found.block.is_some() { " (a block)" } else { "" }
+        );
+        self.local.insert(hash);
+        self.chain.add(found.share, None, now);
+        self.think();
+        self.update_work();
+    }
+
+    /// Builds and hands out new work when the template or the best share changed.
+    fn update_work(&mut self) {
+        let Some(template) = self.template.clone() else {
+            return;
+        };
+        let key = (Arc::as_ptr(&template) as usize, self.best);
+        if self.work_from == Some(key) {
+            return;
+        }
+        match Work::build(&self.chain, &template, self.best, unix_now()) {
+            Ok(work) => {
+                self.work_from = Some(key);
+                self.workers.publish(Arc::new(work));
+            }
+            Err(e) => warn!(target: LOG, "cannot build work: {e}"),
+        }
+    }
+
+    /// Whether miners may mine, as R decides it.
+    fn update_readiness(&mut self) {
+        let net = self.chain.network();
+        let readiness = if self.template.is_none() || !self.feed.status().reachable {
+            Readiness::NoBitcoind
+        } else if net.persist && !self.start_new_chain && self.peers.count() == 0 {
+            Readiness::NoPeers
+        } else if net.persist && !self.start_new_chain && self.best.is_none() {
+            Readiness::DownloadingShares
+        } else {
+            Readiness::Ready
+        };
+        if readiness != self.readiness {
+            match readiness.message() {
+                None => info!(target: LOG, "serving miners"),
+                Some(why) => warn!(
+                    target: LOG,
+                    "not serving miners: {why}{}",
+                    if matches!(readiness, Readiness::NoPeers | Readiness::DownloadingShares) {
+                        " (this network persists: connect to a node with -n, or start a new \
+                         share chain with --start-new-chain)"
+                    } else {
+                        ""
+                    }
+                ),
+            }
+            self.readiness = readiness;
+            self.workers.set_readiness(readiness);
+        }
+    }
+
+    /// Publishes the state for the web.
+    fn publish_status(&self) {
+        let inputs = status::Inputs {
+            chain: &self.chain,
+            best: self.best,
+            template: self.template.as_deref(),
+            feed: self.feed.status(),
+            history: &self.history,
+            local: &self.local,
+            started_at: self.started_at,
+            now: unix_now(),
+            ready: match self.readiness.message() {
+                None => Ok(()),
+                Some(why) => Err(why.to_string()),
+            },
+            fee_percent: self.fee_percent,
+            payout_address: &self.payout.address,
+            peers: self.peers.count(),
+        };
+        self.board.publish(status::fill(&inputs));
     }
 
     fn on_submitted(&mut self, result: SubmitResult) {
@@ -251,8 +381,33 @@ impl Node {
             .map(|h| h + 1)
             .or(self.template.as_ref().map(|t| u64::from(t.height)))
             .unwrap_or(0);
-        let share = block.header.hash();
-        let found = FoundBlock::new(&block, height, share, now, &self.chain.network().bitcoin);
+        // A share's hash is its header's hash: the block and the share share it.
+        let finder = self
+            .chain
+            .tracker()
+            .get(&hash)
+            .map(|s| s.info.new_script.clone())
+            .unwrap_or_default();
+        self.submit_block_at(block, height, &finder, now);
+    }
+
+    /// Submits a block once (a block already recorded is not sent again).
+    fn submit_block_at(
+        &mut self,
+        block: crate::bitcoin::block::Block,
+        height: u64,
+        finder: &[u8],
+        now: u64,
+    ) {
+        let hash = block.header.hash();
+        let found = FoundBlock::new(
+            &block,
+            height,
+            hash,
+            finder,
+            now,
+            &self.chain.network().bitcoin,
+        );
         if !self.history.found(found) {
             return;
         }
@@ -393,6 +548,33 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
     let (p2p, peer_events) = P2p::start(p2p_cfg).map_err(NodeError::P2p)?;
     info!(target: LOG, "listening for P2Pool peers on {}", p2p.local_addr());
 
+    let board = StatusBoard::new();
+    let web = Arc::new(Web::new(board.clone()));
+    let peers = p2p.peers();
+    {
+        let peers = peers.clone();
+        web.set_peers(Arc::new(move || status::peer_views(&peers.status())));
+    }
+    let mut worker_cfg = WorkerConfig::new(net.clone(), payout.script.clone());
+    worker_cfg.worker_addr = config.worker_listen;
+    worker_cfg.stratum_addr = config.stratum_listen;
+    worker_cfg.fee_percent = config.fee;
+    let routes: Arc<dyn WebRoutes> = Arc::new(WebOnWorkerPort(web.clone()));
+    let (workers, miner_events) =
+        Workers::start(worker_cfg, Some(routes)).map_err(NodeError::Worker)?;
+    info!(
+        target: LOG,
+        "miners: getwork and the dashboard on http://{}/, Stratum on {}",
+        workers.worker_addr(),
+        workers.stratum_addr()
+    );
+    {
+        let stats = workers.stats_source();
+        web.set_miners(Arc::new(move || -> Vec<MinerView> {
+            stats().into_iter().map(status::miner_view).collect()
+        }));
+    }
+
     let node = Node {
         chain,
         store,
@@ -404,8 +586,17 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
         history,
         payout,
         sync: ShareSync::new(net.clone()),
-        peers: p2p.peers(),
+        peers,
         addrs: Batch::default(),
+        workers,
+        work_from: None,
+        // Announced at the first tick, whatever it is.
+        readiness: Readiness::Ready,
+        local: HashSet::new(),
+        board,
+        started_at: unix_now(),
+        fee_percent: config.fee,
+        start_new_chain: config.start_new_chain,
         last_think: Instant::now(),
         last_progress: Instant::now(),
     };
@@ -417,6 +608,7 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
     let (done_tx, done_rx) = bounded::<()>(0);
     let parts = Parts {
         p2p,
+        miner_events,
         peer_events,
         usr1,
         link,
@@ -441,6 +633,7 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
 /// The subsystems the node thread stops when it ends.
 struct Parts {
     p2p: P2p,
+    miner_events: Receiver<MinerEvent>,
     peer_events: Receiver<PeerEvent>,
     usr1: SignalRefresh,
     link: Option<Link>,
@@ -478,6 +671,16 @@ fn run(mut node: Node, parts: Parts, stop: Receiver<()>) -> Result<(), NodeError
                         break;
                     }
                 },
+                recv(parts.miner_events) -> e => match e {
+                    Ok(e) => node.on_miner(e),
+                    Err(_) => {
+                        stopped = Some(Err(NodeError::Thread {
+                            name: "worker",
+                            cause: "its channel closed".into(),
+                        }));
+                        break;
+                    }
+                },
                 recv(parts.results) -> r => if let Ok(r) = r { node.on_submitted(r) },
                 recv(parts.link_events) -> e => if let Ok(e) = e { node.on_link(e) },
                 recv(ticker) -> _ => break,
@@ -488,6 +691,9 @@ fn run(mut node: Node, parts: Parts, stop: Receiver<()>) -> Result<(), NodeError
             break outcome;
         }
         node.think();
+        node.update_work();
+        node.update_readiness();
+        node.publish_status();
         node.flush();
     };
     info!(target: LOG, "stopping");
@@ -499,8 +705,12 @@ fn run(mut node: Node, parts: Parts, stop: Receiver<()>) -> Result<(), NodeError
     }
     node.flush();
     let Node {
-        submitter, feed, ..
+        submitter,
+        feed,
+        workers,
+        ..
     } = node;
+    workers.stop();
     let feed_result = feed.stop();
     submitter.stop();
     if let Err(e) = feed_result {

@@ -155,11 +155,14 @@ pub fn basic_username(authorization: &str) -> String {
 
 /// Standard base64 with padding.
 pub fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -198,10 +201,12 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 pub(crate) fn client_info(request: &Request) -> ClientInfo {
-    let authorization = header(request, "Authorization").unwrap_or_default().to_string();
+    let authorization = header(request, "Authorization")
+        .unwrap_or_default()
+        .to_string();
     let extensions = header(request, "X-Mining-Extensions").unwrap_or_default();
-    let work_identifier = extensions.contains("workidentifier")
-        || header(request, "X-Work-Identifier").is_some();
+    let work_identifier =
+        extensions.contains("workidentifier") || header(request, "X-Work-Identifier").is_some();
     ClientInfo {
         ip: request
             .remote_addr()
@@ -369,7 +374,12 @@ fn json_rpc(context: &Context, request: Request, body: &[u8], stratum_port: u16)
         }),
         _ => Err(RpcError::new(-32601, "method not found")),
     };
-    respond(request, 200, envelope(&id, result).unwrap_or_default(), headers);
+    respond(
+        request,
+        200,
+        envelope(&id, result).unwrap_or_default(),
+        headers,
+    );
 }
 
 #[cfg(test)]
@@ -384,7 +394,10 @@ mod tests {
         assert_eq!(basic_username("Basic !!!"), "");
         assert_eq!(base64_decode("YQ").unwrap(), b"a");
         for s in ["", "a", "ab", "abc", "abcd"] {
-            assert_eq!(base64_decode(&base64_encode(s.as_bytes())).unwrap(), s.as_bytes());
+            assert_eq!(
+                base64_decode(&base64_encode(s.as_bytes())).unwrap(),
+                s.as_bytes()
+            );
         }
         assert_eq!(base64_encode(b"addr.w:x"), "YWRkci53Ong=");
     }

@@ -82,10 +82,7 @@ impl fmt::Display for UsernameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UsernameError::TooLong(n) => {
-                write!(
-                    f,
-                    "user name is {n} bytes (at most {MAX_USERNAME_LEN})"
-                )
+                write!(f, "user name is {n} bytes (at most {MAX_USERNAME_LEN})")
             }
             UsernameError::Empty => write!(f, "user name is empty: it must be a payout address"),
             UsernameError::BadDifficulty(d) => {

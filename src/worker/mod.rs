@@ -11,8 +11,8 @@ pub mod getwork;
 pub mod http;
 pub mod longpoll;
 pub mod miners;
-pub mod stratum;
 pub mod service;
+pub mod stratum;
 pub mod submit;
 pub mod work;
 
@@ -168,7 +168,11 @@ pub enum MinerEvent {
 
 #[derive(Debug)]
 pub enum WorkerError {
-    Bind { what: &'static str, addr: SocketAddr, source: io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
     Spawn(io::Error),
 }
 
@@ -301,7 +305,11 @@ impl Workers {
     /// Sets whether miners may mine; when ready again, parked long polls are answered.
     pub fn set_readiness(&self, readiness: Readiness) {
         let before = std::mem::replace(
-            &mut *self.shared.readiness.write().unwrap_or_else(|e| e.into_inner()),
+            &mut *self
+                .shared
+                .readiness
+                .write()
+                .unwrap_or_else(|e| e.into_inner()),
             readiness,
         );
         if before != readiness && readiness == Readiness::Ready {
@@ -312,6 +320,12 @@ impl Workers {
     /// Per-miner statistics.
     pub fn stats(&self) -> Vec<MinerStats> {
         self.shared.registry.stats()
+    }
+
+    /// Per-miner statistics from any thread (for the web).
+    pub fn stats_source(&self) -> Arc<dyn Fn() -> Vec<MinerStats> + Send + Sync> {
+        let shared = self.shared.clone();
+        Arc::new(move || shared.registry.stats())
     }
 
     /// Open Stratum connections.

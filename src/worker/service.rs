@@ -62,7 +62,11 @@ pub fn memory_of(user_agent: &str, work_identifier: bool) -> usize {
     }
     let ua = user_agent.to_ascii_lowercase();
     let has = |s: &str| ua.contains(s);
-    if has("java") || has("diablominer") || has("cpuminer") || has("tenebrix miner") || has("ufasoft")
+    if has("java")
+        || has("diablominer")
+        || has("cpuminer")
+        || has("tenebrix miner")
+        || has("ufasoft")
     {
         0
     } else if has("cgminer") || has("poclbm") {
@@ -133,16 +137,13 @@ impl Service {
             return Err(RpcError::new(-12345, message));
         }
         self.shared.current().ok_or_else(|| {
-            RpcError::new(
-                -12345,
-                Readiness::NoBitcoind.message().unwrap_or_default(),
-            )
+            RpcError::new(-12345, Readiness::NoBitcoind.message().unwrap_or_default())
         })
     }
 
     fn user(&self, client: &ClientInfo) -> Result<(Username, Vec<u8>), RpcError> {
-        let user = Username::parse(&client.username)
-            .map_err(|e| RpcError::new(-32602, e.to_string()))?;
+        let user =
+            Username::parse(&client.username).map_err(|e| RpcError::new(-32602, e.to_string()))?;
         let script = user
             .payout_script(&self.shared.config.net.bitcoin)
             .map_err(|e| RpcError::new(-32602, e.to_string()))?;
@@ -223,7 +224,9 @@ impl Service {
             self.remember(
                 header.merkle_root,
                 Job {
-                    share_floor: user.share_difficulty.map(super::miners::difficulty_to_target),
+                    share_floor: user
+                        .share_difficulty
+                        .map(super::miners::difficulty_to_target),
                     work,
                     coinbase,
                     extranonce1,

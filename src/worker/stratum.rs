@@ -499,7 +499,10 @@ impl Session<'_> {
             return Flow::Continue;
         };
         let empty = Vec::new();
-        let params = msg.get("params").and_then(Value::as_array).unwrap_or(&empty);
+        let params = msg
+            .get("params")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty);
         match method {
             "mining.subscribe" => self.subscribe(&id, params),
             "mining.authorize" => self.authorize(&id, params),
@@ -552,9 +555,9 @@ impl Session<'_> {
             return self.bad(id, 20, "authorize needs a user name");
         };
         if let Some(message) = self.shared.readiness().message() {
-            self.conn
-                .send(&[json!({"id": id, "result": false, "error": [-12345, message, null]})
-                    .to_string()]);
+            self.conn.send(&[
+                json!({"id": id, "result": false, "error": [-12345, message, null]}).to_string(),
+            ]);
             return Flow::Continue;
         }
         let parsed = Username::parse(name).and_then(|u| {
@@ -640,7 +643,11 @@ impl Session<'_> {
         let (Some(name), Some(job_id), Some(en2), Some(ntime), Some(nonce)) =
             (field(0), field(1), field(2), field(3), field(4))
         else {
-            return self.bad(id, 20, "submit needs user, job id, extranonce2, ntime, nonce");
+            return self.bad(
+                id,
+                20,
+                "submit needs user, job id, extranonce2, ntime, nonce",
+            );
         };
         let hex32 = |s: &str| {
             (s.len() == 8)
@@ -685,8 +692,11 @@ impl Session<'_> {
             if bits & !state.version_mask != 0 {
                 drop(state);
                 shared_record_rejected(self.shared, &user);
-                self.conn
-                    .send(&[error_reply(id, 20, "version bits outside the negotiated mask")]);
+                self.conn.send(&[error_reply(
+                    id,
+                    20,
+                    "version bits outside the negotiated mask",
+                )]);
                 return Flow::Continue;
             }
             version = (version & !state.version_mask) | bits;
@@ -737,7 +747,11 @@ impl Session<'_> {
 }
 
 fn shared_record_rejected(shared: &Shared, user: &Username) {
-    shared
-        .registry
-        .record(user, "stratum", super::miners::Outcome::Rejected, None, false);
+    shared.registry.record(
+        user,
+        "stratum",
+        super::miners::Outcome::Rejected,
+        None,
+        false,
+    );
 }

@@ -67,9 +67,13 @@ pub struct Solution<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// A pseudo-share (and a share when `share`) on current work.
-    Accepted { share: bool },
+    Accepted {
+        share: bool,
+    },
     /// On work that is no longer current (a share is still sent to the node, as R).
-    Stale { share: bool },
+    Stale {
+        share: bool,
+    },
     Duplicate,
     LowDifficulty,
     /// ntime before the work's or too far ahead.
@@ -102,9 +106,10 @@ pub(crate) fn check(shared: &Shared, s: Solution<'_>) -> Verdict {
     let pow = hash.to_u256();
     let share_target = s.work.share_target();
     let block = pow <= s.header.bits.to_target();
-    let latest = s.work.timestamp.max(
-        u32::try_from(super::miners::unix_now()).unwrap_or(u32::MAX),
-    );
+    let latest = s
+        .work
+        .timestamp
+        .max(u32::try_from(super::miners::unix_now()).unwrap_or(u32::MAX));
     let verdict = if s.header.timestamp < s.work.timestamp
         || s.header.timestamp > latest.saturating_add(MAX_NTIME_AHEAD)
     {

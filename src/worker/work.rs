@@ -29,7 +29,9 @@ use crate::bitcoin::tx::Transaction;
 use crate::network::{Network, RuleSet};
 use crate::sharechain::chain::ShareChain;
 use crate::sharechain::gentx::{self, GentxError, GentxRequest, Weights, Window};
-use crate::sharechain::share::{ModernFields, Share, Share1a, Share1b, ShareData, ShareError, ShareInfo};
+use crate::sharechain::share::{
+    ModernFields, Share, Share1a, Share1b, ShareData, ShareError, ShareInfo,
+};
 use crate::sharechain::verify;
 
 pub const RUN_ID_SIZE: usize = 4;

@@ -71,7 +71,11 @@ impl TestMiner {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status.success();
             }
-            assert!(start.elapsed() < within, "miner still running:\n{}", self.output());
+            assert!(
+                start.elapsed() < within,
+                "miner still running:\n{}",
+                self.output()
+            );
             thread::sleep(Duration::from_millis(50));
         }
     }
@@ -237,6 +241,10 @@ pub fn rpc_request(path: &str, user: &str, body: &str, extra: &str) -> Vec<u8> {
 }
 
 pub fn rpc(addr: SocketAddr, user: &str, body: &str) -> Answer {
-    http_raw(addr, &rpc_request("/", user, body, ""), Duration::from_secs(10))
-        .expect("an HTTP answer")
+    http_raw(
+        addr,
+        &rpc_request("/", user, body, ""),
+        Duration::from_secs(10),
+    )
+    .expect("an HTTP answer")
 }

@@ -146,6 +146,19 @@ impl NodeProc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: the process ends at once, without a chance to clean up; the log so far.
+    pub fn kill(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        thread::sleep(Duration::from_millis(100));
+        self.log()
+    }
+
     /// SIGTERM, then the exit status and how long the exit took (SIGKILL after 20 s).
     pub fn terminate(mut self) -> (ExitStatus, Duration, Vec<String>) {
         let start = Instant::now();

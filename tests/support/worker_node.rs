@@ -101,13 +101,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Where templates come from.
 pub enum Source {
     /// The real feed and submitter against this RPC client.
-    Bitcoind(Client),
+    Bitcoind(Box<Client>),
     /// Templates pushed through `WorkerNode::templates`; nothing is submitted.
     Static,
 }
 
 impl WorkerNode {
-    pub fn start(net: Network, source: Source, configure: impl FnOnce(&mut WorkerConfig)) -> WorkerNode {
+    pub fn start(
+        net: Network,
+        source: Source,
+        configure: impl FnOnce(&mut WorkerConfig),
+    ) -> WorkerNode {
         let node_payout = p2pool::bitcoin::script::p2pkh(&[0xee; 20]);
         let mut config = WorkerConfig::new(net.clone(), node_payout);
         config.worker_addr = "127.0.0.1:0".parse().unwrap();
@@ -121,7 +125,7 @@ impl WorkerNode {
         let (results_tx, results_rx) = bounded::<SubmitResult>(64);
         let (feed, submitter, templates_rx, templates_tx) = match source {
             Source::Bitcoind(client) => {
-                let rpc = Arc::new(client);
+                let rpc: Arc<Client> = Arc::new(*client);
                 let config = FeedConfig {
                     refresh_every: Duration::from_secs(2),
                     retry_max: Duration::from_millis(500),
@@ -168,7 +172,7 @@ impl WorkerNode {
                 })
                 .expect("node thread")
         };
-        let node = WorkerNode {
+        WorkerNode {
             net,
             workers,
             chain,
@@ -177,8 +181,7 @@ impl WorkerNode {
             stop: Some(stop_tx),
             thread: Some(thread),
             feed,
-        };
-        node
+        }
     }
 
     pub fn view(&self) -> MutexGuard<'_, View> {
@@ -235,8 +238,13 @@ fn run(
     let mut best: Option<Hash256> = None;
     let mut submitted: HashSet<Hash256> = HashSet::new();
     let ticker = tick(Duration::from_millis(500));
-    let publish = |template: &Arc<Template>, best: Option<Hash256>, chain: &ShareChain| {
-        match Work::build(chain, template, best, unix_now()) {
+    let publish =
+        |template: &Arc<Template>, best: Option<Hash256>, chain: &ShareChain| match Work::build(
+            chain,
+            template,
+            best,
+            unix_now(),
+        ) {
             Ok(work) => {
                 let work = Arc::new(work);
                 let mut v = lock(view);
@@ -247,8 +255,7 @@ fn run(
                 workers.publish(work);
             }
             Err(e) => lock(view).work_errors.push(e.to_string()),
-        }
-    };
+        };
     loop {
         let mut rebuild = false;
         select! {

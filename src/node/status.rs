@@ -1,0 +1,253 @@
+//! The pool state as the web shows it, filled on the node thread from what it owns.
+
+use std::collections::HashSet;
+
+use ruint::aliases::U512;
+
+use crate::bitcoin::address;
+use crate::bitcoin::chain::ChainParams;
+use crate::bitcoin::feed::FeedStatus;
+use crate::bitcoin::hash::Hash256;
+use crate::bitcoin::target::target_to_difficulty;
+use crate::bitcoin::template::Template;
+use crate::p2p::P2pStatus;
+use crate::sharechain::chain::ShareChain;
+use crate::sharechain::gentx;
+use crate::worker::MinerStats;
+use crate::web::status::{
+    BitcoindState, FoundBlock as FoundView, LocalShares, MinerView, PaidBlock,
+    Payout as PayoutView, PeerView, PoolStatus, RecentShare,
+};
+
+use super::history::History;
+
+/// Shares of the best chain the status lists.
+const RECENT: usize = 100;
+
+/// What the node passes in besides the chain.
+pub struct Inputs<'a> {
+    pub chain: &'a ShareChain,
+    pub best: Option<Hash256>,
+    pub template: Option<&'a Template>,
+    pub feed: FeedStatus,
+    pub history: &'a History,
+    pub local: &'a HashSet<Hash256>,
+    pub started_at: u64,
+    pub now: u64,
+    pub ready: Result<(), String>,
+    pub fee_percent: f64,
+    pub payout_address: &'a str,
+    pub peers: usize,
+}
+
+fn u512_to_f64(v: U512) -> f64 {
+    v.as_limbs()
+        .iter()
+        .rev()
+        .fold(0.0, |acc, &limb| acc * 18_446_744_073_709_551_616.0 + limb as f64)
+}
+
+fn address_of(script: &[u8], chain: &ChainParams) -> String {
+    address::from_script(script, chain).unwrap_or_else(|_| hex::encode(script))
+}
+
+/// The pool's hash rate over the retarget window behind `best` (R's
+/// `get_pool_attempts_per_second`).
+pub fn pool_hashrate(chain: &ShareChain, best: Hash256) -> f64 {
+    let tracker = chain.tracker();
+    let (height, _) = tracker.height_and_last(Some(best));
+    let n = height
+        .saturating_sub(1)
+        .min(chain.network().target_lookbehind);
+    if n == 0 {
+        return 0.0;
+    }
+    let (Some(newest), Some(oldest)) = (
+        tracker.get(&best),
+        tracker.nth_parent(best, n).and_then(|h| tracker.get(&h)),
+    ) else {
+        return 0.0;
+    };
+    let dt = i64::from(newest.timestamp()) - i64::from(oldest.timestamp());
+    let work = tracker.work(best, n);
+    u512_to_f64(work) / dt.max(1) as f64
+}
+
+pub fn fill(i: &Inputs<'_>) -> PoolStatus {
+    let net = i.chain.network();
+    let tracker = i.chain.tracker();
+    let mut s = PoolStatus {
+        network: net.name.clone(),
+        started_at: i.started_at,
+        updated_at: i.now,
+        shares_total: tracker.len() as u64,
+        shares_verified: tracker.verified_count() as u64,
+        sync_want: 2 * u64::from(net.chain_length),
+        ready: i.ready.is_ok(),
+        not_ready_reason: i.ready.clone().err().unwrap_or_default(),
+        min_share_difficulty: target_to_difficulty(net.max_target),
+        fee_percent: i.fee_percent,
+        payout_address: i.payout_address.to_string(),
+        ..PoolStatus::default()
+    };
+    s.bitcoind = BitcoindState {
+        reachable: i.feed.reachable,
+        height: i.template.map_or(0, |t| u64::from(t.height.saturating_sub(1))),
+        last_error: i.feed.last_error.clone().unwrap_or_default(),
+    };
+    if let Some(t) = i.template {
+        s.block_difficulty = target_to_difficulty(t.bits.to_target());
+        s.block_height = u64::from(t.height);
+        s.block_value = t.coinbase_value;
+    }
+    if let Some(best) = i.best {
+        let (height, _) = tracker.height_and_last(Some(best));
+        s.best_share = best.to_hex();
+        s.best_height = u64::from(height);
+        s.shares_in_chain = u64::from(height);
+        s.sync_have = u64::from(tracker.verified().height(&best));
+        s.pool_hashrate = pool_hashrate(i.chain, best);
+        s.pool_nonstale_hashrate = s.pool_hashrate;
+        if let Ok(bits) = gentx::next_target(tracker, net, Some(best)) {
+            s.share_difficulty = target_to_difficulty(bits.to_target());
+        }
+        s.payouts = payouts(i.chain, best, s.block_value);
+        let mut in_chain = HashSet::new();
+        for entry in tracker.chain(Some(best)).take(net.chain_length as usize) {
+            in_chain.insert(entry.share.hash);
+        }
+        s.local_shares = LocalShares {
+            total: i.local.len() as u64,
+            orphan: i.local.iter().filter(|h| !in_chain.contains(h)).count() as u64,
+            dead: 0,
+        };
+        for entry in tracker.chain(Some(best)).take(RECENT) {
+            let share = &entry.share;
+            s.recent_shares.push(RecentShare {
+                time: u64::from(share.timestamp()),
+                hash: share.hash.to_hex(),
+                address: address_of(&share.info.new_script, &net.bitcoin),
+                work: u512_to_f64(entry.attempts),
+                local: i.local.contains(&share.hash),
+                block: share.is_block(),
+                stale_prop: None,
+            });
+        }
+    } else {
+        s.local_shares.total = i.local.len() as u64;
+    }
+    for b in i.history.blocks.iter().rev() {
+        s.found_blocks.push(FoundView {
+            time: b.time,
+            height: b.height,
+            hash: b.hash.clone(),
+            share: b.share.clone(),
+            finder: b.finder.clone(),
+            status: b.outcome.clone(),
+            value: b.value,
+        });
+        if b.outcome == "accepted" || b.outcome == "duplicate" {
+            let mut payouts: Vec<PayoutView> = b
+                .payouts
+                .iter()
+                .map(|(address, amount)| PayoutView {
+                    address: address.clone(),
+                    amount: *amount,
+                })
+                .collect();
+            payouts.sort_by_key(|p| std::cmp::Reverse(p.amount));
+            s.paid_blocks.push(PaidBlock {
+                time: b.time,
+                height: b.height,
+                hash: b.hash.clone(),
+                total: b.value,
+                payouts,
+            });
+        }
+    }
+    if !i.feed.reachable {
+        s.warnings.push(format!(
+            "bitcoind is unreachable{}",
+            i.feed
+                .last_error
+                .as_deref()
+                .map_or(String::new(), |e| format!(": {e}"))
+        ));
+    }
+    if i.peers == 0 {
+        s.warnings.push("no P2Pool peers connected".into());
+    }
+    if let Err(reason) = &i.ready {
+        s.warnings.push(format!("not serving miners: {reason}"));
+    }
+    s
+}
+
+/// What each payout script would get if a block were found now: the block value split
+/// by the PPLNS weights of the window behind the best share.
+fn payouts(chain: &ShareChain, best: Hash256, value: u64) -> Vec<PayoutView> {
+    let net = chain.network();
+    let tracker = chain.tracker();
+    let (height, _) = tracker.height_and_last(Some(best));
+    let (weights, total) = tracker.weights(Some(best), height.min(net.chain_length), None);
+    if total.is_zero() {
+        return Vec::new();
+    }
+    let mut out: Vec<PayoutView> = weights
+        .into_iter()
+        .map(|(script, w)| {
+            let amount = U512::from(value) * w / total;
+            PayoutView {
+                address: address_of(script, &net.bitcoin),
+                amount: u64::try_from(amount).unwrap_or(u64::MAX),
+            }
+        })
+        .filter(|p| p.amount > 0)
+        .collect();
+    out.sort_by(|a, b| b.amount.cmp(&a.amount).then(a.address.cmp(&b.address)));
+    out
+}
+
+/// A miner as the web shows it.
+pub fn miner_view(m: MinerStats) -> MinerView {
+    MinerView {
+        address: m.address,
+        worker: m.worker,
+        protocol: m.protocol.to_string(),
+        hashrate: m.hashrate,
+        difficulty: m.difficulty,
+        accepted: m.accepted,
+        stale: m.stale,
+        rejected: m.rejected,
+        shares: m.shares,
+        last_seen: m.last_seen,
+    }
+}
+
+/// The peers as the web shows them.
+pub fn peer_views(status: &P2pStatus) -> Vec<PeerView> {
+    status
+        .peers
+        .iter()
+        .map(|p| PeerView {
+            addr: p.addr.to_string(),
+            inbound: p.inbound,
+            version: p.version,
+            sub_version: p.sub_version.clone(),
+            mode: p.mode,
+            connected_since: p.connected_since,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wide_numbers_convert_to_floats() {
+        assert_eq!(u512_to_f64(U512::from(12345u64)), 12345.0);
+        let big = U512::from(1u64) << 300;
+        assert!((u512_to_f64(big) / 2f64.powi(300) - 1.0).abs() < 1e-12);
+    }
+}
