@@ -71,16 +71,32 @@ pub struct Cli {
     #[arg(long, help_heading = "p2pool interface")]
     pub start_new_chain: bool,
     /// Listen for getwork miners and the web dashboard on PORT (default: the network's, e.g. 9332)
-    #[arg(short = 'w', long, value_name = "PORT", help_heading = "worker interface")]
+    #[arg(
+        short = 'w',
+        long,
+        value_name = "PORT",
+        help_heading = "worker interface"
+    )]
     pub worker_port: Option<u16>,
     /// Listen for Stratum miners on PORT (default: the network's, e.g. 9334)
     #[arg(long, value_name = "PORT", help_heading = "worker interface")]
     pub stratum_port: Option<u16>,
     /// Charge miners this percentage of their work, mined to this node's address (0 to 100)
-    #[arg(long, value_name = "PERCENT", default_value_t = 0.0, allow_negative_numbers = true, help_heading = "worker interface")]
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        help_heading = "worker interface"
+    )]
     pub fee: f64,
     /// bitcoind's address
-    #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1", help_heading = "bitcoind interface")]
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        default_value = "127.0.0.1",
+        help_heading = "bitcoind interface"
+    )]
     pub bitcoind_address: String,
     /// bitcoind's RPC port (default: the chain's, e.g. 8332)
     #[arg(long, value_name = "PORT", help_heading = "bitcoind interface")]
@@ -457,10 +473,7 @@ mod tests {
             resolve_node("::1", 9333).unwrap(),
             "[::1]:9333".parse().unwrap()
         );
-        assert_eq!(
-            resolve_node("localhost:7", 9333).unwrap().port(),
-            7
-        );
+        assert_eq!(resolve_node("localhost:7", 9333).unwrap().port(), 7);
         assert!(resolve_node("localhost:x", 9333).is_err());
     }
 

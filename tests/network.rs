@@ -55,8 +55,7 @@ fn chain() -> &'static Vec<Share> {
     CHAIN.get_or_init(|| {
         let net = net();
         let n = 2 * net.chain_length as usize + 10;
-        let (tracker, hashes) =
-            sample::chain(&net, n, PERIOD, &[payout(1), payout(2), payout(3)]);
+        let (tracker, hashes) = sample::chain(&net, n, PERIOD, &[payout(1), payout(2), payout(3)]);
         hashes
             .iter()
             .map(|h| tracker.get(h).unwrap().clone())
@@ -128,7 +127,8 @@ impl Dir {
         args.extend(["u".into(), "p".into()]);
         let node = NodeProc::start(name, datadir, &args);
         assert!(
-            wait_until(Duration::from_secs(10), || best_of(&net(), local(node.p2p)).is_some()),
+            wait_until(Duration::from_secs(10), || best_of(&net(), local(node.p2p))
+                .is_some()),
             "{name} answers on its P2P port\n{}",
             node.dump()
         );
@@ -306,6 +306,11 @@ fn a_killed_process_reloads_its_chain_from_lmdb_and_fetches_only_what_it_missed(
     );
     assert_synced(&net, &again, &expected);
     let counts = tap.counts();
+    eprintln!(
+        "restarted: loaded {n} shares, fetched {} in {} getshares",
+        counts.shares(Way::Down),
+        counts.frames(Way::Up, "getshares")
+    );
     assert_eq!(counts.connections, 1, "{counts:?}");
     let fetched = counts.shares(Way::Down);
     assert!(
@@ -328,6 +333,7 @@ fn sigterm_stops_a_process_within_5_s_with_status_0_and_its_store_intact() {
     let datadir = a.datadir.clone();
 
     let (status, took, log) = a.terminate();
+    eprintln!("SIGTERM: {status:?} after {took:?}");
     let tail = log[log.len().saturating_sub(40)..].join("\n");
     assert!(status.success(), "exit status {status:?}\n{tail}");
     assert!(took < Duration::from_secs(5), "stopped in {took:?}\n{tail}");
@@ -341,7 +347,11 @@ fn sigterm_stops_a_process_within_5_s_with_status_0_and_its_store_intact() {
     }
     let now = p2pool::p2p::unix_now();
     let think = chain.think(&HeightMap::default(), None, now);
-    assert_eq!(think.best, Some(expected[0]), "the stored chain has the same best share");
+    assert_eq!(
+        think.best,
+        Some(expected[0]),
+        "the stored chain has the same best share"
+    );
     assert!(think.bad.is_empty(), "{:?}", think.bad);
 }
 
@@ -378,6 +388,7 @@ fn low_bandwidth_processes_announce_by_hash_and_converge() {
         b.dump()
     );
     let after = tap.counts();
+    eprintln!("low-bandwidth link: {after:?}");
     assert_eq!(after.connections, 1, "{after:?}");
     // A announced the new shares to B by hash; B asked for them.
     assert!(

@@ -8,9 +8,13 @@ mod support {
 }
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use p2pool::web::{MinerView, PoolStatus, StatusBoard, Web};
+use p2pool::network::Network;
+use p2pool::p2p::{P2p, P2pConfig};
+use p2pool::web::{MinerView, PoolStatus, StatusBoard, Web, peer_source};
 use serde_json::{Value, json};
 use support::web::{
     BEST_SHARE, MINER_ADDRESS, OTHER_ADDRESS, POOL_HASHRATE, WebServer, filled_status, filled_web,
@@ -68,7 +72,8 @@ fn stats_answers_with_the_published_figures() {
     );
     assert_eq!(
         stats["peers"],
-        json!({"incoming": 1, "outgoing": 1, "total": 2})
+        json!({"incoming": 0, "outgoing": 1, "total": 1, "connecting": 1}),
+        "peers still in their handshake are not counted as in or out"
     );
     assert_eq!(stats["miners"], 2);
     assert_eq!(
@@ -209,7 +214,7 @@ fn p2pool_compatible_endpoints_keep_the_original_shapes() {
         local["shares"],
         json!({"total": 40, "orphan": 2, "dead": 1})
     );
-    assert_eq!(local["peers"], json!({"incoming": 1, "outgoing": 1}));
+    assert_eq!(local["peers"], json!({"incoming": 0, "outgoing": 1}));
     assert_eq!(local["block_value"], json!(3.12512345));
     assert_eq!(local["fee"], json!(0.5));
     assert_eq!(local["donation_proportion"], json!(0.0));
@@ -364,7 +369,8 @@ fn metrics_parse_as_prometheus_text_with_the_figures() {
     assert_eq!(samples["p2pool_ready"], 1.0);
     assert_eq!(samples["p2pool_shares{state=\"verified\"}"], 8800.0);
     assert_eq!(samples["p2pool_local_shares{kind=\"orphan\"}"], 2.0);
-    assert_eq!(samples["p2pool_peers{direction=\"inbound\"}"], 1.0);
+    assert_eq!(samples["p2pool_peers{direction=\"outbound\"}"], 1.0);
+    assert_eq!(samples["p2pool_peers{direction=\"connecting\"}"], 1.0);
     assert_eq!(samples["p2pool_miners"], 2.0);
     assert_eq!(samples["p2pool_blocks_found"], 1.0);
     assert_eq!(samples["p2pool_bitcoind_height"], 812_344.0);
@@ -505,4 +511,41 @@ fn status_fields_round_trip_through_json_for_the_store() {
     assert_eq!(back.found_blocks, status.found_blocks);
     assert_eq!(back.paid_blocks, status.paid_blocks);
     assert_eq!(back.recent_shares, status.recent_shares);
+}
+
+#[test]
+fn peers_come_live_from_the_p2p_side() {
+    let net = Network::built_in("regtest").unwrap();
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let (a, _a_events) = P2p::start(P2pConfig::new(net.clone(), loopback)).unwrap();
+    let mut b_config = P2pConfig::new(net, loopback);
+    b_config.connect = vec![a.local_addr()];
+    let (b, _b_events) = P2p::start(b_config).unwrap();
+
+    let web = Web::new(StatusBoard::new());
+    web.set_peers(peer_source(a.peers()));
+    let server = WebServer::start(web);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let peers = loop {
+        let peers = get_json(&server, "/api/peers");
+        if peers[0]["version"].is_u64() || Instant::now() > deadline {
+            break peers;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(peers.as_array().map(Vec::len), Some(1), "{peers}");
+    assert_eq!(peers[0]["inbound"], true);
+    assert!(
+        peers[0]["sub_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("p2pool-rs/")),
+        "{peers}"
+    );
+    let stats = get_json(&server, "/api/stats");
+    assert_eq!(stats["peers"]["incoming"], 1);
+    assert_eq!(stats["peers"]["outgoing"], 0);
+
+    b.stop();
+    a.stop();
 }

@@ -596,3 +596,105 @@ fn a_thousand_idle_stratum_connections_leave_miners_unaffected() {
         (node.workers.stratum_connections() <= 1).then_some(())
     });
 }
+
+/// Opens a connection and sends the head of a request whose body never finishes.
+fn slow_body(worker: std::net::SocketAddr, head: &str, start_of_body: &str) -> TcpStream {
+    use std::io::Write;
+    let mut s = TcpStream::connect(worker).expect("connects");
+    s.write_all(format!("{head}\r\n\r\n{start_of_body}").as_bytes())
+        .unwrap();
+    s
+}
+
+/// The status of the answer to `request`, read within 5 s (the connection may stay open).
+fn status_only(worker: std::net::SocketAddr, request: &[u8]) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = TcpStream::connect(worker).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request).unwrap();
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .expect("a status line within 5 s");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn slow_and_absurd_http_bodies_never_stall_getwork() {
+    logs::init();
+    let node = static_node();
+    let worker = node.workers.worker_addr();
+    let user = addr(9);
+    let auth = auth_header(&user);
+    // More slow clients than handler threads, with every kind of body left on the socket.
+    let mut slow = Vec::new();
+    for _ in 0..6 {
+        slow.push(slow_body(
+            worker,
+            &format!(
+                "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Length: 5000"
+            ),
+            r#"{"method":"getw"#,
+        ));
+        slow.push(slow_body(
+            worker,
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked",
+            "40\r\n{\"method\"",
+        ));
+        slow.push(slow_body(
+            worker,
+            "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 100",
+            "",
+        ));
+        slow.push(slow_body(
+            worker,
+            &format!("POST /long-polling HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nContent-Length: 2000"),
+            "{",
+        ));
+        slow.push(slow_body(
+            worker,
+            "GET /web/anything HTTP/1.1\r\nHost: x\r\nContent-Length: 3000",
+            "x",
+        ));
+    }
+    thread::sleep(Duration::from_millis(300));
+
+    // A Content-Length no memory holds (tiny_http would allocate it to drain the body):
+    // refused, and the node lives on.
+    for path in ["/", "/long-polling", "/web/x"] {
+        let absurd = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000\r\n\r\n{{}}"
+        );
+        assert_eq!(status_only(worker, absurd.as_bytes()), 413, "{path}");
+    }
+
+    // Honest getwork still answers promptly, many times over.
+    for _ in 0..10 {
+        let start = Instant::now();
+        let answer = http_raw(
+            worker,
+            &rpc_request("/", &user, r#"{"method":"getwork","params":[],"id":1}"#, ""),
+            Duration::from_secs(5),
+        )
+        .expect("getwork answered within 5 s while slow clients are connected");
+        assert_eq!(answer.json()["result"]["data"].as_str().unwrap().len(), 256);
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+    // And a long poll is still answered on new work.
+    let poll = {
+        let request = long_poll_request(&user);
+        let first = rpc(worker, &user, r#"{"method":"getwork","params":[],"id":1}"#);
+        assert_eq!(first.status, 200);
+        thread::spawn(move || http_raw(worker, &request, Duration::from_secs(20)))
+    };
+    wait_for("the long poll parked", || {
+        (node.workers.parked_long_polls() >= 1).then_some(())
+    });
+    push_template(&node, 5);
+    let polled = poll.join().unwrap().expect("long poll answered");
+    assert_eq!(polled.status, 200);
+    drop(slow);
+}

@@ -28,14 +28,14 @@ use crate::bitcoin::submit::{BlockSubmission, SubmitConfig, SubmitResult, Submit
 use crate::bitcoin::template::Template;
 use crate::config::Config;
 use crate::p2p::{P2p, P2pConfig, P2pError, PeerEvent, Peers, ShareSync};
+use crate::sharechain::best::BlockHeights;
+use crate::sharechain::chain::{LoadError, ShareChain, Think};
+use crate::sharechain::store::{Batch, Store, StoreError};
 use crate::web::Web;
 use crate::web::status::{MinerView, StatusBoard};
 use crate::worker::{
     HttpReply, MinerEvent, Readiness, WebRoutes, Work, WorkerConfig, WorkerError, Workers,
 };
-use crate::sharechain::best::BlockHeights;
-use crate::sharechain::chain::{LoadError, ShareChain, Think};
-use crate::sharechain::store::{Batch, Store, StoreError};
 
 use history::{FoundBlock, History};
 use payout::{Payout, PayoutError};
@@ -51,25 +51,38 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 /// Why the node could not start or stopped by itself.
 #[derive(Debug)]
 pub enum NodeError {
-    DataDir { path: PathBuf, error: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     Store(StoreError),
     Load(LoadError),
     /// bitcoind refused our credentials; `flag` says what to fix.
-    Auth { error: RpcError, flag: &'static str },
+    Auth {
+        error: RpcError,
+        flag: &'static str,
+    },
     Feed(FeedError),
     Payout(PayoutError),
     P2p(P2pError),
     Worker(WorkerError),
     Spawn(&'static str, std::io::Error),
     /// A thread ended by itself.
-    Thread { name: &'static str, cause: String },
+    Thread {
+        name: &'static str,
+        cause: String,
+    },
 }
 
 impl fmt::Display for NodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NodeError::DataDir { path, error } => {
-                write!(f, "data directory {}: {error} (see --datadir)", path.display())
+                write!(
+                    f,
+                    "data directory {}: {error} (see --datadir)",
+                    path.display()
+                )
             }
             NodeError::Store(e) => write!(f, "store: {e}"),
             NodeError::Load(e) => write!(f, "loading the share chain: {e:?}"),
@@ -192,7 +205,12 @@ impl Node {
         let now = unix_now();
         // A block goes to bitcoind before anything else.
         if let Some(block) = found.block.clone() {
-            self.submit_block_at(block, u64::from(found.height), &found.share.info.new_script, now);
+            self.submit_block_at(
+                block,
+                u64::from(found.height),
+                &found.share.info.new_script,
+                now,
+            );
         }
         let hash = found.share.hash;
         info!(
@@ -518,10 +536,10 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
         );
     }
 
-    let (feed, templates) = Feed::start(rpc.clone(), FeedConfig::new(&net.bitcoin))
-        .map_err(NodeError::Feed)?;
-    let usr1 = refresh_on_sigusr1(feed.refresher())
-        .map_err(|e| NodeError::Spawn("signal_usr1", e))?;
+    let (feed, templates) =
+        Feed::start(rpc.clone(), FeedConfig::new(&net.bitcoin)).map_err(NodeError::Feed)?;
+    let usr1 =
+        refresh_on_sigusr1(feed.refresher()).map_err(|e| NodeError::Spawn("signal_usr1", e))?;
     let (results_tx, results) = bounded(64);
     let mut submitter = Submitter::start(rpc.clone(), SubmitConfig::default(), Some(results_tx))
         .map_err(|e| NodeError::Spawn("submitter", e))?;
@@ -697,7 +715,9 @@ fn run(mut node: Node, parts: Parts, stop: Receiver<()>) -> Result<(), NodeError
         node.flush();
     };
     info!(target: LOG, "stopping");
-    let Parts { p2p, usr1, link, .. } = parts;
+    let Parts {
+        p2p, usr1, link, ..
+    } = parts;
     p2p.stop();
     usr1.stop();
     if let Some(link) = link {

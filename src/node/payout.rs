@@ -175,7 +175,10 @@ mod tests {
         let chain = ChainParams::regtest();
         let first = from_key_file(&path, &chain).unwrap();
         assert!(first.address.starts_with("bcrt1q"), "{}", first.address);
-        assert!(matches!(first.source, Source::KeyFile { created: true, .. }));
+        assert!(matches!(
+            first.source,
+            Source::KeyFile { created: true, .. }
+        ));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -184,7 +187,10 @@ mod tests {
         }
         let again = from_key_file(&path, &chain).unwrap();
         assert_eq!(again.address, first.address);
-        assert!(matches!(again.source, Source::KeyFile { created: false, .. }));
+        assert!(matches!(
+            again.source,
+            Source::KeyFile { created: false, .. }
+        ));
     }
 
     #[test]

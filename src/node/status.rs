@@ -13,11 +13,11 @@ use crate::bitcoin::template::Template;
 use crate::p2p::P2pStatus;
 use crate::sharechain::chain::ShareChain;
 use crate::sharechain::gentx;
-use crate::worker::MinerStats;
 use crate::web::status::{
     BitcoindState, FoundBlock as FoundView, LocalShares, MinerView, PaidBlock,
     Payout as PayoutView, PeerView, PoolStatus, RecentShare,
 };
+use crate::worker::MinerStats;
 
 use super::history::History;
 
@@ -41,10 +41,9 @@ pub struct Inputs<'a> {
 }
 
 fn u512_to_f64(v: U512) -> f64 {
-    v.as_limbs()
-        .iter()
-        .rev()
-        .fold(0.0, |acc, &limb| acc * 18_446_744_073_709_551_616.0 + limb as f64)
+    v.as_limbs().iter().rev().fold(0.0, |acc, &limb| {
+        acc * 18_446_744_073_709_551_616.0 + limb as f64
+    })
 }
 
 fn address_of(script: &[u8], chain: &ChainParams) -> String {
@@ -92,7 +91,9 @@ pub fn fill(i: &Inputs<'_>) -> PoolStatus {
     };
     s.bitcoind = BitcoindState {
         reachable: i.feed.reachable,
-        height: i.template.map_or(0, |t| u64::from(t.height.saturating_sub(1))),
+        height: i
+            .template
+            .map_or(0, |t| u64::from(t.height.saturating_sub(1))),
         last_error: i.feed.last_error.clone().unwrap_or_default(),
     };
     if let Some(t) = i.template {

@@ -38,12 +38,25 @@ impl View<'_> {
         self.now.saturating_sub(self.status.started_at)
     }
 
+    /// Handshaken inbound peers.
     pub fn incoming_peers(&self) -> usize {
-        self.peers.iter().filter(|p| p.inbound).count()
+        self.peers
+            .iter()
+            .filter(|p| p.inbound && p.version.is_some())
+            .count()
     }
 
+    /// Handshaken outbound peers.
     pub fn outgoing_peers(&self) -> usize {
-        self.peers.len() - self.incoming_peers()
+        self.peers
+            .iter()
+            .filter(|p| !p.inbound && p.version.is_some())
+            .count()
+    }
+
+    /// Connections still in their handshake.
+    pub fn connecting_peers(&self) -> usize {
+        self.peers.iter().filter(|p| p.version.is_none()).count()
     }
 
     /// The Bitcoin network's hash rate implied by the block difficulty.
@@ -121,7 +134,8 @@ pub fn stats(view: &View) -> Value {
         "peers": {
             "incoming": view.incoming_peers(),
             "outgoing": view.outgoing_peers(),
-            "total": view.peers.len(),
+            "total": view.incoming_peers() + view.outgoing_peers(),
+            "connecting": view.connecting_peers(),
         },
         "miners": view.miners.len(),
         "bitcoind": s.bitcoind,

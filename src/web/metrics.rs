@@ -198,7 +198,7 @@ pub fn render(view: &View) -> String {
     Family::new(
         &mut out,
         "p2pool_peers",
-        "Connected P2Pool peers, by direction.",
+        "P2Pool peers: handshaken inbound and outbound, and connections still in their handshake.",
     )
     .sample(
         "p2pool_peers",
@@ -209,6 +209,11 @@ pub fn render(view: &View) -> String {
         "p2pool_peers",
         &[("direction", "outbound")],
         view.outgoing_peers() as f64,
+    )
+    .sample(
+        "p2pool_peers",
+        &[("direction", "connecting")],
+        view.connecting_peers() as f64,
     );
     gauge(
         &mut out,

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod metrics;
 pub mod page;
+pub mod sources;
 pub mod status;
 
 use std::sync::{Arc, RwLock};
@@ -21,7 +22,9 @@ pub use status::{
     PeerSource, PeerView, PoolStatus, RecentShare, StatusBoard, unix_now,
 };
 
+use crate::worker::{HttpReply, WebRoutes};
 use api::View;
+pub use sources::{miner_views, peer_source};
 
 /// Content type of the JSON answers.
 pub const JSON: &str = "application/json";
@@ -35,39 +38,28 @@ pub const TEXT: &str = "text/plain; charset=utf-8";
 /// Shares listed by `/api/shares` unless `limit` says otherwise (and at most this many).
 const SHARES_LIMIT: usize = 100;
 
-/// An HTTP answer: the server adds Content-Length and leaves the body out for HEAD.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub status: u16,
-    pub content_type: &'static str,
-    /// Extra headers (name, value).
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
+/// Builds the web's answers (the worker's [`HttpReply`]: the server adds Content-Length and
+/// leaves the body out for HEAD).
+fn reply(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> HttpReply {
+    HttpReply {
+        status,
+        content_type: content_type.to_owned(),
+        headers: vec![("Cache-Control".into(), "no-store".into())],
+        body: body.into(),
+    }
 }
 
-impl Reply {
-    fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Reply {
-        Reply {
-            status,
-            content_type,
-            headers: vec![("Cache-Control", "no-store".into())],
-            body: body.into(),
-        }
-    }
+/// A JSON answer; readable from other origins, as R's were.
+pub fn json_reply(status: u16, value: &Value) -> HttpReply {
+    let mut r = reply(status, JSON, value.to_string());
+    r.headers
+        .push(("Access-Control-Allow-Origin".into(), "*".into()));
+    r
+}
 
-    /// A JSON answer; readable from other origins, as R's were.
-    pub fn json(status: u16, value: &Value) -> Reply {
-        let mut reply = Reply::new(status, JSON, value.to_string());
-        reply
-            .headers
-            .push(("Access-Control-Allow-Origin", "*".into()));
-        reply
-    }
-
-    /// A plain-text answer.
-    pub fn text(status: u16, text: &str) -> Reply {
-        Reply::new(status, TEXT, format!("{text}\n"))
-    }
+/// A plain-text answer.
+pub fn text_reply(status: u16, text: &str) -> HttpReply {
+    reply(status, TEXT, format!("{text}\n"))
 }
 
 /// The web routes; cheap to clone (all handles are shared, so a source set on one clone
@@ -129,20 +121,20 @@ impl Web {
 
     /// Answers one request. `path` is without the query string; `query` is what follows `?`
     /// (possibly empty). HEAD gets the GET answer (the server drops the body).
-    pub fn handle(&self, method: &str, path: &str, query: &str) -> Reply {
+    pub fn handle(&self, method: &str, path: &str, query: &str) -> HttpReply {
         if !method.eq_ignore_ascii_case("GET") && !method.eq_ignore_ascii_case("HEAD") {
-            let mut reply = Reply::text(405, "method not allowed: only GET and HEAD");
-            reply.headers.push(("Allow", "GET, HEAD".into()));
-            return reply;
+            let mut r = text_reply(405, "method not allowed: only GET and HEAD");
+            r.headers.push(("Allow".into(), "GET, HEAD".into()));
+            return r;
         }
         if let Some(html) = page::page(path) {
-            return Reply::new(200, HTML, html);
+            return reply(200, HTML, html);
         }
         if path == "/api/chart" {
             let range = query_u64(query, "range").unwrap_or(6 * 3600);
             let step = query_u64(query, "step").unwrap_or(range / 72);
             let chart = self.board.chart(range, step);
-            return Reply::json(200, &serde_json::json!(chart));
+            return json_reply(200, &serde_json::json!(chart));
         }
         let status = self.board.snapshot();
         let (peers, miners) = self.peers_and_miners();
@@ -155,9 +147,9 @@ impl Web {
         let value = match path {
             "/health" => {
                 let (ready, body) = api::health(&view);
-                return Reply::json(if ready { 200 } else { 503 }, &body);
+                return json_reply(if ready { 200 } else { 503 }, &body);
             }
-            "/metrics" => return Reply::new(200, PROMETHEUS, metrics::render(&view)),
+            "/metrics" => return reply(200, PROMETHEUS, metrics::render(&view)),
             "/api/stats" => api::stats(&view),
             "/api/miners" => api::miners(&view),
             "/api/peers" => api::peers(&view),
@@ -176,9 +168,17 @@ impl Web {
             "/global_stats" => api::global_stats(&view),
             "/local_stats" => api::local_stats(&view),
             "/uptime" => serde_json::json!(view.uptime()),
-            _ => return Reply::text(404, &format!("not found: {}", printable(path))),
+            _ => return text_reply(404, &format!("not found: {}", printable(path))),
         };
-        Reply::json(200, &value)
+        json_reply(200, &value)
+    }
+}
+
+impl WebRoutes for Web {
+    /// Every request that is not getwork's reaches the web, which always answers (404
+    /// itself for unknown paths, 405 for methods other than GET and HEAD).
+    fn handle(&self, method: &str, path: &str, query: &str) -> Option<HttpReply> {
+        Some(Web::handle(self, method, path, query))
     }
 }
 

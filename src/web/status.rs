@@ -436,7 +436,7 @@ mod tests {
 
     #[test]
     fn history_counts_each_share_once_per_minute() {
-        let now = 1_000_000 * 60;
+        let now = 1_000_000 * 60 + 30;
         let mut history = History::default();
         let mut status = PoolStatus {
             recent_shares: vec![share("a", now - 5, true), share("b", now - 70, false)],

@@ -3,9 +3,10 @@
 //! and every other request handed to the web side through `WebRoutes`.
 //!
 //! Bodies are read up to a cap (tiny_http decodes chunked bodies, which win over a
-//! Content-Length, and answers `Expect: 100-continue` when the body is read).
+//! Content-Length, and answers `Expect: 100-continue` when the body is read); a body still
+//! on the socket is read on an `http_body` thread within a deadline (`body`), so slow
+//! clients never hold the handler threads.
 
-use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -15,6 +16,7 @@ use log::{debug, warn};
 use serde_json::{Value, json};
 use tiny_http::{Header, Method, Request, Response, Server};
 
+use super::body;
 use super::longpoll::LongPollHandle;
 use super::service::{self, ClientInfo, RpcError, Service};
 use super::{LOG, Shared, WorkerError};
@@ -61,6 +63,8 @@ pub(crate) struct Context {
     pub service: Arc<Service>,
     pub longpoll: LongPollHandle,
     pub web: Option<Arc<dyn WebRoutes>>,
+    /// Threads reading request bodies.
+    pub readers: Arc<body::Readers>,
 }
 
 impl HttpServer {
@@ -84,6 +88,7 @@ impl HttpServer {
             service: longpoll.service(),
             longpoll,
             web,
+            readers: Arc::default(),
         });
         let mut threads = Vec::new();
         for i in 0..shared.config.http_threads.max(1) {
@@ -275,11 +280,47 @@ pub(crate) fn respond(request: Request, status: u16, body: String, headers: Vec<
     }
 }
 
-fn handle(context: &Context, mut request: Request) {
+fn handle(context: &Arc<Context>, request: Request) {
+    let cap = context.service.shared.config.max_body;
+    if body::absurd(&request) {
+        return context.readers.abandon(request, cap);
+    }
+    if !body::on_socket(&request) {
+        return dispatch(context, request);
+    }
+    // The body may come slowly: read it on a thread of its own, not a handler thread.
+    if let Some(slot) = context.readers.enter() {
+        let context = context.clone();
+        let spawned = thread::Builder::new()
+            .name("http_body".into())
+            .spawn(move || {
+                let _slot = slot;
+                dispatch(&context, request);
+            });
+        if let Err(e) = spawned {
+            warn!(target: LOG, "cannot start an http body reader: {e}");
+        }
+        return;
+    }
+    warn!(target: LOG, "{} http bodies being read: one read on a handler", body::MAX_READERS);
+    dispatch(context, request)
+}
+
+/// Reads the body (when there is one to read) and answers the request.
+fn dispatch(context: &Context, mut request: Request) {
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     let shared = &context.service.shared;
     let stratum_port = shared.stratum_addr.port();
+    let body = body::read(&mut request, shared.config.max_body, body::DEADLINE);
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => {
+            warn!(target: LOG, "http request from {:?} refused: {e}", request.remote_addr());
+            let headers = make_header("Connection", "close").into_iter().collect();
+            return respond(request, e.status(), e.to_string(), headers);
+        }
+    };
     if path == LONG_POLL_PATH {
         let client = client_info(&request);
         if context.service.should_park(&client) {
@@ -292,26 +333,6 @@ fn handle(context: &Context, mut request: Request) {
         return;
     }
     if *request.method() == Method::Post && path == "/" {
-        let cap = shared.config.max_body;
-        let mut body = Vec::new();
-        let read = request
-            .as_reader()
-            .take(cap as u64 + 1)
-            .read_to_end(&mut body);
-        if let Err(e) = read {
-            debug!(target: LOG, "http body not read: {e}");
-            return respond(request, 400, String::new(), vec![]);
-        }
-        if body.len() > cap {
-            warn!(target: LOG, "http body over {cap} bytes refused");
-            let headers = make_header("Connection", "close").into_iter().collect();
-            return respond(
-                request,
-                413,
-                format!("request body over {cap} bytes"),
-                headers,
-            );
-        }
         return json_rpc(context, request, &body, stratum_port);
     }
     let method = request.method().as_str().to_string();

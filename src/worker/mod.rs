@@ -7,6 +7,7 @@
 //! touching the tracker. A solution that meets the share target goes back to the node as
 //! a `MinerEvent`; pseudo-shares never leave this module.
 
+pub mod body;
 pub mod getwork;
 pub mod http;
 pub mod longpoll;

@@ -1,5 +1,5 @@
 //! For the web tests: a filled `PoolStatus` with known figures, peers and miners to match,
-//! a server that serves a `Web` on a real loopback socket, and a raw HTTP/1.1 client (so
+//! the worker's HTTP server serving a `Web` on a real loopback socket, and a raw HTTP/1.1 client (so
 //! tests see status lines, headers and HEAD answers exactly as sent).
 //!
 //! `WebServer` is the one piece to swap for a real node: everything else only needs the
@@ -10,14 +10,14 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use p2pool::network::Network;
 use p2pool::web::{
     BitcoindState, FoundBlock, LocalShares, MinerView, PaidBlock, Payout, PeerView, PoolStatus,
     RecentShare, StatusBoard, Web, unix_now,
 };
+use p2pool::worker::{WorkerConfig, Workers};
 
 /// The best share of the filled status.
 pub const BEST_SHARE: &str = "000000a1b2c3d4e5f60718293a4b5c6d7e8f90112233445566778899aabbccdd";
@@ -207,65 +207,32 @@ pub fn filled_web(status: PoolStatus) -> Web {
     web
 }
 
-/// Serves a `Web` with tiny_http on a loopback port, one thread; stops on drop.
+/// Serves a `Web` on the worker port of a real worker server (getwork and Stratum on
+/// loopback ports, no work yet), as the node does; stops on drop.
 pub struct WebServer {
     pub addr: SocketAddr,
-    server: Arc<tiny_http::Server>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    workers: Option<Workers>,
 }
 
 impl WebServer {
     pub fn start(web: Web) -> WebServer {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind loopback"));
-        let addr = server.server_addr().to_ip().expect("an IP listener");
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let server = server.clone();
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("test_web".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        let Ok(Some(request)) = server.recv_timeout(Duration::from_millis(100))
-                        else {
-                            continue;
-                        };
-                        let url = request.url().to_owned();
-                        let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-                        let reply = web.handle(request.method().as_str(), path, query);
-                        let mut response = tiny_http::Response::from_data(reply.body)
-                            .with_status_code(reply.status)
-                            .with_header(
-                                tiny_http::Header::from_bytes("Content-Type", reply.content_type)
-                                    .expect("header"),
-                            );
-                        for (name, value) in reply.headers {
-                            response = response.with_header(
-                                tiny_http::Header::from_bytes(name, value.as_bytes())
-                                    .expect("header"),
-                            );
-                        }
-                        let _ = request.respond(response);
-                    }
-                })
-                .expect("spawn")
-        };
+        let net = Network::built_in("regtest").expect("regtest is built in");
+        let mut config = WorkerConfig::new(net, vec![0x51]);
+        config.worker_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.stratum_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (workers, _events) =
+            Workers::start(config, Some(Arc::new(web))).expect("start the worker server");
         WebServer {
-            addr,
-            server,
-            stop,
-            thread: Some(thread),
+            addr: workers.worker_addr(),
+            workers: Some(workers),
         }
     }
 }
 
 impl Drop for WebServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.server.unblock();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(workers) = self.workers.take() {
+            workers.stop();
         }
     }
 }

@@ -1,0 +1,405 @@
+//! Worker-side figures for doc/performance.md, measured on loopback against the real
+//! `Workers` with a `Work` built from a `Template` (parsed from JSON, no bcoin) on an empty
+//! sharechain:
+//! - getwork requests per second (issue target: above 5,000/s), over keep-alive
+//!   connections and with a new connection per request;
+//! - a 1,000-connection Stratum connect storm (subscribe, authorize, first notify; target:
+//!   within 10 s, no error);
+//! - from `Workers::publish` until all 1,000 Stratum connections have their notify
+//!   (target: under 20 ms);
+//! - from `Workers::publish` until 500 parked long polls are answered (target: under
+//!   50 ms).
+//!
+//! A plain binary (harness = false): `cargo bench --bench worker`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use p2pool::bitcoin::address;
+use p2pool::bitcoin::chain::ChainParams;
+use p2pool::bitcoin::hash::{Hash256, sha256d};
+use p2pool::bitcoin::script;
+use p2pool::bitcoin::template::Template;
+use p2pool::network::{Network, RuleSet, WeightCap};
+use p2pool::sharechain::chain::ShareChain;
+use p2pool::worker::http::base64_encode;
+use p2pool::worker::{Work, WorkerConfig, Workers};
+use ruint::aliases::U256;
+use serde_json::{Value, json};
+
+const STRATUM_CONNECTIONS: usize = 1_000;
+const LONG_POLLS: usize = 500;
+const ROUNDS: usize = 5;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn net() -> Network {
+    let mut net = Network::built_in("regtest").expect("regtest is built in");
+    net.rules = RuleSet::Modern;
+    net.max_target = U256::MAX >> 18;
+    net.weight_cap = WeightCap::None;
+    net.persist = false;
+    net.bitcoin = ChainParams::regtest();
+    net
+}
+
+fn template(n: u8) -> Arc<Template> {
+    let value = json!({
+        "version": 0x2000_0000,
+        "previousblockhash": sha256d(&[n]).to_hex(),
+        "height": 1000 + u32::from(n),
+        "bits": "1d00ffff",
+        "curtime": now(),
+        "mintime": now() - 600,
+        "coinbasevalue": 5_000_000_000u64,
+        "transactions": [],
+        "rules": ["csv", "!segwit"],
+        "default_witness_commitment": "6a24aa21a9ede2f61c3f71d1defd3fa999dfa36953755c690689799962b48bebd836974e8cf9",
+        "sigoplimit": 80000,
+        "sizelimit": 4000000,
+        "weightlimit": 4000000,
+    });
+    Arc::new(Template::from_value(&value).expect("template"))
+}
+
+struct Bench {
+    workers: Workers,
+    chain: ShareChain,
+    user: String,
+    round: u8,
+}
+
+impl Bench {
+    fn new_work(&mut self) -> Arc<Work> {
+        self.round = self.round.wrapping_add(1);
+        let best: Option<Hash256> = None;
+        Arc::new(Work::build(&self.chain, &template(self.round), best, now()).expect("work"))
+    }
+}
+
+fn request(user: &str, path: &str, keep_alive: bool) -> Vec<u8> {
+    let body = if path == "/" {
+        r#"{"method":"getwork","params":[],"id":1}"#
+    } else {
+        ""
+    };
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {}\r\n\
+         User-Agent: bench\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{body}",
+        base64_encode(format!("{user}:x").as_bytes()),
+        body.len(),
+        if keep_alive { "keep-alive" } else { "close" },
+    )
+    .into_bytes()
+}
+
+/// Reads one answer; its status and body.
+fn read_answer(reader: &mut BufReader<TcpStream>) -> Option<(u16, Vec<u8>)> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let status = line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut len = 0;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).ok()?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = l.split_once(':')
+            && n.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    Some((status, body))
+}
+
+fn getwork_rate(addr: SocketAddr, user: &str, clients: usize, keep_alive: bool) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let run = Duration::from_secs(3);
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (done, errors, stop) = (done.clone(), errors.clone(), stop.clone());
+            let req = request(user, "/", keep_alive);
+            thread::spawn(move || {
+                let connect = || {
+                    let s = TcpStream::connect(addr).expect("connects");
+                    s.set_nodelay(true).ok();
+                    s
+                };
+                let mut stream = connect();
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                while !stop.load(Ordering::Relaxed) {
+                    if !keep_alive {
+                        stream = connect();
+                        reader = BufReader::new(stream.try_clone().expect("clone"));
+                    }
+                    let ok = stream.write_all(&req).is_ok()
+                        && read_answer(&mut reader).is_some_and(|(s, b)| s == 200 && b.len() > 400);
+                    if ok {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        stream = connect();
+                        reader = BufReader::new(stream.try_clone().expect("clone"));
+                    }
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    thread::sleep(run);
+    stop.store(true, Ordering::Relaxed);
+    let n = done.load(Ordering::Relaxed);
+    let secs = start.elapsed().as_secs_f64();
+    for t in threads {
+        let _ = t.join();
+    }
+    let e = errors.load(Ordering::Relaxed);
+    assert_eq!(e, 0, "getwork errors");
+    n as f64 / secs
+}
+
+/// A logged-in Stratum connection: its reader waits for notifies.
+fn stratum_login(addr: SocketAddr, user: &str) -> Result<BufReader<TcpStream>, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let msg = format!(
+        "{}\n{}\n",
+        json!({"id": 1, "method": "mining.subscribe", "params": ["bench/1"]}),
+        json!({"id": 2, "method": "mining.authorize", "params": [user, "x"]})
+    );
+    s.write_all(msg.as_bytes()).map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(s);
+    wait_notify(&mut reader)?;
+    Ok(reader)
+}
+
+fn wait_notify(reader: &mut BufReader<TcpStream>) -> Result<(), String> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => return Err("closed".into()),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let v: Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
+        if v.get("error").is_some_and(|e| !e.is_null()) || v["result"] == json!(false) {
+            return Err(format!("refused: {v}"));
+        }
+        if v["method"] == "mining.notify" {
+            return Ok(());
+        }
+    }
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn stratum(bench: &mut Bench) {
+    let addr = bench.workers.stratum_addr();
+    // The storm: 1,000 connections at once from 50 threads.
+    let readers = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..50)
+        .map(|_| {
+            let (readers, errors, user) = (readers.clone(), errors.clone(), bench.user.clone());
+            thread::spawn(move || {
+                for _ in 0..STRATUM_CONNECTIONS / 50 {
+                    match stratum_login(addr, &user) {
+                        Ok(r) => readers.lock().unwrap().push(r),
+                        Err(e) => {
+                            eprintln!("storm: {e}");
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    let storm = start.elapsed();
+    let readers = std::mem::take(&mut *readers.lock().unwrap());
+    println!(
+        "stratum connect storm: {} connections subscribed, authorized and notified in {:.2} s, {} errors",
+        readers.len(),
+        storm.as_secs_f64(),
+        errors.load(Ordering::Relaxed)
+    );
+
+    // New work to all of them, ROUNDS times: one thread per connection waits for its notify.
+    let n = readers.len();
+    let barrier = Arc::new(Barrier::new(n + 1));
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = readers
+        .into_iter()
+        .map(|mut r| {
+            let (barrier, arrivals) = (barrier.clone(), arrivals.clone());
+            thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    for round in 0..ROUNDS {
+                        barrier.wait();
+                        if wait_notify(&mut r).is_ok() {
+                            arrivals.lock().unwrap().push((round, Instant::now()));
+                        }
+                    }
+                })
+                .expect("reader thread")
+        })
+        .collect();
+    let mut times = Vec::new();
+    for round in 0..ROUNDS {
+        let work = bench.new_work();
+        barrier.wait();
+        thread::sleep(Duration::from_millis(200));
+        let published = Instant::now();
+        bench.workers.publish(work);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = arrivals
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(r, _)| *r == round)
+                .count();
+            if got == n || Instant::now() > deadline {
+                break;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        let all = arrivals.lock().unwrap();
+        let mine: Vec<Instant> = all
+            .iter()
+            .filter(|(r, _)| *r == round)
+            .map(|(_, t)| *t)
+            .collect();
+        assert_eq!(mine.len(), n, "every connection notified");
+        let last = mine.iter().max().copied().unwrap_or(published);
+        times.push(last.duration_since(published));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    println!(
+        "new work to {n} stratum connections, until the last notify is read: median {:.1} ms, worst {:.1} ms ({ROUNDS} rounds)",
+        percentile(times.clone(), 0.5).as_secs_f64() * 1e3,
+        percentile(times, 1.0).as_secs_f64() * 1e3,
+    );
+}
+
+fn long_polls(bench: &mut Bench) {
+    let addr = bench.workers.worker_addr();
+    let mut times = Vec::new();
+    for _ in 0..ROUNDS {
+        // One getwork marks the client (address and Authorization) as having the work, so
+        // its long polls park.
+        let mut s = TcpStream::connect(addr).expect("connects");
+        s.write_all(&request(&bench.user, "/", false))
+            .expect("sent");
+        let mut r = BufReader::new(s);
+        assert_eq!(read_answer(&mut r).map(|a| a.0), Some(200));
+        let barrier = Arc::new(Barrier::new(LONG_POLLS + 1));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let threads: Vec<_> = (0..LONG_POLLS)
+            .map(|_| {
+                let (barrier, arrivals, user) =
+                    (barrier.clone(), arrivals.clone(), bench.user.clone());
+                thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        let mut s = TcpStream::connect(addr).expect("connects");
+                        s.write_all(&request(&user, "/long-polling", false))
+                            .expect("sent");
+                        let mut r = BufReader::new(s);
+                        barrier.wait();
+                        let ok =
+                            read_answer(&mut r).is_some_and(|(st, b)| st == 200 && b.len() > 400);
+                        arrivals.lock().unwrap().push((ok, Instant::now()));
+                    })
+                    .expect("long-poll thread")
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        while bench.workers.parked_long_polls() < LONG_POLLS {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "long polls not parked"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        let work = bench.new_work();
+        let published = Instant::now();
+        bench.workers.publish(work);
+        for t in threads {
+            let _ = t.join();
+        }
+        let all = arrivals.lock().unwrap();
+        assert!(
+            all.iter().all(|(ok, _)| *ok),
+            "every long poll answered with work"
+        );
+        let last = all.iter().map(|(_, t)| *t).max().unwrap_or(published);
+        times.push(last.duration_since(published));
+    }
+    println!(
+        "new work to {LONG_POLLS} parked long polls, until the last answer is read: median {:.1} ms, worst {:.1} ms ({ROUNDS} rounds)",
+        percentile(times.clone(), 0.5).as_secs_f64() * 1e3,
+        percentile(times, 1.0).as_secs_f64() * 1e3,
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument filters nothing here.
+    let net = net();
+    let node_payout = script::p2pkh(&[0xee; 20]);
+    let mut config = WorkerConfig::new(net.clone(), node_payout);
+    config.worker_addr = "127.0.0.1:0".parse().expect("addr");
+    config.stratum_addr = "127.0.0.1:0".parse().expect("addr");
+    let (workers, _events) = Workers::start(config, None).expect("workers start");
+    let user = address::from_script(&script::p2pkh(&[7; 20]), &net.bitcoin).expect("address");
+    let mut bench = Bench {
+        workers,
+        chain: ShareChain::new(net),
+        user,
+        round: 0,
+    };
+    let work = bench.new_work();
+    bench.workers.publish(work);
+    let addr = bench.workers.worker_addr();
+    for (clients, keep_alive) in [(8, true), (8, false)] {
+        let rate = getwork_rate(addr, &bench.user, clients, keep_alive);
+        println!(
+            "getwork: {rate:.0} requests/s ({clients} clients, {})",
+            if keep_alive {
+                "keep-alive"
+            } else {
+                "a connection per request"
+            }
+        );
+    }
+    long_polls(&mut bench);
+    stratum(&mut bench);
+    bench.workers.stop();
+}
