@@ -1,12 +1,16 @@
-# p2pool: the two commands a user needs are `make test` and (later) `make demo`.
+# p2pool: the two commands a user needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all build test fmt-check clippy unit conformance bench fmt clean
+.PHONY: all build test demo fmt-check clippy unit conformance bench fmt clean
 
 all: build
 
 build:
 	$(CARGO) build --release
+
+## The demo: regtest bcoin, three nodes peered on loopback, a test miner on each (Ctrl-C stops).
+demo:
+	scripts/demo.sh
 
 ## The whole test suite: formatting, lints, every test, and the conformance vectors.
 test: fmt-check clippy unit conformance

@@ -74,8 +74,10 @@ for i in $(seq 0 $((NODES - 1))); do
     else
         url="stratum+tcp://127.0.0.1:$((w + 2))"; proto=stratum
     fi
+    # On regtest a share takes ~256 hashes and nearly every share is a block: a throttled
+    # miner keeps the demo readable.
     "$BIN/p2pool-testminer" --url "$url" --user "${ADDRS[$i]}" --protocol "$proto" \
-        > "$DIR/miner$i.log" 2>&1 &
+        --hashrate "${P2POOL_DEMO_HASHRATE:-200}" > "$DIR/miner$i.log" 2>&1 &
     PIDS+=($!)
 done
 
@@ -100,8 +102,8 @@ while sleep 5; do
     line=""
     for i in $(seq 0 $((NODES - 1))); do
         s="$(get $((BASE + 10 * i)) /api/stats 2>/dev/null || true)"
-        line+="node$i: shares $(field "$s" shares_total) peers $(field "$s" peers) "
-        line+="blocks $(field "$s" blocks_found) | "
+        line+="node$i: chain $(field "$s" best_height) shares, "
+        line+="$(field "$s" blocks_found) blocks found | "
     done
-    echo "height $(field "$(get "$BASE" /api/stats 2>/dev/null || true)" block_height)  $line"
+    echo "bitcoin height $(field "$(get "$BASE" /api/stats 2>/dev/null || true)" block_height) | $line"
 done

@@ -32,10 +32,8 @@ use crate::sharechain::best::BlockHeights;
 use crate::sharechain::chain::{LoadError, ShareChain, Think};
 use crate::sharechain::store::{Batch, Store, StoreError};
 use crate::web::Web;
-use crate::web::status::{MinerView, StatusBoard};
-use crate::worker::{
-    HttpReply, MinerEvent, Readiness, WebRoutes, Work, WorkerConfig, WorkerError, Workers,
-};
+use crate::web::status::StatusBoard;
+use crate::worker::{MinerEvent, Readiness, WebRoutes, Work, WorkerConfig, WorkerError, Workers};
 
 use history::{FoundBlock, History};
 use payout::{Payout, PayoutError};
@@ -125,25 +123,6 @@ impl BlockHeights for RankHeights<'_> {
 
     fn highest(&self) -> u32 {
         self.highest
-    }
-}
-
-/// The dashboard and API, served by the worker's HTTP server.
-struct WebOnWorkerPort(Arc<Web>);
-
-impl WebRoutes for WebOnWorkerPort {
-    fn handle(&self, method: &str, path: &str, query: &str) -> Option<HttpReply> {
-        let reply = self.0.handle(method, path, query);
-        Some(HttpReply {
-            status: reply.status,
-            content_type: reply.content_type.to_string(),
-            body: reply.body,
-            headers: reply
-                .headers
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        })
     }
 }
 
@@ -569,15 +548,12 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
     let board = StatusBoard::new();
     let web = Arc::new(Web::new(board.clone()));
     let peers = p2p.peers();
-    {
-        let peers = peers.clone();
-        web.set_peers(Arc::new(move || status::peer_views(&peers.status())));
-    }
+    web.set_peers(crate::web::peer_source(peers.clone()));
     let mut worker_cfg = WorkerConfig::new(net.clone(), payout.script.clone());
     worker_cfg.worker_addr = config.worker_listen;
     worker_cfg.stratum_addr = config.stratum_listen;
     worker_cfg.fee_percent = config.fee;
-    let routes: Arc<dyn WebRoutes> = Arc::new(WebOnWorkerPort(web.clone()));
+    let routes: Arc<dyn WebRoutes> = web.clone();
     let (workers, miner_events) =
         Workers::start(worker_cfg, Some(routes)).map_err(NodeError::Worker)?;
     info!(
@@ -588,9 +564,7 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
     );
     {
         let stats = workers.stats_source();
-        web.set_miners(Arc::new(move || -> Vec<MinerView> {
-            stats().into_iter().map(status::miner_view).collect()
-        }));
+        web.set_miners(Arc::new(move || crate::web::miner_views(&stats())));
     }
 
     let node = Node {

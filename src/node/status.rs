@@ -10,14 +10,12 @@ use crate::bitcoin::feed::FeedStatus;
 use crate::bitcoin::hash::Hash256;
 use crate::bitcoin::target::target_to_difficulty;
 use crate::bitcoin::template::Template;
-use crate::p2p::P2pStatus;
 use crate::sharechain::chain::ShareChain;
 use crate::sharechain::gentx;
 use crate::web::status::{
-    BitcoindState, FoundBlock as FoundView, LocalShares, MinerView, PaidBlock,
-    Payout as PayoutView, PeerView, PoolStatus, RecentShare,
+    BitcoindState, FoundBlock as FoundView, LocalShares, PaidBlock, Payout as PayoutView,
+    PoolStatus, RecentShare,
 };
-use crate::worker::MinerStats;
 
 use super::history::History;
 
@@ -207,38 +205,6 @@ fn payouts(chain: &ShareChain, best: Hash256, value: u64) -> Vec<PayoutView> {
         .collect();
     out.sort_by(|a, b| b.amount.cmp(&a.amount).then(a.address.cmp(&b.address)));
     out
-}
-
-/// A miner as the web shows it.
-pub fn miner_view(m: MinerStats) -> MinerView {
-    MinerView {
-        address: m.address,
-        worker: m.worker,
-        protocol: m.protocol.to_string(),
-        hashrate: m.hashrate,
-        difficulty: m.difficulty,
-        accepted: m.accepted,
-        stale: m.stale,
-        rejected: m.rejected,
-        shares: m.shares,
-        last_seen: m.last_seen,
-    }
-}
-
-/// The peers as the web shows them.
-pub fn peer_views(status: &P2pStatus) -> Vec<PeerView> {
-    status
-        .peers
-        .iter()
-        .map(|p| PeerView {
-            addr: p.addr.to_string(),
-            inbound: p.inbound,
-            version: p.version,
-            sub_version: p.sub_version.clone(),
-            mode: p.mode,
-            connected_since: p.connected_since,
-        })
-        .collect()
 }
 
 #[cfg(test)]
