@@ -77,7 +77,7 @@ for i in $(seq 0 $((NODES - 1))); do
     # On regtest a share takes ~256 hashes and nearly every share is a block: a throttled
     # miner keeps the demo readable.
     "$BIN/p2pool-testminer" --url "$url" --user "${ADDRS[$i]}" --protocol "$proto" \
-        --hashrate "${P2POOL_DEMO_HASHRATE:-200}" > "$DIR/miner$i.log" 2>&1 &
+        --hashrate "${P2POOL_DEMO_HASHRATE:-100}" > "$DIR/miner$i.log" 2>&1 &
     PIDS+=($!)
 done
 

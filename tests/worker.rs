@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use p2pool::bitcoin::address;
 use p2pool::bitcoin::block::Block;
+use p2pool::bitcoin::chain::ChainParams;
 use p2pool::bitcoin::encode::Decode;
 use p2pool::bitcoin::hash::{Hash256, sha256d};
 use p2pool::bitcoin::script;
@@ -25,6 +26,7 @@ use p2pool::bitcoin::submit::Outcome;
 use p2pool::sharechain::gentx::{self, GentxRequest};
 use p2pool::worker::Readiness;
 use p2pool::worker::getwork::swap4;
+use p2pool::worker::stratum::VERSION_MASK;
 use p2pool::worker::miners::difficulty_to_target;
 use ruint::aliases::U256;
 use serde_json::{Value, json};
@@ -114,6 +116,18 @@ fn grind_getwork(result: &Value) -> String {
 
 /// Grinds a Stratum job: (extranonce2 hex, ntime hex, nonce hex).
 fn grind_stratum(notify: &Value, en1: &[u8], en2: [u8; 4], difficulty: f64) -> Vec<String> {
+    grind_stratum_rolled(notify, en1, en2, difficulty, None)
+}
+
+/// Grinds a Stratum job with `rolled` version bits (BIP310) in place of the job's under
+/// the mask: (extranonce2, ntime, nonce[, version bits]) in hex.
+fn grind_stratum_rolled(
+    notify: &Value,
+    en1: &[u8],
+    en2: [u8; 4],
+    difficulty: f64,
+    rolled: Option<u32>,
+) -> Vec<String> {
     let p = &notify["params"];
     let h = |i: usize| hex::decode(p[i].as_str().unwrap()).unwrap();
     let mut coinbase = h(2);
@@ -130,7 +144,9 @@ fn grind_stratum(notify: &Value, en1: &[u8], en2: [u8; 4], difficulty: f64) -> V
     let mut prev = h(1);
     swap4(&mut prev);
     let mut header = [0u8; 80];
-    header[0..4].copy_from_slice(&word(5).to_le_bytes());
+    let mask = p2pool::worker::stratum::VERSION_MASK;
+    let version = rolled.map_or(word(5), |bits| (word(5) & !mask) | bits);
+    header[0..4].copy_from_slice(&version.to_le_bytes());
     header[4..36].copy_from_slice(&prev);
     header[36..68].copy_from_slice(&root);
     header[68..72].copy_from_slice(&word(7).to_le_bytes());
@@ -144,11 +160,13 @@ fn grind_stratum(notify: &Value, en1: &[u8], en2: [u8; 4], difficulty: f64) -> V
         }
         nonce += 1;
     }
-    vec![
+    let mut fields = vec![
         hex::encode(en2),
         p[7].as_str().unwrap().to_string(),
         format!("{nonce:08x}"),
-    ]
+    ];
+    fields.extend(rolled.map(|bits| format!("{bits:08x}")));
+    fields
 }
 
 /// Subscribes and authorizes; returns (extranonce1, difficulty, first notify).
@@ -512,7 +530,9 @@ fn stratum_hostile_miners_are_answered_or_dropped_while_an_honest_miner_keeps_mi
     );
     c.send(json!({"id": 8, "method": "mining.authorize", "params": ["bogus-address", "x"]}));
     assert_eq!(c.reply(&json!(8)).unwrap()["result"], json!(false));
-    let user = addr(7);
+    // A share floor no solution meets: this miner's own solutions never change the best
+    // share, so only the honest miner's shares clean its jobs.
+    let user = format!("{}/1000000", addr(7));
     let (en1, difficulty, notify) = stratum_login(&mut c, &user);
     let job = notify["params"][0].as_str().unwrap().to_string();
     c.send(json!({"id": 3, "method": "mining.extranonce.subscribe", "params": []}));
@@ -524,35 +544,50 @@ fn stratum_hostile_miners_are_answered_or_dropped_while_an_honest_miner_keeps_mi
     c.send(json!({"id": 10, "method": "mining.submit", "params": [user, job, "00", "00000000", "00000000"]}));
     assert_eq!(c.reply(&json!(10)).unwrap()["error"][0], json!(20));
 
-    // A real solution (again if the honest miner's share made the job stale meanwhile),
-    // then the same again.
+    // A real solution, then the same again: a duplicate. When the honest miner's share
+    // cleans the job in between (answer 21, job not found), the pair is redone on the
+    // newest job.
     let submit = |id: u64, job: &str, f: &[String]| json!({"id": id, "method": "mining.submit", "params": [user, job, f[0], f[1], f[2]]});
-    let (mut notify, mut job) = (notify, job);
+    let mut notify = notify;
     let mut en2 = 1u8;
-    let fields = loop {
+    loop {
+        let job = notify["params"][0].as_str().unwrap().to_string();
         let fields = grind_stratum(&notify, &en1, [en2, 0, 0, 0], difficulty);
         c.send(submit(11, &job, &fields));
         let reply = c.reply(&json!(11)).unwrap();
         if reply["result"] == json!(true) {
-            break fields;
+            c.send(submit(12, &job, &fields));
+            let again = c.reply(&json!(12)).unwrap();
+            if again["error"][0] == json!(22) {
+                break;
+            }
+            assert_eq!(again["error"][0], json!(21), "duplicate or cleaned: {again}");
+        } else {
+            assert_eq!(
+                reply["error"][0],
+                json!(21),
+                "only a cleaned job may fail: {reply}"
+            );
         }
-        assert_eq!(
-            reply["error"][0],
-            json!(21),
-            "only a stale job may fail: {reply}"
-        );
-        notify = c.notification("mining.notify").unwrap();
-        job = notify["params"][0].as_str().unwrap().to_string();
+        notify = match c.latest_kept("mining.notify") {
+            Some(n) => n,
+            None => c.notification("mining.notify").unwrap(),
+        };
         en2 += 1;
-        assert!(en2 < 20, "always stale");
-    };
-    c.send(submit(12, &job, &fields));
-    assert_eq!(c.reply(&json!(12)).unwrap()["error"][0], json!(22));
+        assert!(en2 < 20, "jobs always cleaned before the duplicate");
+    }
 
-    // Stale: a new block cleans the jobs; a solution on the old one is refused.
+    // Stale: a new block cleans the jobs; a solution on an older job is refused.
+    let job = notify["params"][0].as_str().unwrap().to_string();
     let fields = grind_stratum(&notify, &en1, [100, 0, 0, 0], difficulty);
+    c.clear_notifications();
     push_template(&node, 4);
-    let clean = c.notification("mining.notify").unwrap();
+    let clean = loop {
+        let n = c.notification("mining.notify").unwrap();
+        if n["params"][1] != notify["params"][1] {
+            break n;
+        }
+    };
     assert_eq!(clean["params"][8], json!(true));
     c.send(submit(13, &job, &fields));
     assert_eq!(c.reply(&json!(13)).unwrap()["error"][0], json!(21));
@@ -697,4 +732,256 @@ fn slow_and_absurd_http_bodies_never_stall_getwork() {
     let polled = poll.join().unwrap().expect("long poll answered");
     assert_eq!(polled.status, 200);
     drop(slow);
+}
+
+/// Submits solutions until one is accepted (a job cleaned by new work meanwhile is redone
+/// on the newest job).
+fn stratum_share(c: &mut LineClient, user: &str, en1: &[u8], difficulty: f64, notify: Value) {
+    let mut notify = notify;
+    for en2 in 1..20u8 {
+        let fields = grind_stratum(&notify, en1, [en2, 0, 0, 0], difficulty);
+        c.send(json!({"id": 40, "method": "mining.submit",
+            "params": [user, notify["params"][0], fields[0], fields[1], fields[2]]}));
+        let reply = c.reply(&json!(40)).unwrap();
+        if reply["result"] == json!(true) {
+            return;
+        }
+        assert_eq!(reply["error"][0], json!(21), "{reply}");
+        notify = match c.latest_kept("mining.notify") {
+            Some(n) => n,
+            None => c.notification("mining.notify").unwrap(),
+        };
+    }
+    panic!("every job cleaned before its solution");
+}
+
+#[test]
+fn stratum_version_rolling_submits_ntime_bounds_and_clean_jobs_on_a_new_best_share() {
+    logs::init();
+    let node = static_node();
+    let mut c = LineClient::connect(node.workers.stratum_addr());
+    c.send(json!({"id": 1, "method": "mining.configure",
+        "params": [["version-rolling", "minimum-difficulty"],
+                   {"version-rolling.mask": "1fffe000", "version-rolling.min-bit-count": 2}]}));
+    let configured = c.reply(&json!(1)).unwrap();
+    assert_eq!(configured["result"]["version-rolling"], json!(true));
+    assert_eq!(
+        configured["result"]["version-rolling.mask"],
+        json!("1fffe000")
+    );
+    let user = addr(10);
+    let (en1, difficulty, notify) = stratum_login(&mut c, &user);
+    let p = &notify["params"];
+    let job = p[0].as_str().unwrap().to_string();
+    let ntime = u32::from_str_radix(p[7].as_str().unwrap(), 16).unwrap();
+
+    // ntime before the job's, or far past the clock: refused whatever the proof of work.
+    for bad in [ntime - 1, ntime + 7200] {
+        c.send(json!({"id": 2, "method": "mining.submit",
+            "params": [user, job, "00000001", format!("{bad:08x}"), "00000000"]}));
+        let reply = c.reply(&json!(2)).unwrap();
+        assert_eq!(reply["error"][0], json!(20), "{reply}");
+        assert!(
+            reply["error"][1].as_str().unwrap().contains("ntime"),
+            "{reply}"
+        );
+    }
+    // Version bits outside the negotiated mask.
+    c.send(json!({"id": 3, "method": "mining.submit",
+        "params": [user, job, "00000001", p[7], "00000000", "00000001"]}));
+    assert_eq!(c.reply(&json!(3)).unwrap()["error"][0], json!(20));
+
+    // A 6-parameter submit with rolled bits: accepted, and it becomes a share whose header
+    // carries the rolled version.
+    let rolled = 0x0000_6000;
+    let fields = grind_stratum_rolled(&notify, &en1, [1, 0, 0, 0], difficulty, Some(rolled));
+    assert_eq!(fields.len(), 4);
+    c.send(json!({"id": 4, "method": "mining.submit",
+        "params": [user, job, fields[0], fields[1], fields[2], fields[3]]}));
+    let reply = c.reply(&json!(4)).unwrap();
+    assert_eq!(reply["result"], json!(true), "{reply}");
+    let hash = wait_for("the share in the chain", || {
+        node.view().shares.first().copied()
+    });
+    {
+        let chain = node.chain.lock().unwrap();
+        let share = chain.tracker().get(&hash).expect("share tracked").clone();
+        assert_eq!(share.header.version & VERSION_MASK, rolled);
+    }
+    // The new best share (not a new block) cleans the jobs: same previous block, clean.
+    let clean = loop {
+        let n = c.notification("mining.notify").expect("a job on the new best share");
+        if n["params"][8] == json!(true) {
+            break n;
+        }
+    };
+    assert_eq!(clean["params"][1], notify["params"][1]);
+    assert_ne!(clean["params"][0], notify["params"][0]);
+    // The old job is gone with it.
+    c.send(json!({"id": 5, "method": "mining.submit",
+        "params": [user, job, fields[0], fields[1], fields[2], fields[3]]}));
+    assert_eq!(c.reply(&json!(5)).unwrap()["error"][0], json!(21));
+
+    // mining.suggest_difficulty: accepted and followed by a job; never a pseudo-share
+    // target harder than the share target; nonsense is refused.
+    c.clear_notifications();
+    c.send(json!({"id": 6, "method": "mining.suggest_difficulty", "params": [1000]}));
+    assert_eq!(c.reply(&json!(6)).unwrap()["result"], json!(true));
+    let next = c.notification("mining.notify").expect("a job after suggest");
+    assert_eq!(next["params"][8], json!(false));
+    if let Some(d) = c.latest_kept("mining.set_difficulty") {
+        assert!(d["params"][0].as_f64().unwrap() <= difficulty * 1.0001, "{d}");
+    }
+    c.send(json!({"id": 7, "method": "mining.suggest_difficulty", "params": [-1]}));
+    assert_eq!(c.reply(&json!(7)).unwrap()["error"][0], json!(20));
+    c.send(json!({"id": 8, "method": "mining.suggest_difficulty", "params": ["x"]}));
+    assert_eq!(c.reply(&json!(8)).unwrap()["error"][0], json!(20));
+}
+
+#[test]
+fn a_share_difficulty_floor_keeps_easier_solutions_out_of_the_share_chain() {
+    logs::init();
+    let node = static_node();
+    let worker = node.workers.worker_addr();
+    // Stratum, `/DIFF` far above the share difficulty: a pseudo-share, not a share.
+    let floored = format!("{}.rig/1000000", addr(11));
+    let mut c = LineClient::connect(node.workers.stratum_addr());
+    let (en1, difficulty, notify) = stratum_login(&mut c, &floored);
+    let fields = grind_stratum(&notify, &en1, [1, 0, 0, 0], difficulty);
+    c.send(json!({"id": 4, "method": "mining.submit",
+        "params": [floored, notify["params"][0], fields[0], fields[1], fields[2]]}));
+    assert_eq!(c.reply(&json!(4)).unwrap()["result"], json!(true));
+    // getwork, the same floor.
+    let getwork_user = format!("{}/1000000", addr(12));
+    let unit = rpc(worker, &getwork_user, r#"{"method":"getwork","id":1}"#).json();
+    let solution = grind_getwork(&unit["result"]);
+    let submit = format!(r#"{{"method":"getwork","params":["{solution}"],"id":2}}"#);
+    assert_eq!(
+        rpc(worker, &getwork_user, &submit).json()["result"],
+        json!(true)
+    );
+    // `+DIFF` and `/DIFF` together parse, and a floor at the share difficulty lets shares in.
+    let open = format!("{}+0.00001/0.00001", addr(13));
+    let unit = rpc(worker, &open, r#"{"method":"getwork","id":1}"#).json();
+    let solution = grind_getwork(&unit["result"]);
+    let submit = format!(r#"{{"method":"getwork","params":["{solution}"],"id":2}}"#);
+    assert_eq!(rpc(worker, &open, &submit).json()["result"], json!(true));
+    wait_for("the unfloored share in the chain", || {
+        (!node.view().shares.is_empty()).then_some(())
+    });
+    assert_eq!(node.view().shares.len(), 1, "floored solutions are no shares");
+    let stats = node.workers.stats();
+    for (address, worker) in [(addr(11), "rig"), (addr(12), "")] {
+        let s = stats
+            .iter()
+            .find(|s| s.address == address && s.worker == worker)
+            .unwrap_or_else(|| panic!("stats of {address}: {stats:?}"));
+        assert_eq!((s.accepted, s.shares), (1, 0), "{s:?}");
+    }
+    let s = stats.iter().find(|s| s.address == addr(13)).unwrap();
+    assert_eq!((s.accepted, s.shares), (1, 1), "{s:?}");
+}
+
+#[test]
+fn addresses_of_another_network_are_refused_at_authorize_and_at_getwork() {
+    logs::init();
+    let node = static_node();
+    let worker = node.workers.worker_addr();
+    let main = ChainParams::main();
+    let wrong = [
+        address::from_script(&payout(14), &main).unwrap(),
+        address::from_script(&[&[0x00, 0x14][..], &[14; 20]].concat(), &main).unwrap(),
+    ];
+    for bad in &wrong {
+        let answer = rpc(worker, bad, r#"{"method":"getwork","id":1}"#).json();
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            answer["result"].is_null() && message.contains("network"),
+            "{bad}: {answer}"
+        );
+        assert_ne!(answer["error"]["code"], json!(-12345));
+        let mut c = LineClient::connect(node.workers.stratum_addr());
+        c.send(json!({"id": 1, "method": "mining.subscribe", "params": []}));
+        c.reply(&json!(1)).unwrap();
+        c.send(json!({"id": 2, "method": "mining.authorize", "params": [format!("{bad}.w"), "x"]}));
+        let reply = c.reply(&json!(2)).unwrap();
+        assert_eq!(reply["result"], json!(false), "{bad}: {reply}");
+        assert!(
+            reply["error"][1].as_str().unwrap().contains("network"),
+            "{reply}"
+        );
+        // No job for a refused miner.
+        c.send(json!({"id": 3, "method": "mining.ping", "params": []}));
+        loop {
+            let v = c.read().expect("answered");
+            assert_ne!(v["method"], json!("mining.notify"), "a job after a refusal");
+            if v["id"] == json!(3) {
+                break;
+            }
+        }
+    }
+    assert!(node.workers.stats().is_empty(), "nobody is paid");
+}
+
+#[test]
+fn miners_get_the_reason_the_node_is_not_ready_and_mine_again_once_it_is() {
+    logs::init();
+    let node = static_node();
+    let worker = node.workers.worker_addr();
+    let user = addr(15);
+    for (readiness, message) in [
+        (Readiness::DownloadingShares, "p2pool is downloading shares"),
+        (Readiness::NoBitcoind, "lost contact with bitcoind"),
+        (Readiness::NoPeers, "p2pool is not connected to any peers"),
+    ] {
+        node.set_readiness(readiness);
+        let refused = rpc(worker, &user, r#"{"method":"getwork","id":1}"#).json();
+        assert_eq!(refused["error"]["code"], json!(-12345), "{refused}");
+        assert_eq!(refused["error"]["message"], json!(message));
+        let mut c = LineClient::connect(node.workers.stratum_addr());
+        c.send(json!({"id": 1, "method": "mining.subscribe", "params": []}));
+        c.reply(&json!(1)).unwrap();
+        c.send(json!({"id": 2, "method": "mining.authorize", "params": [user, "x"]}));
+        let reply = c.reply(&json!(2)).unwrap();
+        assert_eq!(reply["result"], json!(false));
+        assert_eq!(reply["error"][0], json!(-12345));
+        assert_eq!(reply["error"][1], json!(message));
+    }
+    // Ready again: both protocols mine, on a network that does not persist from genesis.
+    assert!(!node.net.persist);
+    assert!(node.view().best.is_none(), "no share yet: mining from genesis");
+    node.set_readiness(Readiness::Ready);
+    let work = rpc(worker, &user, r#"{"method":"getwork","id":1}"#).json();
+    assert!(work["result"]["data"].is_string(), "{work}");
+    let mut c = LineClient::connect(node.workers.stratum_addr());
+    stratum_login(&mut c, &user);
+}
+
+#[test]
+fn a_fee_of_100_percent_makes_every_job_pay_the_node() {
+    logs::init();
+    let node = WorkerNode::start(easy_net(bcoin::chain()), Source::Static, |c| {
+        c.fee_percent = 100.0;
+    });
+    push_template(&node, 1);
+    let node_script = script::p2pkh(&[0xee; 20]);
+    let worker = node.workers.worker_addr();
+    let user = addr(16);
+    let unit = rpc(worker, &user, r#"{"method":"getwork","id":1}"#).json();
+    let solution = grind_getwork(&unit["result"]);
+    let submit = format!(r#"{{"method":"getwork","params":["{solution}"],"id":2}}"#);
+    assert_eq!(rpc(worker, &user, &submit).json()["result"], json!(true));
+    wait_for("work on the getwork share", || node.view().best.map(|_| ()));
+    let mut c = LineClient::connect(node.workers.stratum_addr());
+    let (en1, difficulty, notify) = stratum_login(&mut c, &user);
+    stratum_share(&mut c, &user, &en1, difficulty, notify);
+    let shares = wait_for("shares in the chain", || {
+        let v = node.view();
+        (v.shares.len() >= 2).then(|| v.shares.clone())
+    });
+    let chain = node.chain.lock().unwrap();
+    for h in &shares {
+        let share = chain.tracker().get(h).expect("tracked");
+        assert_eq!(share.info.new_script, node_script, "the fee pays the node");
+    }
 }

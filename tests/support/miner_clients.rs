@@ -2,6 +2,7 @@
 //! client for Stratum, and one-shot HTTP requests written byte by byte.
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -88,10 +89,12 @@ impl Drop for TestMiner {
     }
 }
 
-/// A Stratum connection speaking lines of JSON.
+/// A Stratum connection speaking lines of JSON. Notifications read while waiting for a
+/// reply are kept, in order, for `notification`.
 pub struct LineClient {
     stream: TcpStream,
     reader: BufReader<TcpStream>,
+    pending: VecDeque<Value>,
 }
 
 impl LineClient {
@@ -101,7 +104,11 @@ impl LineClient {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
-        LineClient { stream, reader }
+        LineClient {
+            stream,
+            reader,
+            pending: VecDeque::new(),
+        }
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -121,24 +128,43 @@ impl LineClient {
         }
     }
 
-    /// Reads until a line with this id (skipping notifications); `None` if closed.
+    /// Reads until a line with this id, keeping the notifications read meanwhile;
+    /// `None` if closed.
     pub fn reply(&mut self, id: &Value) -> Option<Value> {
         loop {
             let v = self.read()?;
             if v.get("method").is_none() && &v["id"] == id {
                 return Some(v);
             }
+            if v.get("method").is_some() {
+                self.pending.push_back(v);
+            }
         }
     }
 
-    /// Reads until a notification of `method`.
+    /// The oldest notification of `method` not taken yet (kept ones first, then read).
     pub fn notification(&mut self, method: &str) -> Option<Value> {
+        if let Some(i) = self.pending.iter().position(|v| v["method"] == method) {
+            return self.pending.remove(i);
+        }
         loop {
             let v = self.read()?;
             if v["method"] == method {
                 return Some(v);
             }
         }
+    }
+
+    /// Forgets the notifications kept so far.
+    pub fn clear_notifications(&mut self) {
+        self.pending.clear();
+    }
+
+    /// The newest kept notification of `method` (the others of it are dropped), if any.
+    pub fn latest_kept(&mut self, method: &str) -> Option<Value> {
+        let latest = self.pending.iter().rev().find(|v| v["method"] == method).cloned();
+        self.pending.retain(|v| v["method"] != method);
+        latest
     }
 
     /// True when the server closed the connection within 5 s.
