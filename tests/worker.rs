@@ -26,8 +26,8 @@ use p2pool::bitcoin::submit::Outcome;
 use p2pool::sharechain::gentx::{self, GentxRequest};
 use p2pool::worker::Readiness;
 use p2pool::worker::getwork::swap4;
-use p2pool::worker::stratum::VERSION_MASK;
 use p2pool::worker::miners::difficulty_to_target;
+use p2pool::worker::stratum::VERSION_MASK;
 use ruint::aliases::U256;
 use serde_json::{Value, json};
 use support::bcoin::{self, Bcoin};
@@ -561,7 +561,11 @@ fn stratum_hostile_miners_are_answered_or_dropped_while_an_honest_miner_keeps_mi
             if again["error"][0] == json!(22) {
                 break;
             }
-            assert_eq!(again["error"][0], json!(21), "duplicate or cleaned: {again}");
+            assert_eq!(
+                again["error"][0],
+                json!(21),
+                "duplicate or cleaned: {again}"
+            );
         } else {
             assert_eq!(
                 reply["error"][0],
@@ -810,7 +814,9 @@ fn stratum_version_rolling_submits_ntime_bounds_and_clean_jobs_on_a_new_best_sha
     }
     // The new best share (not a new block) cleans the jobs: same previous block, clean.
     let clean = loop {
-        let n = c.notification("mining.notify").expect("a job on the new best share");
+        let n = c
+            .notification("mining.notify")
+            .expect("a job on the new best share");
         if n["params"][8] == json!(true) {
             break n;
         }
@@ -827,10 +833,15 @@ fn stratum_version_rolling_submits_ntime_bounds_and_clean_jobs_on_a_new_best_sha
     c.clear_notifications();
     c.send(json!({"id": 6, "method": "mining.suggest_difficulty", "params": [1000]}));
     assert_eq!(c.reply(&json!(6)).unwrap()["result"], json!(true));
-    let next = c.notification("mining.notify").expect("a job after suggest");
+    let next = c
+        .notification("mining.notify")
+        .expect("a job after suggest");
     assert_eq!(next["params"][8], json!(false));
     if let Some(d) = c.latest_kept("mining.set_difficulty") {
-        assert!(d["params"][0].as_f64().unwrap() <= difficulty * 1.0001, "{d}");
+        assert!(
+            d["params"][0].as_f64().unwrap() <= difficulty * 1.0001,
+            "{d}"
+        );
     }
     c.send(json!({"id": 7, "method": "mining.suggest_difficulty", "params": [-1]}));
     assert_eq!(c.reply(&json!(7)).unwrap()["error"][0], json!(20));
@@ -869,7 +880,11 @@ fn a_share_difficulty_floor_keeps_easier_solutions_out_of_the_share_chain() {
     wait_for("the unfloored share in the chain", || {
         (!node.view().shares.is_empty()).then_some(())
     });
-    assert_eq!(node.view().shares.len(), 1, "floored solutions are no shares");
+    assert_eq!(
+        node.view().shares.len(),
+        1,
+        "floored solutions are no shares"
+    );
     let stats = node.workers.stats();
     for (address, worker) in [(addr(11), "rig"), (addr(12), "")] {
         let s = stats
@@ -896,7 +911,7 @@ fn addresses_of_another_network_are_refused_at_authorize_and_at_getwork() {
         let answer = rpc(worker, bad, r#"{"method":"getwork","id":1}"#).json();
         let message = answer["error"]["message"].as_str().unwrap_or_default();
         assert!(
-            answer["result"].is_null() && message.contains("network"),
+            answer["result"].is_null() && message.contains("is for bitcoin main"),
             "{bad}: {answer}"
         );
         assert_ne!(answer["error"]["code"], json!(-12345));
@@ -907,7 +922,10 @@ fn addresses_of_another_network_are_refused_at_authorize_and_at_getwork() {
         let reply = c.reply(&json!(2)).unwrap();
         assert_eq!(reply["result"], json!(false), "{bad}: {reply}");
         assert!(
-            reply["error"][1].as_str().unwrap().contains("network"),
+            reply["error"][1]
+                .as_str()
+                .unwrap()
+                .contains("is for bitcoin main"),
             "{reply}"
         );
         // No job for a refused miner.
@@ -949,7 +967,10 @@ fn miners_get_the_reason_the_node_is_not_ready_and_mine_again_once_it_is() {
     }
     // Ready again: both protocols mine, on a network that does not persist from genesis.
     assert!(!node.net.persist);
-    assert!(node.view().best.is_none(), "no share yet: mining from genesis");
+    assert!(
+        node.view().best.is_none(),
+        "no share yet: mining from genesis"
+    );
     node.set_readiness(Readiness::Ready);
     let work = rpc(worker, &user, r#"{"method":"getwork","id":1}"#).json();
     assert!(work["result"]["data"].is_string(), "{work}");

@@ -162,7 +162,12 @@ impl LineClient {
 
     /// The newest kept notification of `method` (the others of it are dropped), if any.
     pub fn latest_kept(&mut self, method: &str) -> Option<Value> {
-        let latest = self.pending.iter().rev().find(|v| v["method"] == method).cloned();
+        let latest = self
+            .pending
+            .iter()
+            .rev()
+            .find(|v| v["method"] == method)
+            .cloned();
         self.pending.retain(|v| v["method"] != method);
         latest
     }
