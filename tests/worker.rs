@@ -1006,3 +1006,66 @@ fn a_fee_of_100_percent_makes_every_job_pay_the_node() {
         assert_eq!(share.info.new_script, node_script, "the fee pays the node");
     }
 }
+
+#[test]
+fn vardiff_raises_a_fast_miners_difficulty_and_plus_diff_fixes_it_once_shares_are_harder() {
+    logs::init();
+    // Shares wanted every 10 minutes but found many a second: after a few shares the share
+    // target is harder than MAX_TARGET, so pseudo-share difficulties have room to move.
+    let mut net = easy_net(bcoin::chain());
+    net.target_lookbehind = 2;
+    net.share_period = 600;
+    let node = WorkerNode::start(net.clone(), Source::Static, |c| {
+        c.initial_difficulty = 0.0;
+        c.vardiff_interval = 2.0;
+    });
+    push_template(&node, 1);
+    let easiest = p2pool::worker::miners::target_difficulty(net.max_target);
+    let fast = addr(17);
+    let _miner = TestMiner::start(&[
+        "--url",
+        &node.stratum_url(),
+        "--user",
+        &fast,
+        "--hashrate",
+        HASHRATE,
+    ]);
+    let share_difficulty = |node: &WorkerNode| {
+        node.view().last_work.as_ref().map_or(0.0, |w| {
+            p2pool::worker::miners::target_difficulty(w.share_target())
+        })
+    };
+    let start = Instant::now();
+    while share_difficulty(&node) < 2.0 * easiest {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "share target not harder within 60 s"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    // The fast miner started at the easiest difficulty and vardiff raised it.
+    let start = Instant::now();
+    loop {
+        let stats = node.workers.stats();
+        let d = stats
+            .iter()
+            .find(|s| s.address == fast)
+            .map_or(0.0, |s| s.difficulty);
+        if d > 1.5 * easiest {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "difficulty {d} not raised above {easiest}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    // `+DIFF` between the easiest and the share difficulty: told exactly that.
+    let wanted = 1.5 * easiest;
+    let mut c = LineClient::connect(node.workers.stratum_addr());
+    let (_, told, _) = stratum_login(&mut c, &format!("{}+{wanted}", addr(18)));
+    assert!(
+        (told - wanted).abs() <= wanted * 1e-6,
+        "+DIFF {wanted} but told {told} (easiest {easiest})"
+    );
+}
