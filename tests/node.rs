@@ -271,3 +271,63 @@ fn a_node_without_bitcoind_keeps_running_and_says_so() {
     assert!(status.success());
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
+
+/// A regtest-backed network that persists, as mainnet does.
+fn persisting_net_file(dir: &std::path::Path) -> String {
+    let path = dir.join("persist.json");
+    std::fs::write(
+        &path,
+        r#"{"NAME": "persisting", "BITCOIN": "regtest", "PERSIST": true,
+            "SHARE_PERIOD": 5, "CHAIN_LENGTH": 100, "TARGET_LOOKBEHIND": 20, "SPREAD": 3,
+            "MAX_TARGET": "00ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+            "IDENTIFIER": "7065727369737431", "PREFIX": "7065727369737432"}"#,
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn on_a_persisting_network_a_lone_node_waits_unless_told_to_start_a_new_chain() {
+    let bcoin = Bcoin::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let net = persisting_net_file(dir.path());
+    let mut base = vec!["--net-file".to_string(), net];
+    base.extend(bcoin_args(bcoin));
+
+    let waiting = NodeProc::start("waiting", &dir.path().join("w"), &base);
+    assert!(
+        waiting.wait_http(Duration::from_secs(20)),
+        "{}",
+        waiting.dump()
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || waiting
+            .logged("--start-new-chain")),
+        "no reason given\n{}",
+        waiting.dump()
+    );
+    let health = waiting.get("/health").unwrap();
+    assert_eq!(health.0, 503, "{health:?}");
+    assert!(
+        health.1.contains("not connected to any peers"),
+        "{health:?}"
+    );
+    drop(waiting);
+
+    let mut args = base.clone();
+    args.push("--start-new-chain".into());
+    let starting = NodeProc::start("starting", &dir.path().join("s"), &args);
+    assert!(
+        starting.wait_http(Duration::from_secs(20)),
+        "{}",
+        starting.dump()
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || starting
+            .get("/health")
+            .is_some_and(|(status, _)| status == 200)),
+        "not ready with --start-new-chain: {:?}\n{}",
+        starting.get("/health"),
+        starting.dump()
+    );
+}
