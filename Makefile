@@ -29,7 +29,10 @@ conformance:
 
 bench:
 	$(CARGO) bench --bench codec
+	$(CARGO) bench --bench template
 	$(CARGO) bench --bench sharechain
+	$(CARGO) bench --bench p2p
+	$(CARGO) bench --bench worker
 
 fmt:
 	$(CARGO) fmt --all
