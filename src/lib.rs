@@ -13,3 +13,10 @@ pub mod p2p;
 pub mod sharechain;
 pub mod web;
 pub mod worker;
+
+/// Unix seconds now (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

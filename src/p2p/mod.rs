@@ -239,12 +239,7 @@ impl std::error::Error for P2pError {
     }
 }
 
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::unix_now;
 
 /// A random number for nonces and peer choice (not for secrets).
 pub fn random_u64() -> u64 {

@@ -11,7 +11,6 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -236,13 +235,7 @@ pub type PeerSource = Arc<dyn Fn() -> Vec<PeerView> + Send + Sync>;
 /// Where the web reads connected miners from (the lead wires the worker handle here).
 pub type MinerSource = Arc<dyn Fn() -> Vec<MinerView> + Send + Sync>;
 
-/// The current time in Unix seconds.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use crate::unix_now;
 
 /// Shares per minute over the last day, for the chart.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ruint::aliases::U256;
 
@@ -275,11 +275,7 @@ pub struct Registry {
     miners: Mutex<HashMap<(String, String), Record>>,
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::unix_now;
 
 impl Registry {
     fn with<R>(
