@@ -15,9 +15,7 @@
 //! with it, and asks only peers with NODE_WITNESS for blocks they announce.
 
 use std::collections::VecDeque;
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufReader, Write};
 use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -232,13 +230,7 @@ impl Link {
 }
 
 fn random_u64() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
+    rand::random()
 }
 
 /// The peer's `version`, as far as we use it.

@@ -16,12 +16,10 @@ pub mod peers;
 pub mod server;
 pub mod sync;
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::bitcoin::hash::Hash256;
 use crate::network::{Network, RuleSet};
@@ -243,13 +241,7 @@ pub use crate::unix_now;
 
 /// A random number for nonces and peer choice (not for secrets).
 pub fn random_u64() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
+    rand::random()
 }
 
 /// True with probability `p`.

@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -44,8 +43,7 @@ const MAX_CACHED_COINBASES: usize = 4096;
 
 /// A random 64-bit number (not for secrets: fee draws, run ids, fake block hashes).
 pub fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+    rand::random()
 }
 
 /// This process's run identifier, the first bytes of every share nonce it hands out.
