@@ -285,9 +285,8 @@ impl Registry {
         f: impl FnOnce(&mut Record) -> R,
     ) -> R {
         let mut miners = self.miners.lock().unwrap_or_else(|e| e.into_inner());
-        if miners.len() >= MAX_MINERS
-            && !miners.contains_key(&(user.address.clone(), user.worker.clone()))
-        {
+        let key = (user.address.clone(), user.worker.clone());
+        if miners.len() >= MAX_MINERS && !miners.contains_key(&key) {
             // Forget the miner seen longest ago.
             if let Some(oldest) = miners
                 .iter()
@@ -297,24 +296,22 @@ impl Registry {
                 miners.remove(&oldest);
             }
         }
-        let record = miners
-            .entry((user.address.clone(), user.worker.clone()))
-            .or_insert_with(|| Record {
-                stats: MinerStats {
-                    address: user.address.clone(),
-                    worker: user.worker.clone(),
-                    hashrate: 0.0,
-                    accepted: 0,
-                    stale: 0,
-                    rejected: 0,
-                    shares: 0,
-                    difficulty: 0.0,
-                    last_seen: 0,
-                    protocol,
-                },
-                first_seen: Instant::now(),
-                work: VecDeque::new(),
-            });
+        let record = miners.entry(key).or_insert_with(|| Record {
+            stats: MinerStats {
+                address: user.address.clone(),
+                worker: user.worker.clone(),
+                hashrate: 0.0,
+                accepted: 0,
+                stale: 0,
+                rejected: 0,
+                shares: 0,
+                difficulty: 0.0,
+                last_seen: 0,
+                protocol,
+            },
+            first_seen: Instant::now(),
+            work: VecDeque::new(),
+        });
         record.stats.last_seen = unix_now();
         record.stats.protocol = protocol;
         f(record)
@@ -323,6 +320,20 @@ impl Registry {
     /// Notes that the miner asked for work.
     pub fn seen(&self, user: &Username, protocol: &'static str, difficulty: f64) {
         self.with(user, protocol, |r| r.stats.difficulty = difficulty);
+    }
+
+    /// Notes the miner's new difficulty (the node's doing: a new miner is seen now, a
+    /// known one keeps its last-seen time).
+    pub fn set_difficulty(&self, user: &Username, protocol: &'static str, difficulty: f64) {
+        {
+            let mut miners = self.miners.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (user.address.clone(), user.worker.clone());
+            if let Some(r) = miners.get_mut(&key) {
+                r.stats.difficulty = difficulty;
+                return;
+            }
+        }
+        self.seen(user, protocol, difficulty);
     }
 
     /// Records a submission; `attempts` is the work it proves (the pseudo-share
@@ -451,5 +462,24 @@ mod tests {
         assert_eq!((s.accepted, s.stale, s.rejected, s.shares), (1, 1, 1, 1));
         assert!(s.hashrate > 0.0);
         assert!(s.last_seen > 0);
+    }
+
+    #[test]
+    fn a_difficulty_change_by_the_node_does_not_count_as_the_miner_being_seen() {
+        let reg = Registry::default();
+        let u = Username::parse("addr.w").unwrap();
+        // A miner first known by its difficulty is seen now.
+        reg.set_difficulty(&u, "stratum", 8.0);
+        assert!(reg.stats()[0].last_seen > 0);
+        reg.miners
+            .lock()
+            .unwrap()
+            .values_mut()
+            .for_each(|r| r.stats.last_seen = 5);
+        reg.set_difficulty(&u, "stratum", 2.0);
+        let s = &reg.stats()[0];
+        assert_eq!((s.difficulty, s.last_seen), (2.0, 5));
+        reg.seen(&u, "stratum", 2.0);
+        assert!(reg.stats()[0].last_seen > 5);
     }
 }

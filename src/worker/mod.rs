@@ -334,6 +334,11 @@ impl Workers {
         self.stratum.connections()
     }
 
+    /// The last new work sent to every Stratum miner, and how long that took.
+    pub fn last_stratum_broadcast(&self) -> Option<stratum::Broadcast> {
+        self.stratum.last_broadcast()
+    }
+
     /// Long polls parked now.
     pub fn parked_long_polls(&self) -> usize {
         self.longpoll.parked()

@@ -94,12 +94,24 @@ impl Conn {
 struct Registry {
     conns: HashMap<u64, Arc<Conn>>,
     extranonces: HashSet<[u8; EXTRANONCE1_SIZE]>,
+    last_broadcast: Option<Broadcast>,
+}
+
+/// The last new work sent to every Stratum miner.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Broadcast {
+    /// The work's id.
+    pub work: u64,
+    /// Miners written to.
+    pub miners: usize,
+    /// From `Workers::publish` until the last miner's write returned.
+    pub took: Duration,
 }
 
 pub(crate) struct StratumServer {
     shared: Arc<Shared>,
     registry: Arc<Mutex<Registry>>,
-    notify: Sender<()>,
+    notify: Sender<Instant>,
     stop_notifier: Option<Sender<()>>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -107,7 +119,7 @@ pub(crate) struct StratumServer {
 impl StratumServer {
     pub fn start(shared: Arc<Shared>, listener: TcpListener) -> Result<StratumServer, WorkerError> {
         let registry = Arc::new(Mutex::new(Registry::default()));
-        let (notify_tx, notify_rx) = bounded::<()>(1);
+        let (notify_tx, notify_rx) = bounded::<Instant>(1);
         let (stop_tx, stop_rx) = bounded::<()>(0);
         let accept = {
             let shared = shared.clone();
@@ -126,7 +138,10 @@ impl StratumServer {
                     let ticker = tick(Duration::from_secs(1));
                     loop {
                         select! {
-                            recv(notify_rx) -> _ => notify_all(&shared, &registry, true),
+                            recv(notify_rx) -> published => {
+                                let published = published.unwrap_or_else(|_| Instant::now());
+                                notify_all(&shared, &registry, published);
+                            }
                             recv(ticker) -> _ => keepalive(&shared, &registry),
                             recv(stop_rx) -> _ => break,
                         }
@@ -145,7 +160,13 @@ impl StratumServer {
 
     /// New work: every authorized miner gets a job with clean_jobs.
     pub fn notify_all(&self) {
-        let _ = self.notify.try_send(());
+        // A broadcast already queued will send the newest work.
+        let _ = self.notify.try_send(Instant::now());
+    }
+
+    /// The last new work sent to every miner, and how long that took.
+    pub fn last_broadcast(&self) -> Option<Broadcast> {
+        lock(&self.registry).last_broadcast
     }
 
     pub fn connections(&self) -> usize {
@@ -247,18 +268,15 @@ fn hex_u32(v: u32) -> String {
     format!("{v:08x}")
 }
 
-/// The `mining.notify` line of `job` (id `job_id`).
-fn notify_line(job_id: &str, job: &Job, extranonce_free: bool, clean: bool) -> String {
-    let _ = extranonce_free;
-    let work = &job.work;
-    let mut prev = work.previous_block().0;
-    swap4(&mut prev);
-    let branch: Vec<String> = work.branch.iter().map(|s| hex::encode(s.hash.0)).collect();
-    json!({
-        "id": null,
-        "method": "mining.notify",
-        "params": [
-            job_id,
+/// The `mining.notify` params of `job` after the job id, up to clean_jobs: the same for
+/// every miner paid by the job's coinbase, so rendered once per coinbase.
+fn notify_params(job: &Job) -> &str {
+    job.coinbase.notify_params.get_or_init(|| {
+        let work = &job.work;
+        let mut prev = work.previous_block().0;
+        swap4(&mut prev);
+        let branch: Vec<String> = work.branch.iter().map(|s| hex::encode(s.hash.0)).collect();
+        let params = json!([
             hex::encode(prev),
             hex::encode(&job.coinbase.coinb1),
             hex::encode(&job.coinbase.coinb2),
@@ -266,10 +284,19 @@ fn notify_line(job_id: &str, job: &Job, extranonce_free: bool, clean: bool) -> S
             hex_u32(work.template.version),
             hex_u32(work.template.bits.0),
             hex_u32(work.timestamp),
-            clean,
-        ],
+        ])
+        .to_string();
+        // Without the array's brackets.
+        params[1..params.len() - 1].to_string()
     })
-    .to_string()
+}
+
+/// The `mining.notify` line of `job` (id `job_id`, hex digits only).
+fn notify_line(job_id: &str, job: &Job, clean: bool) -> String {
+    format!(
+        r#"{{"id":null,"method":"mining.notify","params":["{job_id}",{},{clean}]}}"#,
+        notify_params(job)
+    )
 }
 
 fn difficulty_line(d: f64) -> String {
@@ -305,6 +332,7 @@ fn job_lines(shared: &Shared, state: &mut State, work: &Arc<Work>, clean: bool) 
     if state.sent_difficulty != Some(effective) {
         lines.push(difficulty_line(effective));
         state.sent_difficulty = Some(effective);
+        shared.registry.set_difficulty(user, "stratum", effective);
     }
     let job = Job {
         work: work.clone(),
@@ -313,7 +341,7 @@ fn job_lines(shared: &Shared, state: &mut State, work: &Arc<Work>, clean: bool) 
         share_floor: user.share_difficulty.map(difficulty_to_target),
     };
     let id = format!("{:x}", NEXT_JOB.fetch_add(1, Ordering::Relaxed));
-    lines.push(notify_line(&id, &job, false, clean));
+    lines.push(notify_line(&id, &job, clean));
     if clean {
         state.jobs.clear();
     }
@@ -322,7 +350,6 @@ fn job_lines(shared: &Shared, state: &mut State, work: &Arc<Work>, clean: bool) 
         state.jobs.pop_front();
     }
     state.last_send = Instant::now();
-    shared.registry.seen(user, "stratum", effective);
     lines
 }
 
@@ -342,7 +369,8 @@ fn authorized_conns(registry: &Mutex<Registry>) -> Vec<Arc<Conn>> {
         .collect()
 }
 
-fn notify_all(shared: &Shared, registry: &Mutex<Registry>, clean: bool) {
+/// New work to every authorized miner, with clean_jobs (work on an old parent is dead).
+fn notify_all(shared: &Shared, registry: &Mutex<Registry>, published: Instant) {
     let Some(work) = shared.current() else {
         return;
     };
@@ -350,32 +378,47 @@ fn notify_all(shared: &Shared, registry: &Mutex<Registry>, clean: bool) {
         return;
     }
     let conns = authorized_conns(registry);
-    let started = Instant::now();
-    if conns.len() <= PER_THREAD {
-        for c in &conns {
-            send_job(shared, c, &work, clean);
+    // Every line is rendered before any is written, so that the writes (each waking a
+    // miner's reader on this host) go out back to back.
+    let send = |chunk: &[Arc<Conn>]| {
+        let lines: Vec<Vec<String>> = chunk
+            .iter()
+            .map(|c| job_lines(shared, &mut lock(&c.state), &work, true))
+            .collect();
+        for (c, lines) in chunk.iter().zip(&lines) {
+            if !lines.is_empty() {
+                c.send(lines);
+            }
         }
+    };
+    if conns.len() <= PER_THREAD {
+        send(&conns);
     } else {
         thread::scope(|s| {
-            for chunk in conns.chunks(conns.len().div_ceil(4).max(PER_THREAD)) {
-                let work = &work;
+            let helpers = 2 * thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(1, 8);
+            for chunk in conns.chunks(conns.len().div_ceil(helpers).max(PER_THREAD)) {
+                let send = &send;
                 let _ = thread::Builder::new()
                     .name("stratum_notify_help".into())
-                    .spawn_scoped(s, move || {
-                        for c in chunk {
-                            send_job(shared, c, work, clean);
-                        }
-                    });
+                    .spawn_scoped(s, move || send(chunk));
             }
         });
     }
+    let broadcast = Broadcast {
+        work: work.id,
+        miners: conns.len(),
+        took: published.elapsed(),
+    };
     debug!(
         target: LOG,
-        "work {} sent to {} miners in {:?}",
+        "work {} sent to {} miners {:?} after it was published",
         work.id,
-        conns.len(),
-        started.elapsed()
+        broadcast.miners,
+        broadcast.took
     );
+    lock(registry).last_broadcast = Some(broadcast);
 }
 
 /// A fresh job (clean_jobs false) to miners that heard nothing for a while, and to those
@@ -582,6 +625,8 @@ impl Session<'_> {
                 state.vardiff.fix(d, Instant::now());
             }
             state.authorized.insert(name.to_string());
+            let difficulty = state.sent_difficulty.unwrap_or(state.vardiff.difficulty());
+            self.shared.registry.seen(&user, "stratum", difficulty);
             state.user = Some((user, script));
             if state.subscribed
                 && let Some(work) = self.shared.current()

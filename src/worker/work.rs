@@ -88,6 +88,9 @@ pub struct Coinbase {
     pub coinb1: Vec<u8>,
     /// The bytes after extranonce2.
     pub coinb2: Vec<u8>,
+    /// Stratum's `mining.notify` params after the job id, rendered once per coinbase
+    /// (every miner paid by this script on this work shares them).
+    pub notify_params: OnceLock<String>,
 }
 
 impl Coinbase {
@@ -276,6 +279,7 @@ impl Work {
             coinb1: bytes[..script_end - EXTRANONCE1_SIZE - EXTRANONCE2_SIZE].to_vec(),
             coinb2: bytes[script_end..].to_vec(),
             tx,
+            notify_params: OnceLock::new(),
         });
         let mut cache = lock(&self.coinbases);
         if cache.len() < MAX_CACHED_COINBASES {
