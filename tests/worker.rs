@@ -740,6 +740,114 @@ fn slow_and_absurd_http_bodies_never_stall_getwork() {
 
 /// Submits solutions until one is accepted (a job cleaned by new work meanwhile is redone
 /// on the newest job).
+/// What the server sends on `s` until it closes (or `within` passes: then `None`).
+fn until_closed(s: &mut TcpStream, within: Duration) -> Option<String> {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&got).into_owned()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(String::from_utf8_lossy(&got).into_owned());
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+#[test]
+fn hostile_http_clients_hold_no_more_than_the_connection_cap_and_the_timeouts_allow() {
+    use std::io::Write;
+    logs::init();
+    let node = WorkerNode::start(easy_net(bcoin::chain()), Source::Static, |c| {
+        c.max_http_connections = 30;
+        c.http_timeout = Duration::from_secs(2);
+    });
+    push_template(&node, 1);
+    let worker = node.workers.worker_addr();
+    let user = addr(9);
+    let getwork = r#"{"method":"getwork","params":[],"id":1}"#;
+    let connect = || TcpStream::connect(worker).expect("connects");
+
+    // Absurd Content-Lengths, more of them than the cap: each is refused and its
+    // connection closed, so none keeps a place.
+    for i in 0..45 {
+        let mut s = connect();
+        s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000000\r\n\r\n{}")
+            .unwrap();
+        let answer = until_closed(&mut s, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("absurd request {i}: connection not closed"));
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
+    assert_eq!(rpc(worker, &user, getwork).status, 200, "a place is free");
+
+    // An endless header line, and too many headers: 400 and closed.
+    let mut s = connect();
+    let long = format!("GET / HTTP/1.1\r\nX-Long: {}", "a".repeat(20_000));
+    let _ = s.write_all(long.as_bytes());
+    let answer = until_closed(&mut s, Duration::from_secs(5)).expect("closed");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let mut s = connect();
+    let many: String = (0..150).map(|i| format!("X-{i}: y\r\n")).collect();
+    let _ = s.write_all(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes());
+    let answer = until_closed(&mut s, Duration::from_secs(5)).expect("closed");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    // A head that trickles in is cut off (408) once the timeout passes; a silent body and
+    // a silent connection are closed after it.
+    let trickle = thread::spawn(move || {
+        let mut s = TcpStream::connect(worker).unwrap();
+        let started = Instant::now();
+        let _ = s.write_all(b"GET / HTTP/1.1\r\n");
+        let mut i = 0;
+        while started.elapsed() < Duration::from_secs(8) {
+            if s.write_all(format!("X-{i}: y\r\n").as_bytes()).is_err() {
+                break;
+            }
+            i += 1;
+            thread::sleep(Duration::from_millis(300));
+        }
+        until_closed(&mut s, Duration::from_secs(1)).map(|a| (a, started.elapsed()))
+    });
+    let mut body = connect();
+    body.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{")
+        .unwrap();
+    let mut silent = connect();
+    let answer = until_closed(&mut body, Duration::from_secs(10)).expect("silent body closed");
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    assert!(until_closed(&mut silent, Duration::from_secs(10)).is_some());
+    let (answer, after) = trickle.join().unwrap().expect("trickling head closed");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(after < Duration::from_secs(8), "cut off after {after:?}");
+
+    // The cap: idle connections take every place, and one more is closed at once.
+    let idle: Vec<TcpStream> = (0..30).map(|_| connect()).collect();
+    thread::sleep(Duration::from_millis(300));
+    let mut over = connect();
+    let _ = over.write_all(&rpc_request("/", &user, getwork, ""));
+    let answer = until_closed(&mut over, Duration::from_secs(1)).expect("closed at once");
+    assert!(answer.is_empty(), "{answer}");
+    // Once the idle ones time out, miners are served again.
+    wait_for(
+        "getwork served again after the idle connections time out",
+        || {
+            http_raw(
+                worker,
+                &rpc_request("/", &user, getwork, ""),
+                Duration::from_secs(2),
+            )
+            .filter(|a| a.status == 200)
+        },
+    );
+    drop(idle);
+    node.stop();
+}
+
 fn stratum_share(c: &mut LineClient, user: &str, en1: &[u8], difficulty: f64, notify: Value) {
     let mut notify = notify;
     for en2 in 1..20u8 {

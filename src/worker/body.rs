@@ -3,12 +3,12 @@
 //! tiny_http reads a body of at most 1,024 bytes with a Content-Length (and no `Expect`)
 //! together with the headers, on its own per-connection thread; every other body
 //! (larger, chunked, or after `100 Continue`) stays on the socket and is read by whoever
-//! holds the `Request`, with no read timeout. Dropping such a `Request` unread also reads
-//! (and throws away) the rest of the declared Content-Length, allocating it in one piece.
-//! So a request whose body is still on the socket is handed to a short-lived `http_body`
-//! thread (at most `MAX_READERS` at once) that reads it within `DEADLINE` and then answers
-//! it; a request that declares an absurd Content-Length is answered 413 and its connection
-//! abandoned rather than dropped (see `abandon`).
+//! holds the `Request`. So a request whose body is still on the socket is handed to a
+//! short-lived `http_body` thread (at most `MAX_READERS` at once) that reads it within
+//! `DEADLINE` and then answers it. Our tiny_http (vendor/tiny_http) bounds each socket
+//! read by the worker's HTTP timeout, and never reads a body nobody read: a request dropped
+//! with its body unread (refused as too large, too slow, or past `MAX_READERS`) closes its
+//! connection instead.
 
 use std::fmt;
 use std::io;
@@ -16,10 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use log::warn;
-use tiny_http::{Request, Response};
-
-use super::LOG;
+use tiny_http::Request;
 
 /// Bodies up to this long with a Content-Length arrive with the headers (tiny_http's rule).
 const BUFFERED: usize = 1024;
@@ -27,8 +24,6 @@ const BUFFERED: usize = 1024;
 pub const MAX_READERS: usize = 256;
 /// Longest a body may take to arrive once its first read returned.
 pub const DEADLINE: Duration = Duration::from_secs(10);
-/// A declared Content-Length above this is never dropped (tiny_http would allocate it).
-const ABSURD: usize = 64 * 1024 * 1024;
 
 /// Why a body was not read.
 #[derive(Debug)]
@@ -78,15 +73,8 @@ pub fn on_socket(request: &Request) -> bool {
         || request.body_length().is_some_and(|n| n > BUFFERED)
 }
 
-/// Whether the declared Content-Length is too large to let tiny_http drain it.
-pub fn absurd(request: &Request) -> bool {
-    header(request, "Transfer-Encoding").is_none()
-        && request.body_length().is_some_and(|n| n > ABSURD)
-}
-
-/// Reads the whole body, up to `cap` bytes and within `deadline`. A client that sends
-/// nothing at all still holds the reading thread until it closes (no socket timeout can be
-/// set through tiny_http), which is why readers are counted.
+/// Reads the whole body, up to `cap` bytes and within `deadline` (checked after each
+/// read; a client that sends nothing holds the reader until the socket's read timeout).
 pub fn read(request: &mut Request, cap: usize, deadline: Duration) -> Result<Vec<u8>, BodyError> {
     if request.body_length().is_some_and(|n| n > cap) {
         return Err(BodyError::TooLarge(cap));
@@ -116,7 +104,6 @@ pub fn read(request: &mut Request, cap: usize, deadline: Duration) -> Result<Vec
 #[derive(Default)]
 pub struct Readers {
     running: AtomicUsize,
-    abandoned: AtomicUsize,
 }
 
 /// One reader's place, given back on drop.
@@ -138,21 +125,5 @@ impl Readers {
 
     pub fn running(&self) -> usize {
         self.running.load(Ordering::Relaxed)
-    }
-
-    /// Answers 413 to a request with an absurd Content-Length and abandons its connection:
-    /// tiny_http 0.12 drains an unread body on drop into one allocation of the declared
-    /// length, which aborts the process when it cannot be had. The connection's socket and
-    /// tiny_http's thread for it are leaked (two file descriptors each): a slow leak is
-    /// better than a crash, until tiny_http is patched.
-    pub fn abandon(&self, request: Request, cap: usize) {
-        let n = self.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
-        warn!(
-            target: LOG,
-            "http body of absurd length refused, connection abandoned ({n} so far)"
-        );
-        let response =
-            Response::from_string(format!("request body over {cap} bytes")).with_status_code(413);
-        std::mem::forget(request.upgrade("close", response));
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use log::{debug, warn};
 use serde_json::{Value, json};
-use tiny_http::{Header, Method, Request, Response, Server};
+use tiny_http::{Header, Limits, Method, Request, Response, Server};
 
 use super::body;
 use super::longpoll::LongPollHandle;
@@ -73,11 +73,25 @@ impl HttpServer {
         longpoll: LongPollHandle,
         web: Option<Arc<dyn WebRoutes>>,
     ) -> Result<HttpServer, WorkerError> {
-        let addr = shared.config.worker_addr;
-        let server = Server::http(addr).map_err(|e| WorkerError::Bind {
+        let config = &shared.config;
+        let addr = config.worker_addr;
+        let listener = std::net::TcpListener::bind(addr).map_err(|source| WorkerError::Bind {
             what: "getwork",
             addr,
-            source: std::io::Error::other(e.to_string()),
+            source,
+        })?;
+        let limits = Limits {
+            max_connections: config.max_http_connections,
+            read_timeout: config.http_timeout,
+            write_timeout: config.http_timeout,
+            head_timeout: config.http_timeout,
+        };
+        let server = Server::from_listener_limited(listener, None, limits).map_err(|e| {
+            WorkerError::Bind {
+                what: "getwork",
+                addr,
+                source: std::io::Error::other(e.to_string()),
+            }
         })?;
         let bound = server
             .server_addr()
@@ -281,10 +295,6 @@ pub(crate) fn respond(request: Request, status: u16, body: String, headers: Vec<
 }
 
 fn handle(context: &Arc<Context>, request: Request) {
-    let cap = context.service.shared.config.max_body;
-    if body::absurd(&request) {
-        return context.readers.abandon(request, cap);
-    }
     if !body::on_socket(&request) {
         return dispatch(context, request);
     }
@@ -302,8 +312,13 @@ fn handle(context: &Arc<Context>, request: Request) {
         }
         return;
     }
-    warn!(target: LOG, "{} http bodies being read: one read on a handler", body::MAX_READERS);
-    dispatch(context, request)
+    // Never on a handler thread: the request is refused unread (its connection then
+    // closes, since the body is left on the socket).
+    warn!(target: LOG, "{} http bodies being read: one more refused", body::MAX_READERS);
+    let _ = request.respond(
+        Response::from_string("too many request bodies being read, try again")
+            .with_status_code(503),
+    );
 }
 
 /// Reads the body (when there is one to read) and answers the request.

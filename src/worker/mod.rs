@@ -64,6 +64,12 @@ pub struct WorkerConfig {
     pub http_threads: usize,
     /// Largest HTTP request body read.
     pub max_body: usize,
+    /// Most HTTP connections open at once (a parked long poll keeps its connection's
+    /// place); more are closed as they are accepted.
+    pub max_http_connections: usize,
+    /// Longest an HTTP connection may stay silent in a read (request heads, bodies, idle
+    /// keep-alive), and longest a request head may take to arrive.
+    pub http_timeout: Duration,
     /// Longest Stratum line read.
     pub max_line: usize,
     pub max_stratum_connections: usize,
@@ -90,6 +96,8 @@ impl WorkerConfig {
             min_difficulty: None,
             http_threads: 4,
             max_body: 64 * 1024,
+            max_http_connections: 1024,
+            http_timeout: Duration::from_secs(30),
             max_line: 16 * 1024,
             max_stratum_connections: 4096,
             stratum_idle: Duration::from_secs(600),
