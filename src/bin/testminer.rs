@@ -140,12 +140,55 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-/// Hashes headers from `make(nonce)`; calls `found` for each hash at or below `target`,
-/// until `generation` moves or the run stops. Nonces `start, start + step, …`.
+/// Paces one mining thread to at most `rate` hashes per second, across every work it
+/// mines (a new work does not start a new allowance).
+struct Throttle {
+    rate: Option<f64>,
+    since: Instant,
+    hashes: f64,
+}
+
+impl Throttle {
+    fn new(rate: Option<f64>) -> Throttle {
+        Throttle {
+            rate,
+            since: Instant::now(),
+            hashes: 0.0,
+        }
+    }
+
+    /// Hashes to do before pacing again.
+    fn batch(&self) -> u32 {
+        // About 20 batches per second, so a slow rate is not spent in one burst.
+        self.rate
+            .map_or(1024, |r| (r / 20.0).clamp(1.0, 1024.0) as u32)
+    }
+
+    /// Waits until `n` more hashes are due.
+    fn pace(&mut self, n: u32) {
+        let Some(rate) = self.rate else {
+            return;
+        };
+        self.hashes += f64::from(n);
+        let due = Duration::from_secs_f64(self.hashes / rate);
+        let spent = self.since.elapsed();
+        if due > spent {
+            thread::sleep(due - spent);
+        }
+        // Forget the distant past, so a stall (no work) is not made up for later.
+        if self.since.elapsed() > Duration::from_secs(5) {
+            self.since = Instant::now();
+            self.hashes = 0.0;
+        }
+    }
+}
+
+/// Hashes `header` with nonces `start, start + step, …`; calls `found` for each hash at or
+/// below `target`, until `generation` moves from `mine` or the run stops.
 fn scan(
     run: &Run,
-    generation: &AtomicU64,
-    mine: u64,
+    throttle: &mut Throttle,
+    (generation, mine): (&AtomicU64, u64),
     header: [u8; 80],
     target: U256,
     (start, step): (u32, u32),
@@ -153,10 +196,13 @@ fn scan(
 ) {
     let mut header = header;
     let mut nonce = start;
-    let mut window_start = Instant::now();
-    let mut window_hashes = 0u64;
     loop {
-        for _ in 0..1024 {
+        let batch = throttle.batch();
+        throttle.pace(batch);
+        if run.stopping() || generation.load(Ordering::Relaxed) != mine {
+            return;
+        }
+        for _ in 0..batch {
             header[76..80].copy_from_slice(&nonce.to_le_bytes());
             if sha256d(&header).to_u256() <= target {
                 found(nonce);
@@ -164,21 +210,6 @@ fn scan(
             nonce = nonce.wrapping_add(step);
             if nonce < step {
                 return; // the nonce space is done: ask for new work
-            }
-        }
-        window_hashes += 1024;
-        if run.stopping() || generation.load(Ordering::Relaxed) != mine {
-            return;
-        }
-        if let Some(rate) = run.options.hashrate {
-            let due = Duration::from_secs_f64(window_hashes as f64 / rate);
-            let spent = window_start.elapsed();
-            if due > spent {
-                thread::sleep(due - spent);
-            }
-            if window_start.elapsed() > Duration::from_secs(5) {
-                window_start = Instant::now();
-                window_hashes = 0;
             }
         }
     }
@@ -379,6 +410,7 @@ fn getwork(run: &Arc<Run>) -> Result<(), String> {
         let host = target.host.clone();
         let path = target.path.clone();
         handles.push(thread::spawn(move || {
+            let mut throttle = Throttle::new(run.options.hashrate);
             while !run.stopping() {
                 let mine = generation.load(Ordering::Relaxed);
                 let Some((header, target)) = work
@@ -393,8 +425,8 @@ fn getwork(run: &Arc<Run>) -> Result<(), String> {
                 let step = run.options.threads as u32;
                 scan(
                     &run,
-                    &generation,
-                    mine,
+                    &mut throttle,
+                    (&generation, mine),
                     header,
                     target,
                     (t as u32, step),
@@ -543,6 +575,7 @@ fn stratum(run: &Arc<Run>) -> Result<(), String> {
         let en1 = en1.clone();
         handles.push(thread::spawn(move || {
             let mut en2_counter: u64 = (t as u64) << 56;
+            let mut throttle = Throttle::new(run.options.hashrate);
             while !run.stopping() {
                 let mine = generation.load(Ordering::Relaxed);
                 let Some(j) = job.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
@@ -575,19 +608,27 @@ fn stratum(run: &Arc<Run>) -> Result<(), String> {
                 header[36..68].copy_from_slice(&root);
                 header[68..72].copy_from_slice(&j.ntime.to_le_bytes());
                 header[72..76].copy_from_slice(&j.nbits.to_le_bytes());
-                scan(&run, &generation, mine, header, j.target, (0, 1), |nonce| {
-                    let mut params = vec![
-                        json!(run.options.user),
-                        json!(j.id),
-                        json!(hex::encode(&en2)),
-                        json!(format!("{:08x}", j.ntime)),
-                        json!(format!("{nonce:08x}")),
-                    ];
-                    if mask != 0 {
-                        params.push(json!(format!("{:08x}", version & mask)));
-                    }
-                    send(json!({"id": 4, "method": "mining.submit", "params": params}));
-                });
+                scan(
+                    &run,
+                    &mut throttle,
+                    (&generation, mine),
+                    header,
+                    j.target,
+                    (0, 1),
+                    |nonce| {
+                        let mut params = vec![
+                            json!(run.options.user),
+                            json!(j.id),
+                            json!(hex::encode(&en2)),
+                            json!(format!("{:08x}", j.ntime)),
+                            json!(format!("{nonce:08x}")),
+                        ];
+                        if mask != 0 {
+                            params.push(json!(format!("{:08x}", version & mask)));
+                        }
+                        send(json!({"id": 4, "method": "mining.submit", "params": params}));
+                    },
+                );
             }
         }));
     }
