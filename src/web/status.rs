@@ -275,14 +275,16 @@ impl History {
     /// Counts the shares not seen before and notes the pool hash rate at `now`.
     pub fn ingest(&mut self, status: &PoolStatus, now: u64) {
         for share in &status.recent_shares {
-            // A share's timestamp is the miner's claim: ignore the far future and the past day.
+            // A share's timestamp is the miner's claim: ignore the far future and the past day;
+            // the near future (a burst of shares runs ahead of the clock, each at least the
+            // median of the last 11 plus one) counts now.
             if share.time > now + 600 || share.time + HISTORY_SECS < now {
                 continue;
             }
             if !self.remember(&share.hash) {
                 continue;
             }
-            let bucket = self.bucket_mut(share.time);
+            let bucket = self.bucket_mut(share.time.min(now));
             bucket.shares += 1;
             bucket.work += share.work;
             if share.local {
@@ -449,7 +451,7 @@ mod tests {
     }
 
     #[test]
-    fn history_ignores_future_and_old_shares_and_forgets_the_past_day() {
+    fn history_counts_the_near_future_now_ignores_the_far_future_and_forgets_the_past_day() {
         let now = 2_000_000 * 60;
         let mut history = History::default();
         let status = PoolStatus {
@@ -457,11 +459,15 @@ mod tests {
                 share("future", now + 3600, false),
                 share("old", now - HISTORY_SECS - 10, false),
                 share("ok", now - 10, false),
+                share("ahead", now + 90, false),
             ],
             ..PoolStatus::default()
         };
         history.ingest(&status, now);
-        assert_eq!(history.buckets.len(), 1);
+        // "ok" in the minute before now, "ahead" in now's minute.
+        assert_eq!(history.buckets.len(), 2);
+        let chart = history.chart(now, 3600, 60);
+        assert_eq!(chart.iter().map(|b| b.shares).sum::<u64>(), 2);
         history.ingest(&PoolStatus::default(), now + HISTORY_SECS + 120);
         assert!(history.buckets.is_empty());
     }
