@@ -825,6 +825,24 @@ fn hostile_http_clients_hold_no_more_than_the_connection_cap_and_the_timeouts_al
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(after < Duration::from_secs(8), "cut off after {after:?}");
 
+    // A long poll parked for longer than the timeout is still answered on new work.
+    let poll = {
+        let request = long_poll_request(&user);
+        assert_eq!(rpc(worker, &user, getwork).status, 200);
+        thread::spawn(move || http_raw(worker, &request, Duration::from_secs(20)))
+    };
+    wait_for("the long poll parked", || {
+        (node.workers.parked_long_polls() >= 1).then_some(())
+    });
+    thread::sleep(Duration::from_secs(3));
+    push_template(&node, 2);
+    let polled = poll
+        .join()
+        .unwrap()
+        .expect("long poll answered after the timeout");
+    assert_eq!(polled.status, 200);
+    assert!(polled.json()["result"]["data"].is_string());
+
     // The cap: idle connections take every place, and one more is closed at once.
     let idle: Vec<TcpStream> = (0..30).map(|_| connect()).collect();
     thread::sleep(Duration::from_millis(300));
