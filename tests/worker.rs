@@ -786,6 +786,21 @@ fn hostile_http_clients_hold_no_more_than_the_connection_cap_and_the_timeouts_al
     }
     assert_eq!(rpc(worker, &user, getwork).status, 200, "a place is free");
 
+    // A chunked body over the cap: one answer (413), then the connection closes rather than
+    // reading the rest of the body as requests.
+    let mut s = connect();
+    let chunk = "a".repeat(100_000);
+    let _ = s.write_all(
+        format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\nGET / HTTP/1.1\r\n\r\n",
+            chunk.len()
+        )
+        .as_bytes(),
+    );
+    let answer = until_closed(&mut s, Duration::from_secs(5)).expect("closed");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+
     // An endless header line, and too many headers: 400 and closed.
     let mut s = connect();
     let long = format!("GET / HTTP/1.1\r\nX-Long: {}", "a".repeat(20_000));

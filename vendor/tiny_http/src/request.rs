@@ -13,6 +13,32 @@ use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
 
+/// p2pool patch: sets `unread` when dropped before `inner` reached its end, so the
+/// connection reads no further request from the middle of a body.
+struct UnreadGuard<R: Read> {
+    inner: R,
+    ended: bool,
+    unread: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for UnreadGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.ended = true;
+        }
+        Ok(n)
+    }
+}
+
+impl<R: Read> Drop for UnreadGuard<R> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.unread.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// Represents an HTTP request made by a client.
 ///
 /// A `Request` object is what is produced by the server, and is your what
@@ -221,7 +247,12 @@ where
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
+        // p2pool patch: a chunked body dropped before its end flags the connection too.
+        Box::new(UnreadGuard {
+            inner: FusedReader::new(Decoder::new(source_data)),
+            ended: false,
+            unread,
+        }) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data
