@@ -83,7 +83,7 @@ fn stats_answers_with_the_published_figures() {
     assert_eq!(stats["share_difficulty"], json!(1234.5));
     assert_eq!(stats["block_difficulty"], json!(4.5e6));
     assert_eq!(stats["block_height"], 812_345);
-    assert_eq!(stats["blocks_found"], 1);
+    assert_eq!(stats["blocks_found"], 3);
     assert_eq!(stats["blocks_paid"], 1);
     assert_eq!(stats["fee"], json!(0.5));
     assert_eq!(stats["payout_address"], MINER_ADDRESS);
@@ -372,7 +372,7 @@ fn metrics_parse_as_prometheus_text_with_the_figures() {
     assert_eq!(samples["p2pool_peers{direction=\"outbound\"}"], 1.0);
     assert_eq!(samples["p2pool_peers{direction=\"connecting\"}"], 1.0);
     assert_eq!(samples["p2pool_miners"], 2.0);
-    assert_eq!(samples["p2pool_blocks_found"], 1.0);
+    assert_eq!(samples["p2pool_blocks_found"], 3.0);
     assert_eq!(samples["p2pool_bitcoind_height"], 812_344.0);
     assert_eq!(
         samples[&format!("p2pool_payout_satoshis{{address=\"{MINER_ADDRESS}\"}}")],

@@ -11,6 +11,8 @@ use crate::sharechain::store::{Batch, Store, StoreError};
 
 /// The metadata key of the history (JSON).
 pub const META_KEY: &str = "found_blocks";
+/// The metadata key of the number of blocks ever found (u64, little-endian).
+pub const TOTAL_KEY: &str = "found_blocks_total";
 /// Blocks kept.
 pub const KEEP: usize = 200;
 
@@ -69,10 +71,11 @@ impl FoundBlock {
     }
 }
 
-/// The found blocks, newest last.
+/// The found blocks, newest last (the newest `KEEP`), and how many there ever were.
 #[derive(Debug, Clone, Default)]
 pub struct History {
     pub blocks: Vec<FoundBlock>,
+    pub total: u64,
     dirty: bool,
 }
 
@@ -83,8 +86,14 @@ impl History {
             .meta(META_KEY)?
             .and_then(|bytes| serde_json::from_slice::<Vec<FoundBlock>>(&bytes).ok())
             .unwrap_or_default();
+        let total = store
+            .meta(TOTAL_KEY)?
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+            .map_or(0, u64::from_le_bytes)
+            .max(blocks.len() as u64);
         Ok(History {
             blocks,
+            total,
             dirty: false,
         })
     }
@@ -95,6 +104,7 @@ impl History {
             return false;
         }
         self.blocks.push(block);
+        self.total += 1;
         if self.blocks.len() > KEEP {
             let extra = self.blocks.len() - KEEP;
             self.blocks.drain(..extra);
@@ -117,7 +127,60 @@ impl History {
             if let Ok(bytes) = serde_json::to_vec(&self.blocks) {
                 batch.put_meta.push((META_KEY.to_string(), bytes));
             }
+            batch
+                .put_meta
+                .push((TOTAL_KEY.to_string(), self.total.to_le_bytes().to_vec()));
             self.dirty = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(n: u64) -> FoundBlock {
+        FoundBlock {
+            hash: format!("{n:064x}"),
+            height: n,
+            time: n,
+            share: format!("{n:064x}"),
+            finder: "finder".into(),
+            outcome: "pending".into(),
+            value: 50,
+            payouts: vec![("finder".into(), 50)],
+        }
+    }
+
+    #[test]
+    fn history_keeps_the_newest_blocks_counts_every_one_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), "test").unwrap();
+        let mut history = History::load(&store).unwrap();
+        assert_eq!((history.blocks.len(), history.total), (0, 0));
+        for n in 0..KEEP as u64 + 50 {
+            assert!(history.found(block(n)));
+        }
+        assert!(
+            !history.found(block(KEEP as u64 + 49)),
+            "a second copy is ignored"
+        );
+        history.set_outcome(
+            &Hash256::from_hex(&format!("{:064x}", KEEP as u64 + 49)).unwrap(),
+            "accepted".into(),
+        );
+        assert_eq!(history.blocks.len(), KEEP);
+        assert_eq!(history.total, KEEP as u64 + 50);
+        assert_eq!(history.blocks[0].height, 50, "the oldest are forgotten");
+        let mut batch = Batch::default();
+        history.write_to(&mut batch);
+        store.apply(&batch).unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path(), "test").unwrap();
+        let again = History::load(&store).unwrap();
+        assert_eq!(again.blocks, history.blocks);
+        assert_eq!(again.total, KEEP as u64 + 50);
+        assert_eq!(again.blocks.last().unwrap().outcome, "accepted");
     }
 }

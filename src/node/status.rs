@@ -135,6 +135,7 @@ pub fn fill(i: &Inputs<'_>) -> PoolStatus {
     } else {
         s.local_shares.total = i.local.len() as u64;
     }
+    s.blocks_found_total = i.history.total;
     for b in i.history.blocks.iter().rev() {
         s.found_blocks.push(FoundView {
             time: b.time,

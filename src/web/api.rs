@@ -139,7 +139,7 @@ pub fn stats(view: &View) -> Value {
         },
         "miners": view.miners.len(),
         "bitcoind": s.bitcoind,
-        "blocks_found": s.found_blocks.len(),
+        "blocks_found": s.blocks_found_total,
         "blocks_paid": s.paid_blocks.len(),
         "fee": s.fee_percent,
         "payout_address": s.payout_address,

@@ -238,8 +238,8 @@ pub fn render(view: &View) -> String {
     gauge(
         &mut out,
         "p2pool_blocks_found",
-        "Blocks found by the pool and remembered by this node.",
-        s.found_blocks.len() as f64,
+        "Blocks found by the pool since this node's store began.",
+        s.blocks_found_total as f64,
     );
     gauge(
         &mut out,

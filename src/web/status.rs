@@ -67,8 +67,10 @@ pub struct PoolStatus {
     /// The newest shares of the best chain, newest first (the node passes the last hundred
     /// or so; the board builds the chart from them).
     pub recent_shares: Vec<RecentShare>,
-    /// Blocks found by the pool, newest first, with what bitcoind said.
+    /// Blocks found by the pool, newest first, with what bitcoind said (the newest 200).
     pub found_blocks: Vec<FoundBlock>,
+    /// Blocks found by the pool since this node's store began.
+    pub blocks_found_total: u64,
     /// Blocks that paid out (accepted into the Bitcoin chain), newest first.
     pub paid_blocks: Vec<PaidBlock>,
     /// The worker fee in percent (`--fee`).

@@ -97,6 +97,8 @@ pub fn filled_status() -> PoolStatus {
             status: "accepted".into(),
             value: 312_512_345,
         }],
+        // More than the list: older blocks are forgotten, and still counted.
+        blocks_found_total: 3,
         paid_blocks: vec![PaidBlock {
             time: now - 210,
             height: 812_340,
