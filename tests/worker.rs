@@ -858,6 +858,40 @@ fn hostile_http_clients_hold_no_more_than_the_connection_cap_and_the_timeouts_al
     assert_eq!(polled.status, 200);
     assert!(polled.json()["result"]["data"].is_string());
 
+    // Requests pipelined behind a parked long poll wait for it on their own connection,
+    // and hold no handler thread: getwork stays prompt for everyone else.
+    let keep_alive_poll = String::from_utf8(long_poll_request(&user))
+        .unwrap()
+        .replace("Connection: close", "Connection: keep-alive");
+    assert_eq!(rpc(worker, &user, getwork).status, 200, "the miner has the work");
+    let pipelined: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut s = connect();
+            let mut both = keep_alive_poll.clone().into_bytes();
+            both.extend_from_slice(&rpc_request("/", &user, getwork, ""));
+            s.write_all(&both).unwrap();
+            s
+        })
+        .collect();
+    wait_for("the pipelined long polls parked", || {
+        (node.workers.parked_long_polls() >= 6).then_some(())
+    });
+    for _ in 0..5 {
+        let answer = http_raw(
+            worker,
+            &rpc_request("/", &user, getwork, ""),
+            Duration::from_secs(5),
+        )
+        .expect("getwork answered within 5 s beside pipelined long polls");
+        assert_eq!(answer.status, 200);
+    }
+    push_template(&node, 3);
+    for mut s in pipelined {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let answers = until_closed(&mut s, Duration::from_secs(10)).expect("both answered");
+        assert_eq!(answers.matches("HTTP/1.1 200").count(), 2, "{answers}");
+    }
+
     // The cap: idle connections take every place, and one more is closed at once.
     let idle: Vec<TcpStream> = (0..30).map(|_| connect()).collect();
     thread::sleep(Duration::from_millis(300));

@@ -33,8 +33,10 @@ pub const VERSION_MASK: u32 = 0x1fff_e000;
 const JOBS_KEPT: usize = 16;
 /// Bad lines (malformed, unknown method) before a connection is closed.
 const MAX_BAD_LINES: u32 = 20;
-/// How long a socket write may block before the miner is dropped.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a socket write may block before the miner is dropped. A write blocks only when
+/// the socket's send buffer is full, that is when the miner has read nothing for many
+/// messages; a short bound keeps one such miner from holding up a broadcast to the others.
+const WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 /// Stack of each connection thread.
 const STACK: usize = 256 * 1024;
 /// Connections notified per helper thread.
@@ -400,9 +402,12 @@ fn notify_all(shared: &Shared, registry: &Mutex<Registry>, published: Instant) {
                 .clamp(1, 8);
             for chunk in conns.chunks(conns.len().div_ceil(helpers).max(PER_THREAD)) {
                 let send = &send;
-                let _ = thread::Builder::new()
+                let spawned = thread::Builder::new()
                     .name("stratum_notify_help".into())
                     .spawn_scoped(s, move || send(chunk));
+                if spawned.is_err() {
+                    send(chunk);
+                }
             }
         });
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{HTTPVersion, Method};
+use crate::util::refined_tcp_stream::HeadDeadline;
 use crate::util::RefinedTcpStream;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
@@ -46,6 +47,9 @@ pub struct ClientConnection {
 
     // p2pool patch: when the current request head's first byte arrived
     head_started: Option<Instant>,
+
+    // p2pool patch: the same instant plus `head_timeout`, seen by the socket's reads
+    deadline: HeadDeadline,
 }
 
 /// p2pool patch: longest request line or header line.
@@ -82,6 +86,8 @@ impl ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
 
+        let deadline = HeadDeadline::default();
+        read_socket.set_head_deadline(deadline.clone());
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();
 
@@ -95,6 +101,7 @@ impl ClientConnection {
             unread_body: Arc::new(AtomicBool::new(false)),
             head_timeout,
             head_started: None,
+            deadline,
         }
     }
 
@@ -127,7 +134,16 @@ impl ClientConnection {
                 ));
             }
             // p2pool patch: a bounded head, in bounded time.
-            let started = *self.head_started.get_or_insert_with(Instant::now);
+            let started = match self.head_started {
+                Some(started) => started,
+                None => {
+                    let now = Instant::now();
+                    self.head_started = Some(now);
+                    *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(now + self.head_timeout);
+                    now
+                }
+            };
             if buf.len() >= MAX_LINE {
                 return Err(IoError::new(ErrorKind::InvalidData, "header line too long"));
             }
@@ -151,6 +167,7 @@ impl ClientConnection {
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
         self.head_started = None;
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
@@ -214,6 +231,9 @@ impl ClientConnection {
                 }
             }
         })?;
+        // p2pool patch: the head (and a small body read with it) is in; the application
+        // reads any other body under its own deadline.
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = None;
 
         // return the request
         Ok(request)
@@ -231,6 +251,10 @@ impl Iterator for ClientConnection {
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
         if self.no_more_requests {
+            return None;
+        }
+        // p2pool patch: the previous request's body was left on the socket.
+        if self.unread_body.load(Ordering::Relaxed) {
             return None;
         }
 

@@ -385,17 +385,15 @@ impl Server {
                         let mut client = Some(client);
                         tasks_pool.spawn(Box::new(move || {
                             if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
+                                // p2pool patch: one request in flight per connection, as
+                                // upstream did for HTTPS only. The next request head is read
+                                // once this one is answered (or dropped), so pipelined
+                                // requests never queue up behind a parked one, and a parked
+                                // request's connection is not read (nor timed out) meanwhile.
+                                for rq in client {
                                     let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
+                                    messages.push(rq.with_notify_sender(sender).into());
+                                    let _ = receiver.recv();
                                 }
                             }
                         }));

@@ -2,7 +2,8 @@ use std::io::Result as IoResult;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::connection::Connection;
 #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
@@ -95,11 +96,15 @@ impl Write for Stream {
     }
 }
 
+/// p2pool patch: when the request head being read must be complete; `None` between heads.
+pub(crate) type HeadDeadline = Arc<Mutex<Option<Instant>>>;
+
 pub struct RefinedTcpStream {
     stream: Stream,
     close_read: bool,
     close_write: bool,
     _slot: Option<Arc<ConnectionSlot>>,
+    deadline: Option<HeadDeadline>,
 }
 
 impl RefinedTcpStream {
@@ -120,6 +125,7 @@ impl RefinedTcpStream {
             close_read: true,
             close_write: false,
             _slot: slot.clone(),
+            deadline: None,
         };
 
         let write = RefinedTcpStream {
@@ -127,9 +133,16 @@ impl RefinedTcpStream {
             close_read: false,
             close_write: true,
             _slot: slot,
+            deadline: None,
         };
 
         Ok((read, write))
+    }
+
+    /// p2pool patch: every read from now on fails with `TimedOut` once `deadline` holds a
+    /// time that has passed.
+    pub(crate) fn set_head_deadline(&mut self, deadline: HeadDeadline) {
+        self.deadline = Some(deadline);
     }
 
     /// Returns true if this struct wraps around a secure connection.
@@ -157,6 +170,17 @@ impl Drop for RefinedTcpStream {
 
 impl Read for RefinedTcpStream {
     fn read(&mut self, buf: &mut [u8]) -> IoResult<usize> {
+        // p2pool patch: a request head that trickles in is cut off at its deadline (each
+        // read is also bounded by the socket's read timeout).
+        if let Some(deadline) = &self.deadline {
+            let due = *deadline.lock().unwrap_or_else(|e| e.into_inner());
+            if due.is_some_and(|due| Instant::now() > due) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request head too slow",
+                ));
+            }
+        }
         self.stream.read(buf)
     }
 }
