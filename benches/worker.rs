@@ -424,7 +424,8 @@ fn long_polls(bench: &mut Bench) {
         while bench.workers.parked_long_polls() < LONG_POLLS {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
-                "long polls not parked"
+                "long polls not parked: {} of {LONG_POLLS}",
+                bench.workers.parked_long_polls()
             );
             thread::sleep(Duration::from_millis(5));
         }

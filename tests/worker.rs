@@ -863,7 +863,11 @@ fn hostile_http_clients_hold_no_more_than_the_connection_cap_and_the_timeouts_al
     let keep_alive_poll = String::from_utf8(long_poll_request(&user))
         .unwrap()
         .replace("Connection: close", "Connection: keep-alive");
-    assert_eq!(rpc(worker, &user, getwork).status, 200, "the miner has the work");
+    assert_eq!(
+        rpc(worker, &user, getwork).status,
+        200,
+        "the miner has the work"
+    );
     let pipelined: Vec<TcpStream> = (0..6)
         .map(|_| {
             let mut s = connect();
