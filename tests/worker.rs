@@ -919,6 +919,36 @@ fn hostile_http_clients_hold_no_more_than_the_connection_cap_and_the_timeouts_al
     node.stop();
 }
 
+#[test]
+fn three_hundred_long_polls_sent_at_once_all_park_and_are_all_answered() {
+    logs::init();
+    let node = static_node();
+    let worker = node.workers.worker_addr();
+    let user = addr(9);
+    assert_eq!(
+        rpc(worker, &user, r#"{"method":"getwork","params":[],"id":1}"#).status,
+        200
+    );
+    let before = node.workers.parked_long_polls();
+    let polls: Vec<_> = (0..300)
+        .map(|_| {
+            let request = long_poll_request(&user);
+            thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn(move || http_raw(worker, &request, Duration::from_secs(30)))
+                .unwrap()
+        })
+        .collect();
+    wait_for("every long poll parked", || {
+        (node.workers.parked_long_polls() >= before + 300).then_some(())
+    });
+    push_template(&node, 7);
+    for p in polls {
+        let answer = p.join().unwrap().expect("answered");
+        assert_eq!(answer.status, 200);
+    }
+}
+
 fn stratum_share(c: &mut LineClient, user: &str, en1: &[u8], difficulty: f64, notify: Value) {
     let mut notify = notify;
     for en2 in 1..20u8 {
