@@ -801,6 +801,44 @@ fn hostile_http_clients_hold_no_more_than_the_connection_cap_and_the_timeouts_al
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
 
+    // A body refused before it was sent (Expect: 100-continue, too large): one answer, and
+    // the connection closes at once.
+    let mut s = connect();
+    s.write_all(
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10000000\r\n\r\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let answer = until_closed(&mut s, Duration::from_secs(5)).expect("closed");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // HTTP/2 (or its h2c preface): 505 and closed, its place given back.
+    for _ in 0..40 {
+        let mut s = connect();
+        let _ = s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        let answer = until_closed(&mut s, Duration::from_secs(5)).expect("closed");
+        assert!(answer.starts_with("HTTP/1.1 505"), "{answer}");
+    }
+    assert_eq!(rpc(worker, &user, getwork).status, 200, "places given back");
+
+    // Chunked framing that never ends (a chunk size of zeros, an endless extension): the
+    // body is refused and the connection closed, within the bounds.
+    for framing in ["0".repeat(300_000), format!("1;{}", "e".repeat(300_000))] {
+        let mut s = connect();
+        let _ = s.write_all(
+            format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{framing}")
+                .as_bytes(),
+        );
+        let answer = until_closed(&mut s, Duration::from_secs(10)).expect("closed");
+        assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    }
+
     // An endless header line, and too many headers: 400 and closed.
     let mut s = connect();
     let long = format!("GET / HTTP/1.1\r\nX-Long: {}", "a".repeat(20_000));

@@ -85,6 +85,8 @@ impl HttpServer {
             read_timeout: config.http_timeout,
             write_timeout: config.http_timeout,
             head_timeout: config.http_timeout,
+            // A chunked body's framing may double it at most, for an honest client.
+            max_chunked_wire: 2 * config.max_body + 64 * 1024,
         };
         let server = Server::from_listener_limited(listener, None, limits).map_err(|e| {
             WorkerError::Bind {

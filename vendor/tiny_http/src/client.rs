@@ -42,8 +42,9 @@ pub struct ClientConnection {
     // p2pool patch: set when a request's body was left unread; no request follows it
     unread_body: Arc<AtomicBool>,
 
-    // p2pool patch: longest a request head may take once its first byte arrived
-    head_timeout: Duration,
+    // p2pool patch: longest a request head may take once its first byte arrived, and what
+    // a chunked body may take on the wire
+    limits: crate::Limits,
 
     // p2pool patch: when the current request head's first byte arrived
     head_started: Option<Instant>,
@@ -81,7 +82,7 @@ impl ClientConnection {
     pub fn new(
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
-        head_timeout: Duration,
+        limits: crate::Limits,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -99,7 +100,7 @@ impl ClientConnection {
             no_more_requests: false,
             secure,
             unread_body: Arc::new(AtomicBool::new(false)),
-            head_timeout,
+            limits,
             head_started: None,
             deadline,
         }
@@ -140,14 +141,14 @@ impl ClientConnection {
                     let now = Instant::now();
                     self.head_started = Some(now);
                     *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(now + self.head_timeout);
+                        Some(now + self.limits.head_timeout);
                     now
                 }
             };
             if buf.len() >= MAX_LINE {
                 return Err(IoError::new(ErrorKind::InvalidData, "header line too long"));
             }
-            if buf.len() % 64 == 0 && started.elapsed() > self.head_timeout {
+            if buf.len() % 64 == 0 && started.elapsed() > self.limits.head_timeout {
                 return Err(IoError::new(ErrorKind::TimedOut, "request head too slow"));
             }
 
@@ -217,10 +218,12 @@ impl ClientConnection {
             path,
             version.clone(),
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            // p2pool patch: no panic when the peer is gone already (ENOTCONN)
+            self.remote_addr.as_ref().ok().copied().flatten(),
             data_source,
             writer,
             self.unread_body.clone(),
+            (self.limits.max_chunked_wire, self.limits.head_timeout),
         )
         .map_err(|e| {
             use crate::request;
@@ -302,7 +305,9 @@ impl Iterator for ClientConnection {
 
             // checking HTTP version
             if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
+                // p2pool patch: answered through the request's own writer (a new one would
+                // wait for this one forever), and the connection closes.
+                let writer = rq.into_writer();
                 let response = Response::from_string(
                     "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
                 )
@@ -310,7 +315,7 @@ impl Iterator for ClientConnection {
                 response
                     .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
                     .ok();
-                continue;
+                return None;
             }
 
             // updating the status of the connection

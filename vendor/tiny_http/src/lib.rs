@@ -192,8 +192,10 @@ pub struct Limits {
     /// Each write on a connection's socket.
     pub write_timeout: Duration,
     /// Longest a request line and its headers may take once their first byte arrived
-    /// (408 after).
+    /// (408 after); also how long a chunked body may take.
     pub head_timeout: Duration,
+    /// Most bytes a chunked body may take on the wire, framing included.
+    pub max_chunked_wire: usize,
 }
 
 impl Default for Limits {
@@ -203,6 +205,7 @@ impl Default for Limits {
             read_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             head_timeout: Duration::from_secs(30),
+            max_chunked_wire: 1024 * 1024,
         }
     }
 }
@@ -370,11 +373,7 @@ impl Server {
                             }
                         };
 
-                        Ok(ClientConnection::new(
-                            write_closable,
-                            read_closable,
-                            limits.head_timeout,
-                        ))
+                        Ok(ClientConnection::new(write_closable, read_closable, limits))
                     }
                     Err(e) => Err(e),
                 };
@@ -392,7 +391,12 @@ impl Server {
                                 // request's connection is not read (nor timed out) meanwhile.
                                 for rq in client {
                                     let (sender, receiver) = mpsc::channel();
-                                    messages.push(rq.with_notify_sender(sender).into());
+                                    let message = rq.with_notify_sender(sender).into();
+                                    // The server is gone: the request is answered 500 as it
+                                    // is dropped, and the connection ends.
+                                    if messages.push(message).is_err() {
+                                        break;
+                                    }
                                     let _ = receiver.recv();
                                 }
                             }
@@ -483,6 +487,9 @@ impl Iterator for IncomingRequests<'_> {
 impl Drop for Server {
     fn drop(&mut self) {
         self.close.store(true, Relaxed);
+        // p2pool patch: requests nobody will take are answered (500) and their connections
+        // freed, rather than left waiting for ever.
+        drop(self.messages.close());
         // Connect briefly to ourselves to unblock the accept thread
         let maybe_stream = match &self.listening_addr {
             ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),

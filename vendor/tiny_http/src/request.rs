@@ -8,10 +8,33 @@ use std::str::FromStr;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
+
+/// p2pool patch: at most `left` bytes, read before `until`; then every read fails.
+struct WireLimit<R: Read> {
+    inner: R,
+    left: usize,
+    until: Instant,
+}
+
+impl<R: Read> Read for WireLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if Instant::now() > self.until {
+            return Err(IoError::new(ErrorKind::TimedOut, "request body too slow"));
+        }
+        if self.left == 0 {
+            return Err(IoError::new(ErrorKind::InvalidData, "request body too long"));
+        }
+        let want = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n;
+        Ok(n)
+    }
+}
 
 /// p2pool patch: sets `unread` when dropped before `inner` reached its end, so the
 /// connection reads no further request from the middle of a body.
@@ -164,6 +187,7 @@ pub fn new_request<R, W>(
     mut source_data: R,
     writer: W,
     unread: Arc<AtomicBool>,
+    body_limits: (usize, Duration),
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -247,9 +271,15 @@ where
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
-        // p2pool patch: a chunked body dropped before its end flags the connection too.
+        // p2pool patch: a chunked body dropped before its end flags the connection too, and
+        // its framing (chunk sizes, extensions) is bounded in bytes and time underneath.
+        let wire = WireLimit {
+            inner: source_data,
+            left: body_limits.0,
+            until: Instant::now() + body_limits.1,
+        };
         Box::new(UnreadGuard {
-            inner: FusedReader::new(Decoder::new(source_data)),
+            inner: FusedReader::new(Decoder::new(wire)),
             ended: false,
             unread,
         }) as Box<dyn Read + Send + 'static>
@@ -468,6 +498,8 @@ impl Request {
         R: Read,
     {
         let res = self.respond_impl(response);
+        // p2pool patch: the body first (an unread one flags the connection), then the news.
+        self.data_reader = None;
         if let Some(sender) = self.notify_when_responded.take() {
             let _ = sender.send(()); // p2pool patch: never panics
         }
@@ -524,6 +556,8 @@ impl Drop for Request {
         if self.response_writer.is_some() {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
+            // p2pool patch: the body first (an unread one flags the connection), then the news.
+            self.data_reader = None;
             if let Some(sender) = self.notify_when_responded.take() {
                 let _ = sender.send(()); // p2pool patch: never panics
             }

@@ -74,6 +74,7 @@ impl From<TestRequest> for Request {
             mock.body.as_bytes(),
             std::io::sink(),
             Default::default(),
+            (usize::MAX, std::time::Duration::from_secs(3600)),
         )
         .unwrap()
     }

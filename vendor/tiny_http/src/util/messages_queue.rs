@@ -1,4 +1,5 @@
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,8 @@ where
 {
     queue: Mutex<VecDeque<Control<T>>>,
     condvar: Condvar,
+    // p2pool patch: set when the server is dropped; no element is taken after it
+    closed: AtomicBool,
 }
 
 impl<T> MessagesQueue<T>
@@ -23,14 +26,36 @@ where
         Arc::new(MessagesQueue {
             queue: Mutex::new(VecDeque::with_capacity(capacity)),
             condvar: Condvar::new(),
+            closed: AtomicBool::new(false),
         })
     }
 
-    /// Pushes an element to the queue.
-    pub fn push(&self, value: T) {
-        let mut queue = self.queue.lock().unwrap();
+    /// Pushes an element to the queue; p2pool patch: hands it back once the queue is closed.
+    pub fn push(&self, value: T) -> Result<(), T> {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(value);
+        }
         queue.push_back(Control::Elem(value));
         self.condvar.notify_one();
+        Ok(())
+    }
+
+    /// p2pool patch: refuses every later push and returns what was queued (to be dropped
+    /// by the caller, outside the lock).
+    pub fn close(&self) -> Vec<T> {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        self.closed.store(true, Ordering::Relaxed);
+        let mut elements = Vec::new();
+        let mut kept = VecDeque::new();
+        while let Some(control) = queue.pop_front() {
+            match control {
+                Control::Elem(value) => elements.push(value),
+                unblock => kept.push_back(unblock),
+            }
+        }
+        *queue = kept;
+        elements
     }
 
     /// Unblock one thread stuck in pop loop.
