@@ -7,18 +7,51 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::bcoin::Bcoin;
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, below the kernel's ephemeral range, so that no
+/// outgoing connection of a test running beside this one takes it before a process binds
+/// it; never the same port twice in this test binary.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // The ephemeral range starts at 32768 unless the host says otherwise.
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral >= 12_000 {
+        let (low, span) = (ephemeral - 10_000, 10_000);
+        // Binaries start apart, by their process id.
+        let _ = NEXT.compare_exchange(
+            0,
+            std::process::id() % span + 1,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        for _ in 0..span {
+            let port = (low + NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+            // p2pool listens on [::] where the host has IPv6, else on 0.0.0.0.
+            let v4 = TcpListener::bind(("0.0.0.0", port)).is_ok();
+            if v4 && (!ipv6() || TcpListener::bind(("::", port)).is_ok()) {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// Whether this host has IPv6 sockets.
+fn ipv6() -> bool {
+    static IPV6: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IPV6.get_or_init(|| TcpListener::bind("[::1]:0").is_ok())
 }
 
 /// Polls `f` every 50 ms until it is true or `timeout` passes.
