@@ -9,6 +9,8 @@
 #[path = "../tests/support/p2p_node.rs"]
 mod p2p_node;
 
+mod common;
+
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -73,13 +75,7 @@ fn wait(
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs the binary without it,
-    // and a mainnet-size chain built in a debug build only slows the test suite down.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("measurements run under `cargo bench` only");
+    if !common::measuring() {
         return;
     }
     let net = net();

@@ -5,6 +5,8 @@
 //! (flags trusted), re-verifying the top CHAIN_LENGTH shares with flags distrusted, one
 //! new share verified at the tip, and resident memory after start-up.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -185,11 +187,7 @@ fn main() {
         load(Path::new(&dir));
         return;
     }
-    // `cargo bench` passes `--bench`; any other argument is a filter we ignore.
-    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs the binary without it,
-    // and a mainnet-size chain built in a debug build only slows the test suite down.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("measurements run under `cargo bench` only");
+    if !common::measuring() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

@@ -12,6 +12,8 @@
 //!
 //! A plain binary (harness = false): `cargo bench --bench worker`.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -448,13 +450,7 @@ fn long_polls(bench: &mut Bench) {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs the binary without it,
-    // and a thousand connections in a debug build only slow the test suite down.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("measurements run under `cargo bench` only");
+    if !common::measuring() {
         return;
     }
     let net = net();
