@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::p2p::{P2p, P2pConfig, P2pError, PeerEvent, Peers, ShareSync};
 use crate::sharechain::best::BlockHeights;
 use crate::sharechain::chain::{LoadError, ShareChain, Think};
-use crate::sharechain::store::{Batch, Store, StoreError};
+use crate::sharechain::store::{Batch, PendingWrites, Store, StoreError};
 use crate::web::Web;
 use crate::web::status::StatusBoard;
 use crate::worker::{MinerEvent, Readiness, WebRoutes, Work, WorkerConfig, WorkerError, Workers};
@@ -136,6 +136,8 @@ struct Node {
     peers: Peers,
     /// Address-book changes waiting for the next store write.
     addrs: Batch,
+    /// Store writes that failed, kept and retried (`flush`).
+    pending: PendingWrites,
     workers: Workers,
     /// What the current work was built from: the template's identity and the best share.
     work_from: Option<(usize, Option<Hash256>)>,
@@ -413,18 +415,16 @@ impl Node {
         }
     }
 
-    /// Writes this tick's changes in one transaction.
+    /// Writes this tick's changes, with any earlier ones the store failed to take, in one
+    /// transaction; what fails stays pending and is retried at the next tick.
     fn flush(&mut self) {
         let mut batch = self.chain.take_batch();
         let addrs = std::mem::take(&mut self.addrs);
         batch.put_addrs = addrs.put_addrs;
         batch.remove_addrs = addrs.remove_addrs;
         self.history.write_to(&mut batch);
-        if batch.is_empty() {
-            return;
-        }
-        if let Err(e) = self.store.apply(&batch) {
-            error!(target: LOG, "store write failed: {e}");
+        for note in self.pending.write(&mut self.store, batch, unix_now()) {
+            log::log!(target: LOG, note.level, "{}", note.message);
         }
     }
 }
@@ -575,6 +575,7 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
         sync: ShareSync::new(net.clone()),
         peers,
         addrs: Batch::default(),
+        pending: PendingWrites::default(),
         workers,
         work_from: None,
         // Announced at the first tick, whatever it is.

@@ -10,6 +10,7 @@
 //! length beyond the largest possible share is [`StoreError::Corrupt`], never a panic. The
 //! layouts are documented in doc/schema.md; [`FORMAT_VERSION`] changes with any of them.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use lmdb::{Cursor, Database, DatabaseFlags, Environment, RwTransaction, Transaction, WriteFlags};
+use log::info;
 
 use crate::bitcoin::hash::Hash256;
 use crate::network::RuleSet;
@@ -26,13 +28,32 @@ use crate::network::RuleSet;
 /// doc/schema.md; a store of another version is refused at open.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// The LMDB map size: the most the store can ever hold. LMDB reserves this much address space,
-/// not disk; the data file grows only as records are written.
+/// The LMDB map a new store starts with. LMDB reserves the map as address space, not disk;
+/// the data file grows only as records are written. A write that needs more grows the map
+/// (see [`Store::apply`]), so this is only where growth starts.
+pub const INITIAL_MAP_SIZE: usize = 64 << 20;
+
+/// The largest map the store grows to: far beyond any sharechain on 64-bit targets.
 #[cfg(target_pointer_width = "64")]
-pub const MAP_SIZE: usize = 1 << 30;
-/// The LMDB map size: the most the store can ever hold (smaller where address space is scarce).
+pub const MAX_MAP_SIZE: usize = 1 << 40;
+/// The largest map the store grows to (smaller where address space is scarce).
 #[cfg(not(target_pointer_width = "64"))]
-pub const MAP_SIZE: usize = 256 << 20;
+pub const MAX_MAP_SIZE: usize = 1 << 30;
+
+/// The smallest map the store opens with, whatever the caller asks for.
+const MIN_MAP_SIZE: usize = 64 << 10;
+/// Map sizes are rounded to this, a multiple of every page size LMDB may use (4 to 64 KiB).
+const MAP_GRANULE: usize = 64 << 10;
+/// Growths tried for one batch before giving up with `MapFull`. Each at least doubles the
+/// map, so a batch that fits the disk fits long before this.
+const MAX_GROWTHS: usize = 8;
+/// A write that fails with EIO while less than this (or twice the batch's bytes) is free on
+/// the store's filesystem is a full disk: a short write for lack of space is reported as EIO.
+const DISK_FULL_SLACK: u64 = 16 << 20;
+/// `errno` of a full disk (Linux and the BSDs agree).
+const ENOSPC: i32 = 28;
+/// `errno` of an I/O error, which LMDB reports for a short write.
+const EIO: i32 = 5;
 
 /// Meta key of the format version (u32 LE). Reserved: a batch cannot write it.
 pub const META_FORMAT_VERSION: &str = "format_version";
@@ -146,6 +167,136 @@ impl Batch {
             && self.remove_addrs.is_empty()
             && self.put_meta.is_empty()
     }
+
+    /// Bytes of share encodings the batch puts.
+    pub fn share_bytes(&self) -> usize {
+        self.put_shares.iter().map(|s| s.bytes.len()).sum()
+    }
+
+    /// Folds `later`, a batch to be applied after this one, into this one: applying the result
+    /// has the same effect on any store as applying this batch and then `later`.
+    ///
+    /// Per share hash the last word wins: a put then a remove ends removed, a remove then a
+    /// put ends put (a put replaces whatever is stored, so the remove is dropped), a put then
+    /// a verified mark ends put verified, a verified mark then a put ends put as the put says,
+    /// and a remove then a mark ends removed. Addresses likewise (the last put or remove
+    /// wins), and meta keys keep their last value. Both batches are first normalized, so the
+    /// result holds each hash, address and meta key at most once.
+    pub fn merge(&mut self, later: Batch) {
+        self.normalize();
+        // Destructured whole so that a new field cannot be forgotten here.
+        let Batch {
+            put_shares,
+            set_verified,
+            remove_shares,
+            put_addrs,
+            remove_addrs,
+            put_meta,
+        } = later.normalized();
+
+        // After normalizing, each hash is in at most one of `later`'s share lists.
+        let put: HashSet<Hash256> = put_shares.iter().map(|s| s.hash).collect();
+        let removed: HashSet<Hash256> = remove_shares.iter().copied().collect();
+        let verified: HashSet<Hash256> = set_verified.iter().copied().collect();
+        let overridden = |h: &Hash256| put.contains(h) || removed.contains(h);
+        self.put_shares.retain(|s| !overridden(&s.hash));
+        self.set_verified.retain(|h| !overridden(h));
+        self.remove_shares.retain(|h| !overridden(h));
+        for share in &mut self.put_shares {
+            if verified.contains(&share.hash) {
+                share.verified = true;
+            }
+        }
+        let mut settled: HashSet<Hash256> = self.put_shares.iter().map(|s| s.hash).collect();
+        settled.extend(self.remove_shares.iter().copied());
+        settled.extend(self.set_verified.iter().copied());
+        self.set_verified
+            .extend(set_verified.into_iter().filter(|h| !settled.contains(h)));
+        self.put_shares.extend(put_shares);
+        self.remove_shares.extend(remove_shares);
+
+        let put: HashSet<SocketAddr> = put_addrs.iter().map(|(a, _)| *a).collect();
+        let removed: HashSet<SocketAddr> = remove_addrs.iter().copied().collect();
+        self.put_addrs
+            .retain(|(a, _)| !put.contains(a) && !removed.contains(a));
+        self.remove_addrs
+            .retain(|a| !put.contains(a) && !removed.contains(a));
+        self.put_addrs.extend(put_addrs);
+        self.remove_addrs.extend(remove_addrs);
+
+        let keys: HashSet<&str> = put_meta.iter().map(|(k, _)| k.as_str()).collect();
+        self.put_meta.retain(|(k, _)| !keys.contains(k.as_str()));
+        self.put_meta.extend(put_meta);
+    }
+
+    /// The batch with the same effect, each share hash, address and meta key named at most
+    /// once: a removed share or address is not put, a put share marked verified is put
+    /// verified, the last put of a hash, address or key wins.
+    fn normalized(mut self) -> Batch {
+        self.normalize();
+        self
+    }
+
+    fn normalize(&mut self) {
+        let removed = dedup(&mut self.remove_shares, |h| *h);
+        keep_last(&mut self.put_shares, |s| s.hash);
+        self.put_shares.retain(|s| !removed.contains(&s.hash));
+        let verified = dedup(&mut self.set_verified, |h| *h);
+        for share in &mut self.put_shares {
+            if verified.contains(&share.hash) {
+                share.verified = true;
+            }
+        }
+        let put: HashSet<Hash256> = self.put_shares.iter().map(|s| s.hash).collect();
+        self.set_verified
+            .retain(|h| !removed.contains(h) && !put.contains(h));
+
+        let removed = dedup(&mut self.remove_addrs, |a| *a);
+        keep_last(&mut self.put_addrs, |(a, _)| *a);
+        self.put_addrs.retain(|(a, _)| !removed.contains(a));
+
+        keep_last(&mut self.put_meta, |(k, _)| k.clone());
+    }
+
+    /// Drops what [`Store::apply`] refuses a batch for (a share over [`max_share_bytes`], a
+    /// reserved or badly sized meta key); returns how many entries went.
+    fn strip_invalid(&mut self) -> usize {
+        let before = self.put_shares.len() + self.put_meta.len();
+        self.put_shares
+            .retain(|s| s.bytes.len() <= max_share_bytes());
+        self.put_meta
+            .retain(|(key, _)| meta_key_fault(key).is_none());
+        before - self.put_shares.len() - self.put_meta.len()
+    }
+}
+
+/// Removes repeated items (by `key`), keeping each first occurrence in place; returns the keys.
+fn dedup<T, K: Eq + std::hash::Hash>(items: &mut Vec<T>, key: impl Fn(&T) -> K) -> HashSet<K> {
+    let mut seen = HashSet::with_capacity(items.len());
+    items.retain(|item| seen.insert(key(item)));
+    seen
+}
+
+/// Removes all but the last item of each `key`, keeping the order of those last ones.
+fn keep_last<T, K: Eq + std::hash::Hash>(items: &mut Vec<T>, key: impl Fn(&T) -> K) {
+    let mut seen = HashSet::with_capacity(items.len());
+    items.reverse();
+    items.retain(|item| seen.insert(key(item)));
+    items.reverse();
+}
+
+/// Why a batch may not write the meta key `key`, if it may not.
+fn meta_key_fault(key: &str) -> Option<String> {
+    if key == META_FORMAT_VERSION || key == META_NETWORK {
+        return Some(format!("meta key {key:?} is reserved"));
+    }
+    if key.is_empty() || key.len() > MAX_META_KEY_LEN {
+        return Some(format!(
+            "meta key of {} bytes, not 1 to {MAX_META_KEY_LEN}",
+            key.len()
+        ));
+    }
+    None
 }
 
 /// Why the store could not be opened, read or written.
@@ -159,8 +310,14 @@ pub enum StoreError {
         op: &'static str,
         source: lmdb::Error,
     },
-    /// The store reached its map size; nothing of the batch was written.
+    /// The store reached its largest map size ([`MAX_MAP_SIZE`]); nothing of the batch was
+    /// written.
     MapFull { path: PathBuf, map_size: usize },
+    /// The filesystem holding the store has no room for the write (ENOSPC, a short write
+    /// while nearly nothing is free, or a map that cannot grow for lack of disk); nothing of
+    /// the batch was written. `free_bytes` is what the filesystem had free for unprivileged
+    /// use when the write failed (0 when it cannot be asked).
+    DiskFull { path: PathBuf, free_bytes: u64 },
     /// The store was written in a format this build does not read.
     FormatVersion {
         path: PathBuf,
@@ -198,7 +355,13 @@ impl fmt::Display for StoreError {
             }
             StoreError::MapFull { path, map_size } => write!(
                 f,
-                "store at {}: full (map size {map_size} bytes); nothing of the batch was written",
+                "store at {}: full at the largest map size ({map_size} bytes); nothing of the \
+                 batch was written",
+                path.display()
+            ),
+            StoreError::DiskFull { path, free_bytes } => write!(
+                f,
+                "disk full at {}: {free_bytes} bytes free",
                 path.display()
             ),
             StoreError::FormatVersion {
@@ -254,12 +417,17 @@ pub struct Store {
     addrs: Database,
     meta: Database,
     path: PathBuf,
+    /// The environment's current map size.
+    map_size: usize,
     _registration: Registration,
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("map_size", &self.map_size)
+            .finish()
     }
 }
 
@@ -268,16 +436,32 @@ impl Store {
     /// `network_name`; refuses a store of another network or format version with a clear
     /// error, before writing anything to it.
     pub fn open(dir: &Path, network_name: &str) -> Result<Store, StoreError> {
+        Store::open_with_map_size(dir, network_name, INITIAL_MAP_SIZE)
+    }
+
+    /// [`Store::open`] with the map starting at `initial_map_size` (at least 64 KiB) instead
+    /// of [`INITIAL_MAP_SIZE`]; for tests of map growth. A data file larger than the initial
+    /// map (a store grown in an earlier run) is opened with the size growth would have
+    /// reached: the initial size doubled until it holds the file.
+    pub fn open_with_map_size(
+        dir: &Path,
+        network_name: &str,
+        initial_map_size: usize,
+    ) -> Result<Store, StoreError> {
         let path = prepare_dir(dir)?;
         let registration = Registration::claim(&path)?;
+        let map_size = opening_map_size(initial_map_size, data_file_len(&path));
         let env = Environment::new()
             .set_max_dbs(MAX_DBS)
-            .set_map_size(MAP_SIZE)
+            .set_map_size(map_size)
             .open(&path)
-            .map_err(|e| lmdb_error(&path, "open", e))?;
+            .map_err(|e| lmdb_error(&path, "open", e, map_size))?;
+        // LMDB raises a map below the data already written to that size.
+        let map_size = env.info().map_or(map_size, |info| info.map_size());
         let opener = Opener {
             env: &env,
             path: &path,
+            map_size,
         };
         let meta = match opener.versioned_meta()? {
             Some((meta, version)) => {
@@ -294,8 +478,14 @@ impl Store {
             addrs,
             meta,
             path,
+            map_size,
             _registration: registration,
         })
+    }
+
+    /// The environment's current map size in bytes.
+    pub fn map_size(&self) -> usize {
+        self.map_size
     }
 
     /// The store's directory, as resolved at open.
@@ -305,11 +495,99 @@ impl Store {
 
     /// Writes `batch` in one write transaction and commits it durably. On error nothing of the
     /// batch is written.
+    ///
+    /// A transaction that fills the map is aborted, the map grows ([`Store::grow`]) and the
+    /// batch is written again, up to [`MAX_GROWTHS`] times. A write that fails for lack of
+    /// disk, or a map that cannot grow for lack of disk, is [`StoreError::DiskFull`].
     pub fn apply(&mut self, batch: &Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         self.check_batch(batch)?;
+        let bytes = batch.share_bytes();
+        let mut growths = 0;
+        loop {
+            match self.write(batch) {
+                Ok(()) => return Ok(()),
+                Err(StoreError::MapFull { .. }) if growths < MAX_GROWTHS => {
+                    self.grow(bytes)?;
+                    growths += 1;
+                }
+                Err(e) => return Err(self.disk_full_or(e, bytes)),
+            }
+        }
+    }
+
+    /// Grows the map after a transaction filled it: to twice its size, or by twice `bytes`
+    /// (the batch's share bytes) if that is more, but never past [`MAX_MAP_SIZE`] nor past the
+    /// data file's length plus the filesystem's free space, so that the map fills only when
+    /// the disk would. `DiskFull` when the disk leaves no room to grow, `MapFull` at the
+    /// largest size.
+    fn grow(&mut self, bytes: usize) -> Result<(), StoreError> {
+        let current = self.map_size;
+        if current >= MAX_MAP_SIZE {
+            return Err(StoreError::MapFull {
+                path: self.path.clone(),
+                map_size: current,
+            });
+        }
+        let wanted = current
+            .saturating_mul(2)
+            .max(current.saturating_add(bytes.saturating_mul(2)));
+        let mut new = round_map_size(wanted).min(MAX_MAP_SIZE);
+        if let Some(free) = free_bytes(&self.path) {
+            let room = data_file_len(&self.path).saturating_add(free);
+            let room = usize::try_from(room).unwrap_or(usize::MAX) / MAP_GRANULE * MAP_GRANULE;
+            if room <= current {
+                return Err(StoreError::DiskFull {
+                    path: self.path.clone(),
+                    free_bytes: free,
+                });
+            }
+            new = new.min(room);
+        }
+        // LMDB forbids a resize while this process has a transaction open in the environment.
+        // None is: every transaction of the store lives and ends inside one of its methods
+        // (none is handed out), and `&mut self` means no other method is running.
+        self.env
+            .set_map_size(new)
+            .map_err(|e| self.lmdb("grow map", e))?;
+        let grown = self.env.info().map_or(new, |info| info.map_size());
+        info!(
+            target: "store",
+            "store at {}: map grown from {current} to {grown} bytes",
+            self.path.display()
+        );
+        self.map_size = grown;
+        Ok(())
+    }
+
+    /// `e`, or `DiskFull` when `e` is an I/O error (LMDB's report of a short write) and the
+    /// filesystem has less than [`DISK_FULL_SLACK`], or twice the batch's `bytes`, free.
+    fn disk_full_or(&self, e: StoreError, bytes: usize) -> StoreError {
+        let io_error = match &e {
+            StoreError::Lmdb {
+                source: lmdb::Error::Other(code),
+                ..
+            } => *code == EIO,
+            StoreError::Io { source, .. } => source.raw_os_error() == Some(EIO),
+            _ => false,
+        };
+        if !io_error {
+            return e;
+        }
+        let threshold = DISK_FULL_SLACK.max((bytes as u64).saturating_mul(2));
+        match free_bytes(&self.path) {
+            Some(free) if free < threshold => StoreError::DiskFull {
+                path: self.path.clone(),
+                free_bytes: free,
+            },
+            _ => e,
+        }
+    }
+
+    /// One attempt at writing `batch`: one write transaction, aborted on any error.
+    fn write(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut txn = self
             .env
             .begin_rw_txn()
@@ -426,14 +704,8 @@ impl Store {
             }
         }
         for (key, _) in &batch.put_meta {
-            if key == META_FORMAT_VERSION || key == META_NETWORK {
-                return Err(refuse(format!("meta key {key:?} is reserved")));
-            }
-            if key.is_empty() || key.len() > MAX_META_KEY_LEN {
-                return Err(refuse(format!(
-                    "meta key of {} bytes, not 1 to {MAX_META_KEY_LEN}",
-                    key.len()
-                )));
+            if let Some(fault) = meta_key_fault(key) {
+                return Err(refuse(fault));
             }
         }
         Ok(())
@@ -555,7 +827,7 @@ impl Store {
     }
 
     fn lmdb(&self, op: &'static str, e: lmdb::Error) -> StoreError {
-        lmdb_error(&self.path, op, e)
+        lmdb_error(&self.path, op, e, self.map_size)
     }
 }
 
@@ -572,6 +844,7 @@ struct ShareRecord<'v> {
 struct Opener<'a> {
     env: &'a Environment,
     path: &'a Path,
+    map_size: usize,
 }
 
 impl Opener<'_> {
@@ -580,7 +853,7 @@ impl Opener<'_> {
         match self.env.open_db(Some(name)) {
             Ok(db) => Ok(Some(db)),
             Err(lmdb::Error::NotFound) => Ok(None),
-            Err(e) => Err(lmdb_error(self.path, "open database", e)),
+            Err(e) => Err(lmdb_error(self.path, "open database", e, self.map_size)),
         }
     }
 
@@ -660,14 +933,14 @@ impl Opener<'_> {
         let mut txn = self
             .env
             .begin_rw_txn()
-            .map_err(|e| lmdb_error(self.path, "begin write", e))?;
+            .map_err(|e| lmdb_error(self.path, "begin write", e, self.map_size))?;
         let version = FORMAT_VERSION.to_le_bytes();
         txn.put(meta, &META_FORMAT_VERSION, &version, WriteFlags::empty())
-            .map_err(|e| lmdb_error(self.path, "put meta", e))?;
+            .map_err(|e| lmdb_error(self.path, "put meta", e, self.map_size))?;
         txn.put(meta, &META_NETWORK, &network_name, WriteFlags::empty())
-            .map_err(|e| lmdb_error(self.path, "put meta", e))?;
+            .map_err(|e| lmdb_error(self.path, "put meta", e, self.map_size))?;
         txn.commit()
-            .map_err(|e| lmdb_error(self.path, "commit", e))?;
+            .map_err(|e| lmdb_error(self.path, "commit", e, self.map_size))?;
         Ok(meta)
     }
 
@@ -675,7 +948,7 @@ impl Opener<'_> {
     fn create_db(&self, name: &'static str) -> Result<Database, StoreError> {
         self.env
             .create_db(Some(name), DatabaseFlags::empty())
-            .map_err(|e| lmdb_error(self.path, "create database", e))
+            .map_err(|e| lmdb_error(self.path, "create database", e, self.map_size))
     }
 
     /// Entries in the named database; 0 if it does not exist.
@@ -686,8 +959,10 @@ impl Opener<'_> {
         let txn = self
             .env
             .begin_ro_txn()
-            .map_err(|e| lmdb_error(self.path, "begin read", e))?;
-        let stat = txn.stat(db).map_err(|e| lmdb_error(self.path, "stat", e))?;
+            .map_err(|e| lmdb_error(self.path, "begin read", e, self.map_size))?;
+        let stat = txn
+            .stat(db)
+            .map_err(|e| lmdb_error(self.path, "stat", e, self.map_size))?;
         Ok(stat.entries())
     }
 
@@ -695,11 +970,11 @@ impl Opener<'_> {
         let txn = self
             .env
             .begin_ro_txn()
-            .map_err(|e| lmdb_error(self.path, "begin read", e))?;
+            .map_err(|e| lmdb_error(self.path, "begin read", e, self.map_size))?;
         match txn.get(meta, &key) {
             Ok(value) => Ok(Some(value.to_vec())),
             Err(lmdb::Error::NotFound) => Ok(None),
-            Err(e) => Err(lmdb_error(self.path, "read meta", e)),
+            Err(e) => Err(lmdb_error(self.path, "read meta", e, self.map_size)),
         }
     }
 }
@@ -733,19 +1008,30 @@ impl Drop for Registration {
 
 /// Creates `dir` if missing and resolves it, so that two spellings of one directory match.
 fn prepare_dir(dir: &Path) -> Result<PathBuf, StoreError> {
-    let io_error = |source| StoreError::Io {
-        path: dir.to_path_buf(),
-        source,
+    let io_error = |source: io::Error| match source.raw_os_error() {
+        Some(ENOSPC) => StoreError::DiskFull {
+            path: dir.to_path_buf(),
+            free_bytes: free_bytes(dir).unwrap_or(0),
+        },
+        _ => StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        },
     };
     fs::create_dir_all(dir).map_err(io_error)?;
     fs::canonicalize(dir).map_err(io_error)
 }
 
-fn lmdb_error(path: &Path, op: &'static str, e: lmdb::Error) -> StoreError {
+/// `e` as a store error: `MapFull` with the map's size, `DiskFull` for ENOSPC.
+fn lmdb_error(path: &Path, op: &'static str, e: lmdb::Error, map_size: usize) -> StoreError {
     match e {
         lmdb::Error::MapFull => StoreError::MapFull {
             path: path.to_path_buf(),
-            map_size: MAP_SIZE,
+            map_size,
+        },
+        lmdb::Error::Other(ENOSPC) => StoreError::DiskFull {
+            path: path.to_path_buf(),
+            free_bytes: free_bytes(path).unwrap_or(0),
         },
         source => StoreError::Lmdb {
             path: path.to_path_buf(),
@@ -753,6 +1039,76 @@ fn lmdb_error(path: &Path, op: &'static str, e: lmdb::Error) -> StoreError {
             source,
         },
     }
+}
+
+/// The length of the environment's data file in `dir`; 0 if there is none yet.
+fn data_file_len(dir: &Path) -> u64 {
+    fs::metadata(dir.join("data.mdb")).map_or(0, |m| m.len())
+}
+
+/// `size` rounded up to a whole number of [`MAP_GRANULE`]s.
+fn round_map_size(size: usize) -> usize {
+    size.div_ceil(MAP_GRANULE).saturating_mul(MAP_GRANULE)
+}
+
+/// The map to open with: `initial` (at least [`MIN_MAP_SIZE`]), doubled until it holds a
+/// data file of `file_len` bytes (the size growth reached in an earlier run), capped at
+/// [`MAX_MAP_SIZE`] but never below the file.
+fn opening_map_size(initial: usize, file_len: u64) -> usize {
+    let file_len = usize::try_from(file_len).unwrap_or(usize::MAX);
+    let mut size = round_map_size(initial.max(MIN_MAP_SIZE)).min(MAX_MAP_SIZE);
+    while size < file_len && size < MAX_MAP_SIZE {
+        size = size.saturating_mul(2).min(MAX_MAP_SIZE);
+    }
+    size.max(round_map_size(file_len))
+}
+
+/// Bytes free for unprivileged use on the filesystem holding `path` (`statvfs`'s `f_bavail`
+/// blocks of `f_frsize` bytes); `None` if it cannot be asked.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::ffi::{CString, c_char, c_int, c_ulong};
+    use std::os::unix::ffi::OsStrExt;
+
+    /// `struct statvfs` as glibc and musl lay it out on 64-bit Linux, with room to spare at
+    /// the end.
+    #[repr(C)]
+    struct StatVfs {
+        _bsize: c_ulong,
+        frsize: c_ulong,
+        _blocks: u64,
+        _bfree: u64,
+        bavail: u64,
+        _rest: [u64; 16],
+    }
+
+    unsafe extern "C" {
+        fn statvfs(path: *const c_char, buf: *mut StatVfs) -> c_int;
+    }
+
+    let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut buf = StatVfs {
+        _bsize: 0,
+        frsize: 0,
+        _blocks: 0,
+        _bfree: 0,
+        bavail: 0,
+        _rest: [0; 16],
+    };
+    // SAFETY: `statvfs` of the C library std already links reads the NUL-terminated path,
+    // which outlives the call, and writes at most its 112-byte struct into `buf`, which is
+    // larger (200 bytes) and laid out as that struct for every field read here.
+    let rc = unsafe { statvfs(c_path.as_ptr(), &mut buf) };
+    if rc != 0 {
+        return None;
+    }
+    Some(buf.bavail.saturating_mul(buf.frsize))
+}
+
+/// Bytes free on the filesystem holding `path`: not asked on this platform.
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+pub fn free_bytes(_path: &Path) -> Option<u64> {
+    None
 }
 
 /// kind u8 ‖ verified u8 ‖ time_seen u64 LE ‖ bytes, into `out` (cleared first).
@@ -804,6 +1160,249 @@ fn addr_value(entry: &AddrEntry) -> [u8; ADDR_VALUE_LEN] {
     value[8..16].copy_from_slice(&entry.first_seen.to_le_bytes());
     value[16..].copy_from_slice(&entry.last_seen.to_le_bytes());
     value
+}
+
+/// Share bytes [`PendingWrites`] keeps queued while the store cannot be written: 64 MiB, some
+/// 100,000 legacy shares or the chain's two payout windows of block-free shares several times
+/// over. A failing store normally stays far below it: the chain keeps every share it has in
+/// memory anyway, and a share pruned from the chain cancels its own pending put (see
+/// [`Batch::merge`]).
+pub const PENDING_SHARE_BYTES_CAP: usize = 64 << 20;
+
+/// A line for the node's log about its store writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteNote {
+    pub level: log::Level,
+    pub message: String,
+}
+
+/// The node's store writes that have not been written yet.
+///
+/// Each tick's batch is merged into the pending one ([`Batch::merge`]) and the whole is
+/// written in one transaction; a failed write keeps it for the next tick, so a full disk loses
+/// nothing while the process runs. A failure is logged once per distinct error (a full disk
+/// counts as one error whatever its free bytes), with the time the failures started, and the
+/// first successful write after them logs how many pending writes it recovered.
+///
+/// Past [`PENDING_SHARE_BYTES_CAP`] share bytes, new shares are not queued until a write
+/// succeeds (the warning says so once): they stay only in the chain's memory and are not stored
+/// in this run. The newest are the ones left out, not the oldest, so the store keeps an
+/// unbroken older run of the chain and, after a restart, the node fetches the rest from peers
+/// as it fetches any share it lacks. Addresses, marks, removals and meta are always queued:
+/// each names a key at most once in the pending batch, so they are bounded by the address book
+/// and the chain.
+///
+/// A batch the store refuses outright cannot succeed by retrying: its invalid entries are
+/// dropped and the rest written at once; a corrupt record met while writing drops the pending
+/// batch, as the error names the record to repair.
+#[derive(Debug)]
+pub struct PendingWrites {
+    batch: Batch,
+    /// Tick batches merged into `batch` since the last successful write.
+    batches: usize,
+    failing: Option<Failing>,
+    /// Shares (and their bytes) left out since the cap was reached; until a write succeeds
+    /// every new share is.
+    held_back: Option<(usize, usize)>,
+    cap: usize,
+}
+
+#[derive(Debug)]
+struct Failing {
+    /// Unix seconds of the first failure.
+    since: u64,
+    /// What the last logged failure was (see `failure_kind`).
+    kind: String,
+}
+
+impl Default for PendingWrites {
+    fn default() -> Self {
+        PendingWrites::with_cap(PENDING_SHARE_BYTES_CAP)
+    }
+}
+
+impl PendingWrites {
+    /// Pending writes that queue at most `cap` share bytes while failing.
+    pub fn with_cap(cap: usize) -> PendingWrites {
+        PendingWrites {
+            batch: Batch::default(),
+            batches: 0,
+            failing: None,
+            held_back: None,
+            cap,
+        }
+    }
+
+    /// The writes not yet in the store, merged into one batch.
+    pub fn pending(&self) -> &Batch {
+        &self.batch
+    }
+
+    /// Tick batches waiting in [`PendingWrites::pending`].
+    pub fn pending_batches(&self) -> usize {
+        self.batches
+    }
+
+    /// Merges `batch` into the pending writes and writes them all to `store` in one
+    /// transaction; `now` is Unix seconds. Returns what to log.
+    pub fn write(&mut self, store: &mut Store, batch: Batch, now: u64) -> Vec<WriteNote> {
+        let mut notes = Vec::new();
+        if !batch.is_empty() {
+            if self.batches == 0 {
+                self.batch = batch;
+            } else {
+                self.admit(batch, &mut notes);
+            }
+            self.batches += 1;
+        }
+        if self.batches == 0 {
+            return notes;
+        }
+        let mut result = store.apply(&self.batch);
+        if let Err(e @ StoreError::BadBatch { .. }) = &result {
+            let dropped = self.batch.strip_invalid();
+            notes.push(note(
+                log::Level::Error,
+                format!("store write refused: {e}; {dropped} invalid entries dropped"),
+            ));
+            result = store.apply(&self.batch);
+        }
+        match result {
+            Ok(()) => self.written(now, &mut notes),
+            Err(e @ StoreError::Corrupt { .. }) => {
+                notes.push(note(
+                    log::Level::Error,
+                    format!(
+                        "store write failed: {e}; {} pending writes ({} shares) dropped, as \
+                         retrying cannot help",
+                        self.batches,
+                        self.batch.put_shares.len()
+                    ),
+                ));
+                self.reset();
+            }
+            Err(e) => self.failed(e, now, &mut notes),
+        }
+        notes
+    }
+
+    /// Merges `later` into the pending batch, leaving out new shares past the cap.
+    fn admit(&mut self, mut later: Batch, notes: &mut Vec<WriteNote>) {
+        let queued: HashSet<Hash256> = self.batch.put_shares.iter().map(|s| s.hash).collect();
+        let mut bytes = self.batch.share_bytes();
+        let mut admitted = Vec::with_capacity(later.put_shares.len());
+        for share in later.put_shares {
+            let len = share.bytes.len();
+            if queued.contains(&share.hash)
+                || (self.held_back.is_none() && bytes.saturating_add(len) <= self.cap)
+            {
+                bytes += len;
+                admitted.push(share);
+                continue;
+            }
+            let held = self.held_back.get_or_insert_with(|| {
+                notes.push(note(
+                    log::Level::Warn,
+                    format!(
+                        "store: pending writes reached the cap of {} share bytes; until the \
+                         store can be written again, new shares are kept only in memory and \
+                         will not be stored in this run (peers send them again after a restart)",
+                        self.cap
+                    ),
+                ));
+                (0, 0)
+            });
+            held.0 += 1;
+            held.1 += len;
+        }
+        later.put_shares = admitted;
+        self.batch.merge(later);
+    }
+
+    fn written(&mut self, now: u64, notes: &mut Vec<WriteNote>) {
+        if let Some(failing) = &self.failing {
+            let mut message = format!(
+                "store writes recovered: {} pending writes ({} shares, {} share bytes) written \
+                 after failing since {} ({} s)",
+                self.batches,
+                self.batch.put_shares.len(),
+                self.batch.share_bytes(),
+                utc_text(failing.since),
+                now.saturating_sub(failing.since)
+            );
+            if let Some((shares, bytes)) = self.held_back {
+                message.push_str(&format!(
+                    "; {shares} shares ({bytes} bytes) beyond the cap were not stored in this run"
+                ));
+            }
+            notes.push(note(log::Level::Info, message));
+        }
+        self.reset();
+    }
+
+    fn failed(&mut self, e: StoreError, now: u64, notes: &mut Vec<WriteNote>) {
+        let kind = failure_kind(&e);
+        let failing = self.failing.get_or_insert_with(|| Failing {
+            since: now,
+            kind: String::new(),
+        });
+        if failing.kind == kind {
+            return;
+        }
+        failing.kind = kind;
+        notes.push(note(
+            log::Level::Error,
+            format!(
+                "store write failed: {e}; failing since {}; {} pending writes ({} shares, {} \
+                 share bytes) kept in memory and retried every tick",
+                utc_text(failing.since),
+                self.batches,
+                self.batch.put_shares.len(),
+                self.batch.share_bytes()
+            ),
+        ));
+    }
+
+    fn reset(&mut self) {
+        self.batch = Batch::default();
+        self.batches = 0;
+        self.failing = None;
+        self.held_back = None;
+    }
+}
+
+fn note(level: log::Level, message: String) -> WriteNote {
+    WriteNote { level, message }
+}
+
+/// Failures of one kind are logged once: a full disk is one kind whatever its free bytes.
+fn failure_kind(e: &StoreError) -> String {
+    match e {
+        StoreError::DiskFull { path, .. } => format!("disk full at {}", path.display()),
+        other => other.to_string(),
+    }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (proleptic Gregorian calendar).
+pub fn utc_text(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3_600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
