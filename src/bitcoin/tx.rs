@@ -3,12 +3,62 @@
 //! A transaction is written in the witness form only when one of its inputs has a
 //! non-empty witness; its txid is always over the form without witness.
 
+use std::cell::Cell;
+
 use super::encode::{self, Decode, Encode, Reader, WriteExt};
 use super::hash::{Hash256, sha256d};
 
 /// Smallest encodings, used to bound counts before allocating.
 const MIN_TXIN_SIZE: usize = 32 + 4 + 1 + 4;
 const MIN_TXOUT_SIZE: usize = 8 + 1;
+
+/// Witness items one decode may hold whatever its size (about 2.3 MiB of item headers).
+///
+/// A witness item takes one byte of input when empty but 24 bytes decoded (a `Vec<u8>`), so
+/// without a bound an 8 MB frame of empty items decodes to 192 MB. Consensus has no limit on
+/// the count (witness versions 0 and 1 cap the stack at 1,000 items, undefined versions at
+/// nothing; a standard tapscript spend may carry 1,000 empty items), so the bound is on
+/// memory per byte of input, counted over one whole decode (one buffer: a frame payload, a
+/// block), not per transaction, which a list of small transactions would multiply.
+pub const WITNESS_ITEMS_FREE: usize = 100_000;
+/// Bytes of input per witness item beyond [`WITNESS_ITEMS_FREE`]: at most one item per 8
+/// bytes of the buffer being decoded. The items' headers (24 bytes each) then take at most
+/// 3× the input and their data at most 1×, so a decode's witnesses hold at most
+/// 4 × its input bytes + 2.3 MiB. Real transactions average well over 8 bytes per item
+/// (signatures, keys, scripts); a buffer denser than that beyond the free items is refused
+/// as `Oversized` "witness items".
+pub const WITNESS_BYTES_PER_ITEM: usize = 8;
+
+/// Witness items counted so far in the decode of one buffer on this thread.
+#[derive(Clone, Copy, Default)]
+struct WitnessBudget {
+    /// The buffer (its first byte and length) that `used` was counted in.
+    buffer: (usize, usize),
+    /// Where the last transaction counted ended; a transaction starting before it belongs to
+    /// a new decode of the same buffer.
+    end: usize,
+    used: usize,
+}
+
+thread_local! {
+    static WITNESS_BUDGET: Cell<WitnessBudget> = Cell::new(WitnessBudget::default());
+}
+
+/// The witness items already counted in the decode `r` is part of (the transactions of one
+/// block or share list share one budget), and the budget's limit for `r`'s buffer.
+fn witness_budget(r: &Reader<'_>) -> (WitnessBudget, usize) {
+    let len = r.position() + r.remaining();
+    let buffer = (r.since(0).as_ptr() as usize, len);
+    let mut budget = WITNESS_BUDGET.with(Cell::get);
+    if budget.buffer != buffer || r.position() < budget.end {
+        budget = WitnessBudget {
+            buffer,
+            end: 0,
+            used: 0,
+        };
+    }
+    (budget, WITNESS_ITEMS_FREE + len / WITNESS_BYTES_PER_ITEM)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OutPoint {
@@ -140,11 +190,25 @@ impl Transaction {
             })
         })?;
         if segwit {
+            let (mut budget, max) = witness_budget(r);
             for input in &mut inputs {
-                input.witness = r.list("witness items", 1, |r| {
-                    Ok(r.var_bytes("witness item", r.remaining())?.to_vec())
-                })?;
+                let n = r.count("witness items", 1)?;
+                if budget.used + n > max {
+                    return Err(encode::Error::Oversized {
+                        what: "witness items",
+                        len: (budget.used + n) as u64,
+                        max: max as u64,
+                    });
+                }
+                budget.used += n;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(r.var_bytes("witness item", r.remaining())?.to_vec());
+                }
+                input.witness = items;
             }
+            budget.end = r.position();
+            WITNESS_BUDGET.with(|b| b.set(budget));
             if inputs.iter().all(|i| i.witness.is_empty()) {
                 return Err(encode::Error::Invalid {
                     what: "transaction",
@@ -261,5 +325,97 @@ mod tests {
         let mut r = Reader::new(&bytes);
         assert_eq!(Transaction::decode_with(&mut r, false).unwrap(), tx);
         assert!(Transaction::from_bytes(&bytes).is_err());
+    }
+
+    /// A witness transaction whose one input carries `items` witness items of `len` bytes.
+    fn with_items(items: usize, len: usize) -> Transaction {
+        let mut tx = sample(true);
+        tx.inputs[0].witness = vec![vec![7u8; len]; items];
+        tx
+    }
+
+    /// The memory a decoded transaction's witnesses hold: item headers and item bytes.
+    fn witness_memory(tx: &Transaction) -> usize {
+        tx.inputs
+            .iter()
+            .map(|i| {
+                i.witness.capacity() * std::mem::size_of::<Vec<u8>>()
+                    + i.witness.iter().map(Vec::capacity).sum::<usize>()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn eight_megabytes_of_empty_witness_items_are_refused_before_allocating() {
+        // 8,000,000 empty items: 192 MB of `Vec` headers if decoded.
+        let n = 8_000_000usize;
+        let mut bytes = sample(false).to_stripped_bytes();
+        let lock = bytes.split_off(bytes.len() - 4);
+        bytes.splice(4..4, [0u8, 1]);
+        bytes.push(0xfe);
+        bytes.extend_from_slice(&(n as u32).to_le_bytes());
+        bytes.resize(bytes.len() + n, 0);
+        bytes.extend_from_slice(&lock);
+        let err = Transaction::from_bytes(&bytes).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                encode::Error::Oversized {
+                    what: "witness items",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Within the bound, the same shape decodes, holding at most 4× its input plus the
+        // free items' headers.
+        let tx = with_items(WITNESS_ITEMS_FREE + 10_000, 0);
+        let bytes = tx.to_bytes();
+        let decoded = Transaction::from_bytes(&bytes).unwrap();
+        assert_eq!(decoded, tx);
+        assert!(
+            witness_memory(&decoded)
+                <= 4 * bytes.len() + WITNESS_ITEMS_FREE * std::mem::size_of::<Vec<u8>>()
+        );
+    }
+
+    #[test]
+    fn the_witness_budget_spans_every_transaction_of_one_buffer() {
+        // Many small transactions each under the bound, together over it: a list of them
+        // (as in a block or a share1b) is refused.
+        let tx = with_items(1000, 0);
+        let one = tx.to_bytes();
+        let count = 2 * WITNESS_ITEMS_FREE / 1000;
+        let mut buf = Vec::new();
+        for _ in 0..count {
+            buf.extend_from_slice(&one);
+        }
+        let read_all = |buf: &[u8]| -> encode::Result<usize> {
+            let mut r = Reader::new(buf);
+            let mut items = 0;
+            while !r.is_empty() {
+                let tx = Transaction::decode_from(&mut r)?;
+                items += tx.inputs[0].witness.len();
+            }
+            Ok(items)
+        };
+        assert!(read_all(&buf).is_err());
+        // Half as many decode, and again (a second decode of the same buffer starts anew).
+        buf.truncate(one.len() * count / 2);
+        assert_eq!(read_all(&buf).unwrap(), WITNESS_ITEMS_FREE);
+        assert_eq!(read_all(&buf).unwrap(), WITNESS_ITEMS_FREE);
+    }
+
+    #[test]
+    fn real_witnesses_decode() {
+        // A standard tapscript spend may carry 1,000 empty items; a large inscription-like
+        // item and a few signatures are ordinary.
+        for tx in [
+            with_items(1000, 0),
+            with_items(1, 400_000),
+            with_items(3, 72),
+        ] {
+            assert_eq!(Transaction::from_bytes(&tx.to_bytes()).unwrap(), tx);
+        }
     }
 }

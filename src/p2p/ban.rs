@@ -1,11 +1,14 @@
 //! Ban scores per IP address: misbehaviour adds to an address's score, the score decays
 //! with time, and an address whose score reaches the threshold is banned for a while.
 //!
-//! Scores are kept per address, not per /16 and not per connection, so that one bad peer
-//! on a shared host or on loopback (tests bind 127.0.0.2 and up) bans only itself.
+//! Scores are kept per [`key`]: per IPv4 address, and per /64 for IPv6 (anyone with one
+//! IPv6 address has the 2^64 addresses of its /64 for free, so a per-address ban would cost
+//! an attacker nothing). Not per /16 and not per connection, so that one bad peer on a
+//! shared host or on loopback (tests bind 127.0.0.2 and up) bans only itself; each loopback
+//! address stays its own key.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 /// Most addresses with a score remembered; the lowest scores are forgotten first.
@@ -32,6 +35,23 @@ impl Default for BanPolicy {
     }
 }
 
+/// What a score and a ban apply to: an IPv4 address (IPv4-mapped IPv6 addresses are
+/// IPv4), IPv6 loopback as itself, any other IPv6 address's /64 (the address with its
+/// last 64 bits zeroed).
+pub fn key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None if v6.is_loopback() => ip,
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Score {
     points: u32,
@@ -55,11 +75,12 @@ impl Bans {
         }
     }
 
-    /// Adds `points` to `ip`'s score; true when this bans the address.
+    /// Adds `points` to the score of `ip`'s [`key`]; true when this bans it.
     pub fn add(&mut self, ip: IpAddr, points: u32, now: Instant) -> bool {
         if points == 0 {
             return false;
         }
+        let ip = key(ip);
         let half_life = self.policy.half_life;
         let entry = self
             .scores
@@ -83,19 +104,21 @@ impl Bans {
         false
     }
 
-    /// Bans `ip` at once (an operator's ban, or a test's).
+    /// Bans `ip`'s [`key`] at once (an operator's ban, or a test's).
     pub fn ban(&mut self, ip: IpAddr, now: Instant) {
+        let ip = key(ip);
         self.scores.remove(&ip);
         self.banned.insert(ip, now + self.policy.duration);
     }
 
+    /// Whether `ip`'s [`key`] is banned now.
     pub fn is_banned(&self, ip: &IpAddr, now: Instant) -> bool {
-        self.banned.get(ip).is_some_and(|until| *until > now)
+        self.banned.get(&key(*ip)).is_some_and(|until| *until > now)
     }
 
-    /// The current score of an address (0 when banned or never scored).
+    /// The current score of an address's [`key`] (0 when banned or never scored).
     pub fn score(&self, ip: &IpAddr, now: Instant) -> u32 {
-        self.scores.get(ip).map_or(0, |s| {
+        self.scores.get(&key(*ip)).map_or(0, |s| {
             decayed(
                 s.points,
                 now.saturating_duration_since(s.at),
@@ -104,7 +127,7 @@ impl Bans {
         })
     }
 
-    /// Addresses banned now.
+    /// Keys banned now (an IPv6 /64 appears as its first address).
     pub fn banned(&self, now: Instant) -> Vec<IpAddr> {
         let mut out: Vec<IpAddr> = self
             .banned
@@ -186,5 +209,27 @@ mod tests {
         bans.expire(t0 + Duration::from_secs(1000));
         assert!(bans.banned(t0).is_empty());
         assert_eq!(bans.score(&ip("10.0.0.1"), t0), 0);
+    }
+
+    #[test]
+    fn ipv6_bans_cover_the_whole_64_and_ipv4_and_loopback_stay_per_address() {
+        let mut bans = Bans::new(BanPolicy::default());
+        let now = Instant::now();
+        // Two addresses of one /64 share a score: 60 + 60 bans the /64.
+        assert!(!bans.add(ip("2001:db8:1:2::1"), 60, now));
+        assert!(bans.add(ip("2001:db8:1:2:ffff:1:2:3"), 60, now));
+        assert!(bans.is_banned(&ip("2001:db8:1:2:abcd::9"), now));
+        assert!(!bans.is_banned(&ip("2001:db8:1:3::1"), now));
+        assert_eq!(bans.banned(now), vec![ip("2001:db8:1:2::")]);
+        // IPv4, its mapped form, and loopback: per address.
+        bans.ban(ip("::ffff:192.0.2.7"), now);
+        assert!(bans.is_banned(&ip("192.0.2.7"), now));
+        assert!(!bans.is_banned(&ip("192.0.2.8"), now));
+        bans.ban(ip("127.0.0.2"), now);
+        assert!(!bans.is_banned(&ip("127.0.0.3"), now));
+        bans.ban(ip("::1"), now);
+        assert!(bans.is_banned(&ip("::1"), now));
+        assert!(!bans.is_banned(&ip("::2"), now));
+        assert_eq!(key(ip("::1")), ip("::1"));
     }
 }

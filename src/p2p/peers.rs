@@ -15,7 +15,7 @@ use crate::bitcoin::frame::Framing;
 use crate::bitcoin::hash::Hash256;
 
 use super::addrbook::AddrBook;
-use super::ban::Bans;
+use super::ban::{self, Bans};
 use super::message::Message;
 use super::{P2pConfig, PeerEvent, PeerId, PeerInfo, group};
 
@@ -192,8 +192,13 @@ impl Shared {
             slot.close(reason);
         }
         if banned {
-            // Every other connection from that address goes too.
-            for (_, s) in table.peers.iter_mut().filter(|(_, s)| s.addr.ip() == ip) {
+            // Every other connection from that address (its /64 for IPv6) goes too.
+            let key = ban::key(ip);
+            for (_, s) in table
+                .peers
+                .iter_mut()
+                .filter(|(_, s)| ban::key(s.addr.ip()) == key)
+            {
                 s.close("address banned");
             }
         }
@@ -282,11 +287,13 @@ impl Peers {
         self.shared.close(id, reason);
     }
 
-    /// Bans an address now and closes its connections.
+    /// Bans an address now (an IPv6 address's whole /64, see [`ban::key`]) and closes its
+    /// connections.
     pub fn ban(&self, ip: IpAddr) {
         self.shared.bans().ban(ip, Instant::now());
+        let key = ban::key(ip);
         for slot in self.shared.table().peers.values_mut() {
-            if slot.addr.ip() == ip {
+            if ban::key(slot.addr.ip()) == key {
                 slot.close("address banned");
             }
         }

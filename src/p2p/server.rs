@@ -51,7 +51,7 @@ impl P2p {
             local_addr,
             events: events_tx,
             table: Mutex::new(Table::default()),
-            book: Mutex::new(AddrBook::new(cfg.max_addrs, cfg.addrs.clone())),
+            book: Mutex::new(AddrBook::new(&cfg.net, cfg.max_addrs, cfg.addrs.clone())),
             bans: Mutex::new(Bans::new(cfg.bans)),
             best: Mutex::new(None),
             stopping: AtomicBool::new(false),
