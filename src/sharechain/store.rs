@@ -1432,4 +1432,300 @@ mod tests {
         encode_share_value(&share, &mut value);
         assert_eq!(hex::encode(&value), "01010201000000000000aabb");
     }
+
+    fn stored(seed: u8, version: u8) -> StoredShare {
+        StoredShare {
+            hash: Hash256([seed; 32]),
+            kind: StoredKind::Share1a,
+            bytes: vec![version; 3],
+            verified: false,
+            time_seen: 0,
+        }
+    }
+
+    /// What `Store::apply` does, on maps: puts, marks, removals, addresses, meta, in order.
+    #[derive(Debug, Default, PartialEq, Eq, Clone)]
+    struct Model {
+        shares: std::collections::BTreeMap<[u8; 32], (Vec<u8>, bool)>,
+        addrs: std::collections::BTreeMap<SocketAddr, AddrEntry>,
+        meta: std::collections::BTreeMap<String, Vec<u8>>,
+    }
+
+    impl Model {
+        fn apply(&mut self, batch: &Batch) {
+            for s in &batch.put_shares {
+                self.shares.insert(s.hash.0, (s.bytes.clone(), s.verified));
+            }
+            for h in &batch.set_verified {
+                if let Some(record) = self.shares.get_mut(&h.0) {
+                    record.1 = true;
+                }
+            }
+            for h in &batch.remove_shares {
+                self.shares.remove(&h.0);
+            }
+            for (a, e) in &batch.put_addrs {
+                self.addrs.insert(*a, *e);
+            }
+            for a in &batch.remove_addrs {
+                self.addrs.remove(a);
+            }
+            for (k, v) in &batch.put_meta {
+                self.meta.insert(k.clone(), v.clone());
+            }
+        }
+    }
+
+    /// A small deterministic generator (xorshift64).
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+
+        fn batch(&mut self) -> Batch {
+            let mut batch = Batch::default();
+            let addr = |i: u64| SocketAddr::from(([10, 0, 0, i as u8], 9333));
+            for _ in 0..self.below(5) {
+                let (seed, version) = (self.below(4) as u8, self.below(3) as u8);
+                let mut share = stored(seed, version);
+                share.verified = self.below(2) == 0;
+                batch.put_shares.push(share);
+            }
+            for _ in 0..self.below(4) {
+                batch.set_verified.push(Hash256([self.below(4) as u8; 32]));
+            }
+            for _ in 0..self.below(4) {
+                batch.remove_shares.push(Hash256([self.below(4) as u8; 32]));
+            }
+            for _ in 0..self.below(4) {
+                let entry = AddrEntry {
+                    services: self.below(9),
+                    ..AddrEntry::default()
+                };
+                batch.put_addrs.push((addr(self.below(3)), entry));
+            }
+            for _ in 0..self.below(3) {
+                batch.remove_addrs.push(addr(self.below(3)));
+            }
+            for _ in 0..self.below(3) {
+                let key = format!("k{}", self.below(2));
+                batch.put_meta.push((key, vec![self.below(9) as u8]));
+            }
+            batch
+        }
+    }
+
+    /// Each share hash, address and meta key at most once in the whole batch.
+    fn assert_normal(batch: &Batch) {
+        let mut hashes = HashSet::new();
+        for h in batch
+            .put_shares
+            .iter()
+            .map(|s| s.hash)
+            .chain(batch.set_verified.iter().copied())
+            .chain(batch.remove_shares.iter().copied())
+        {
+            assert!(hashes.insert(h), "hash {h} named twice in {batch:?}");
+        }
+        let mut addrs = HashSet::new();
+        for a in batch
+            .put_addrs
+            .iter()
+            .map(|(a, _)| *a)
+            .chain(batch.remove_addrs.iter().copied())
+        {
+            assert!(addrs.insert(a), "address {a} named twice in {batch:?}");
+        }
+        let mut keys = HashSet::new();
+        for (k, _) in &batch.put_meta {
+            assert!(keys.insert(k), "meta key {k} named twice in {batch:?}");
+        }
+    }
+
+    #[test]
+    fn merged_batches_have_the_effect_of_both_in_order() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for round in 0..20_000 {
+            let mut start = Model::default();
+            start.apply(&rng.batch());
+            let (earlier, later) = (rng.batch(), rng.batch());
+            let mut sequential = start.clone();
+            sequential.apply(&earlier);
+            sequential.apply(&later);
+            let mut merged = earlier.clone();
+            merged.merge(later.clone());
+            assert_normal(&merged);
+            let mut at_once = start.clone();
+            at_once.apply(&merged);
+            assert_eq!(
+                at_once, sequential,
+                "round {round}: {earlier:?} then {later:?} merged into {merged:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn merge_keeps_the_last_word_per_share() {
+        let (a, b) = (stored(1, 1), stored(2, 1));
+        // A put then a remove ends removed; a remove then a put ends put.
+        let mut merged = Batch {
+            put_shares: vec![a.clone()],
+            remove_shares: vec![b.hash],
+            ..Batch::default()
+        };
+        merged.merge(Batch {
+            put_shares: vec![b.clone()],
+            remove_shares: vec![a.hash],
+            ..Batch::default()
+        });
+        assert_eq!(merged.put_shares, vec![b.clone()]);
+        assert_eq!(merged.remove_shares, vec![a.hash]);
+        assert!(merged.set_verified.is_empty());
+
+        // A put then a mark ends put verified; a mark then a put ends as the put says.
+        let mut merged = Batch {
+            put_shares: vec![a.clone()],
+            set_verified: vec![b.hash],
+            ..Batch::default()
+        };
+        merged.merge(Batch {
+            put_shares: vec![b.clone()],
+            set_verified: vec![a.hash],
+            ..Batch::default()
+        });
+        assert_eq!(merged.put_shares.len(), 2);
+        assert!(merged.put_shares[0].verified, "a was put, then marked");
+        assert!(
+            !merged.put_shares[1].verified,
+            "b was marked, then put unverified"
+        );
+        assert!(merged.set_verified.is_empty());
+
+        // A remove then a mark ends removed, the mark dropped.
+        let mut merged = Batch {
+            remove_shares: vec![a.hash],
+            ..Batch::default()
+        };
+        merged.merge(Batch {
+            set_verified: vec![a.hash],
+            ..Batch::default()
+        });
+        assert_eq!(merged.remove_shares, vec![a.hash]);
+        assert!(merged.set_verified.is_empty());
+    }
+
+    #[test]
+    fn merge_keeps_the_last_address_and_meta_value() {
+        let one = SocketAddr::from(([1, 1, 1, 1], 1));
+        let two = SocketAddr::from(([2, 2, 2, 2], 2));
+        let entry = |services| AddrEntry {
+            services,
+            ..AddrEntry::default()
+        };
+        let mut merged = Batch {
+            put_addrs: vec![(one, entry(1))],
+            remove_addrs: vec![two],
+            put_meta: vec![("k".into(), vec![1]), ("j".into(), vec![1])],
+            ..Batch::default()
+        };
+        merged.merge(Batch {
+            put_addrs: vec![(two, entry(2)), (one, entry(3))],
+            put_meta: vec![("k".into(), vec![2])],
+            ..Batch::default()
+        });
+        assert_eq!(merged.put_addrs, vec![(two, entry(2)), (one, entry(3))]);
+        assert!(merged.remove_addrs.is_empty());
+        assert_eq!(
+            merged.put_meta,
+            vec![("j".into(), vec![1]), ("k".into(), vec![2])]
+        );
+        merged.merge(Batch {
+            remove_addrs: vec![one],
+            ..Batch::default()
+        });
+        assert_eq!(merged.put_addrs, vec![(two, entry(2))]);
+        assert_eq!(merged.remove_addrs, vec![one]);
+    }
+
+    #[test]
+    fn strip_invalid_drops_only_what_apply_refuses() {
+        let mut big = stored(1, 1);
+        big.bytes = vec![0; max_share_bytes() + 1];
+        let mut batch = Batch {
+            put_shares: vec![big, stored(2, 1)],
+            put_meta: vec![
+                (META_NETWORK.into(), vec![]),
+                (String::new(), vec![]),
+                ("ok".into(), vec![]),
+            ],
+            ..Batch::default()
+        };
+        assert_eq!(batch.strip_invalid(), 3);
+        assert_eq!(batch.put_shares, vec![stored(2, 1)]);
+        assert_eq!(batch.put_meta, vec![("ok".into(), vec![])]);
+    }
+
+    #[test]
+    fn opening_map_size_doubles_the_initial_size_until_it_holds_the_file() {
+        assert_eq!(opening_map_size(INITIAL_MAP_SIZE, 0), INITIAL_MAP_SIZE);
+        assert_eq!(opening_map_size(1, 0), MIN_MAP_SIZE);
+        assert_eq!(opening_map_size(64 << 20, 100 << 20), 128 << 20);
+        assert_eq!(opening_map_size(64 << 20, 128 << 20), 128 << 20);
+        assert_eq!(opening_map_size(64 << 20, (128 << 20) + 1), 256 << 20);
+        // Never below the file, even past the largest map.
+        let huge = MAX_MAP_SIZE as u64 + 1;
+        assert!(opening_map_size(64 << 20, huge) as u64 >= huge);
+    }
+
+    #[test]
+    fn disk_full_names_the_path_and_the_free_bytes() {
+        let e = StoreError::DiskFull {
+            path: PathBuf::from("/data/store"),
+            free_bytes: 4096,
+        };
+        assert_eq!(e.to_string(), "disk full at /data/store: 4096 bytes free");
+        let e = lmdb_error(Path::new("/"), "commit", lmdb::Error::Other(ENOSPC), 1);
+        assert!(
+            matches!(e, StoreError::DiskFull { .. }),
+            "ENOSPC is a full disk: {e}"
+        );
+        assert!(e.to_string().starts_with("disk full at /: "), "{e}");
+        let e = lmdb_error(Path::new("/"), "commit", lmdb::Error::MapFull, 7);
+        assert!(matches!(e, StoreError::MapFull { map_size: 7, .. }));
+    }
+
+    #[test]
+    fn full_disks_are_one_kind_of_failure_whatever_is_free() {
+        let full = |free_bytes| StoreError::DiskFull {
+            path: PathBuf::from("/s"),
+            free_bytes,
+        };
+        assert_eq!(failure_kind(&full(1)), failure_kind(&full(2)));
+        let other = StoreError::AlreadyOpen {
+            path: PathBuf::from("/s"),
+        };
+        assert_ne!(failure_kind(&full(1)), failure_kind(&other));
+    }
+
+    #[test]
+    fn free_bytes_of_an_existing_directory_is_known_on_linux() {
+        let free = free_bytes(Path::new("/"));
+        if cfg!(all(target_os = "linux", target_pointer_width = "64")) {
+            assert!(free.is_some());
+        }
+        assert_eq!(free_bytes(Path::new("/no/such/directory/here")), None);
+    }
+
+    #[test]
+    fn utc_text_formats_unix_seconds() {
+        assert_eq!(utc_text(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_text(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(utc_text(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc_text(4_107_542_399), "2100-02-28 23:59:59 UTC");
+    }
 }
