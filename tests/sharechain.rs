@@ -11,7 +11,7 @@ use p2pool::bitcoin::target::Bits;
 use p2pool::bitcoin::tx::{OutPoint, Transaction, TxIn, TxOut};
 use p2pool::network::Network;
 use p2pool::sharechain::best::HeightMap;
-use p2pool::sharechain::chain::{Added, ShareChain};
+use p2pool::sharechain::chain::{Added, Limits, ShareChain};
 use p2pool::sharechain::sample::{self, Spec, legacy_net, modern_net, payout};
 use p2pool::sharechain::share::Share;
 use p2pool::sharechain::store::Store;
@@ -120,8 +120,8 @@ fn invalid_head_is_removed_and_reported_with_its_sender() {
     let mut tracker = Tracker::new();
     let shares = mine_on(&mut tracker, &net, None, 8, block(1), 1);
     let mut spec = Spec::new(Some(shares[7].hash), T0 + 90, payout(2));
-    // Easier than the computed target: the share meets it but claims too much.
-    spec.claimed_target = Some(Bits(0x207fffff));
+    // Half the computed target (MAX_TARGET on so short a chain): not the computed one.
+    spec.claimed_target = Some(Bits(0x1f7fffff));
     let bad = sample::mine(&tracker, &net, &spec);
     let mut chain = ShareChain::new(net);
     feed(&mut chain, &shares, None, NOW);
@@ -329,15 +329,22 @@ fn restart_loads_the_chain_with_its_verified_flags_or_reverifies_when_distrusted
         let mut store = Store::open(dir.path(), &net.name).unwrap();
         let mut chain = ShareChain::new(net.clone());
         feed(&mut chain, &shares[..10], Some(1), NOW);
-        store.apply(&chain.take_batch()).unwrap();
+        let batch = chain.take_batch();
+        assert!(
+            batch.put_shares.is_empty(),
+            "unverified shares are not written"
+        );
         chain.think(&heights(&[], 0), None, NOW);
+        store.apply(&chain.take_batch()).unwrap();
+        // Ten more, verified: the store holds all twenty.
         feed(&mut chain, &shares[10..], Some(1), NOW);
+        chain.think(&heights(&[], 0), None, NOW);
         store.apply(&chain.take_batch()).unwrap();
     }
     let store = Store::open(dir.path(), &net.name).unwrap();
     let chain = ShareChain::load(net.clone(), &store, false).unwrap();
     assert_eq!(chain.tracker().len(), 20);
-    assert_eq!(chain.tracker().verified_count(), 10);
+    assert_eq!(chain.tracker().verified_count(), 20);
     let mut chain = ShareChain::load(net, &store, true).unwrap();
     assert_eq!(chain.tracker().verified_count(), 0);
     let think = chain.think(&heights(&[], 0), None, NOW);
@@ -411,4 +418,275 @@ fn killed_writer_leaves_a_store_whose_chain_loads_and_verifies() {
         );
         assert!(think.bad.is_empty() && think.wanted.is_empty());
     }
+}
+
+/// A share that passes every stateless check (payout template, the work for MAX_TARGET)
+/// built on `parent`, which it names whether or not anyone has it: what a peer with no
+/// hash rate can make by the thousand.
+fn cheap_share(net: &Network, parent: Option<Hash256>, salt: u32) -> Share {
+    use p2pool::bitcoin::block::BlockHeader;
+    use p2pool::sharechain::share::{ModernFields, Share1a, ShareData, ShareInfo};
+    let target = Bits::from_target_floor(net.max_target);
+    let info = ShareInfo {
+        share_data: ShareData {
+            previous_share_hash: parent,
+            target,
+            nonce: salt.to_le_bytes().to_vec(),
+        },
+        new_script: payout(9),
+        subsidy: 5_000_000_000,
+        modern: (net.rules == p2pool::network::RuleSet::Modern).then_some(ModernFields {
+            block_height: 1,
+            witness_commitment: [0; 32],
+        }),
+    };
+    let mut header = BlockHeader {
+        version: 1,
+        previous_block: block(1),
+        merkle_root: sha256d(&salt.to_le_bytes()),
+        timestamp: T0 + salt,
+        bits: Bits(0x1d00ffff),
+        nonce: 0,
+    };
+    while header.hash().to_u256() > target.to_target() {
+        header.nonce += 1;
+    }
+    Share::from_share1a(
+        Share1a {
+            header,
+            info,
+            merkle_branch: vec![],
+        },
+        net,
+    )
+    .expect("cheap share passes the stateless checks")
+}
+
+fn small_limits(chain: &ShareChain) -> Limits {
+    Limits {
+        per_peer_shares: 50,
+        per_peer_bytes: 1 << 20,
+        total_shares: 80,
+        total_bytes: 2 << 20,
+        ..chain.limits()
+    }
+}
+
+#[test]
+fn unconnected_shares_are_never_stored_and_are_bounded_per_peer_and_in_total() {
+    let net = modern_net();
+    let mut chain = ShareChain::new(net.clone());
+    chain.set_limits(small_limits(&chain));
+    let mut refused = 0;
+    for i in 0..60u32 {
+        let parent = sha256d(&[b'x', i as u8]);
+        match chain.add(cheap_share(&net, Some(parent), i), Some(1), NOW) {
+            Added::New => {}
+            Added::OverBudget { held } => {
+                assert_eq!(held.shares, 50);
+                refused += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(refused, 10, "peer 1 is held to its 50");
+    assert_eq!(chain.unconnected_from(1).shares, 50);
+    // Another peer fills the rest of the total, then everyone is refused.
+    let mut taken = 0;
+    for i in 100..160u32 {
+        let parent = sha256d(&[b'y', i as u8]);
+        if chain.add(cheap_share(&net, Some(parent), i), Some(2), NOW) == Added::New {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 30, "the total of 80 leaves peer 2 thirty");
+    assert_eq!(chain.unconnected().shares, 80);
+    assert!(
+        chain.take_batch().put_shares.is_empty(),
+        "nothing unconnected is written to the store"
+    );
+    // Nothing unconnected verifies, and think asks for a bounded number of parents.
+    let think = chain.think(&heights(&[], 0), None, NOW);
+    assert_eq!(think.verified, 0);
+    assert!(think.wanted.len() <= 64, "{} wanted", think.wanted.len());
+}
+
+#[test]
+fn an_unconnected_chain_connects_when_its_gap_fills_and_is_stored_once_verified() {
+    let net = legacy_net(false);
+    let shares = genesis_chain(&net, 12);
+    let mut chain = ShareChain::new(net);
+    // Newest first, as a getshares reply: every share but the oldest waits on a gap.
+    for s in shares[1..].iter().rev() {
+        assert_eq!(chain.add(s.clone(), Some(4), NOW), Added::New);
+    }
+    assert_eq!(chain.unconnected_from(4).shares, 11);
+    assert!(chain.take_batch().put_shares.is_empty());
+    // The genesis share fills the gap: all of them are connected now.
+    chain.add(shares[0].clone(), Some(4), NOW);
+    assert_eq!(chain.unconnected().shares, 0);
+    assert!(chain.take_batch().put_shares.is_empty(), "not verified yet");
+    let think = chain.think(&heights(&[], 0), None, NOW);
+    let written = chain.take_batch().put_shares;
+    assert_eq!(written.len(), think.verified);
+    assert!(written.iter().all(|s| s.verified));
+}
+
+#[test]
+fn a_gap_below_a_verified_chain_filled_by_older_shares_connects_them() {
+    let net = legacy_net(false);
+    let cl = net.chain_length as usize;
+    let shares = genesis_chain(&net, 3 * cl);
+    let mut chain = ShareChain::new(net);
+    for s in shares[cl..].iter().rev() {
+        chain.add(s.clone(), Some(7), NOW);
+    }
+    chain.think(&heights(&[(1, 100)], 100), Some(block(1)), NOW);
+    assert!(chain.tracker().is_verified(&shares[3 * cl - 1].hash));
+    assert_eq!(
+        chain.unconnected().shares,
+        0,
+        "a verified share anchors its chain"
+    );
+    // Older shares reaching further back belong to the anchored chain, not to a gap.
+    for s in shares[cl / 2..cl].iter().rev() {
+        chain.add(s.clone(), Some(7), NOW);
+    }
+    assert_eq!(chain.unconnected().shares, 0);
+}
+
+#[test]
+fn unconnected_shares_left_past_the_deadline_are_dropped_and_their_sender_named() {
+    let net = modern_net();
+    let mut chain = ShareChain::new(net.clone());
+    let deadline = chain.limits().deadline;
+    // A chain of 10 linked cheap shares over one missing parent (too short to try to
+    // verify), and 5 lone ones.
+    let mut parent = Some(sha256d(b"never sent"));
+    for i in 0..10u32 {
+        let s = cheap_share(&net, parent, i);
+        parent = Some(s.hash);
+        chain.add(s, Some(3), NOW);
+    }
+    for i in 30..35u32 {
+        chain.add(
+            cheap_share(&net, Some(sha256d(&[i as u8])), i),
+            Some(5),
+            NOW,
+        );
+    }
+    let think = chain.think(&heights(&[], 0), None, NOW + deadline - 1);
+    assert!(think.expired.is_empty());
+    assert_eq!(chain.tracker().len(), 15);
+    let think = chain.think(&heights(&[], 0), None, NOW + deadline);
+    assert_eq!(think.expired, vec![(3, 10), (5, 5)]);
+    assert_eq!(chain.tracker().len(), 0);
+    assert_eq!(chain.unconnected().shares, 0);
+}
+
+#[test]
+fn a_failing_share_is_removed_with_every_descendant_at_once() {
+    let net = legacy_net(false);
+    let mut tracker = Tracker::new();
+    let shares = mine_on(&mut tracker, &net, None, 8, block(1), 1);
+    let mut spec = Spec::new(Some(shares[7].hash), T0 + 90, payout(2));
+    spec.claimed_target = Some(Bits(0x1f7fffff));
+    let bad = sample::mine(&tracker, &net, &spec);
+    tracker.add(bad.clone(), 0, None);
+    // Ten shares on top of the bad one (they would each verify on their own).
+    let above = mine_on(&mut tracker, &net, Some(bad.hash), 10, block(1), 3);
+    let mut chain = ShareChain::new(net);
+    feed(&mut chain, &shares, None, NOW);
+    chain.think(&heights(&[], 0), None, NOW);
+    chain.add(bad.clone(), Some(9), NOW);
+    // The descendants arrive before the bad share is looked at; the head is tried first.
+    let mut junk_above = above.clone();
+    junk_above.reverse();
+    feed(&mut chain, &junk_above, Some(9), NOW);
+    let think = chain.think(&heights(&[], 0), None, NOW);
+    assert!(chain.tracker().contains(&above[9].hash) || think.bad.len() == 1);
+    // Whatever was tried first, within two thinks the bad share and all ten are gone,
+    // reported once, and the best share is the honest tip.
+    let think2 = chain.think(&heights(&[], 0), None, NOW);
+    let bad_reports: Vec<_> = think.bad.iter().chain(think2.bad.iter()).collect();
+    assert!(!chain.tracker().contains(&bad.hash));
+    assert!(above.iter().all(|s| !chain.tracker().contains(&s.hash)));
+    assert_eq!(think2.best, Some(shares[7].hash));
+    assert!(bad_reports.len() <= 2, "{bad_reports:?}");
+}
+
+#[test]
+fn thousands_of_orphans_naming_one_missing_parent_are_pruned_in_one_think() {
+    let net = modern_net();
+    let mut chain = ShareChain::new(net.clone());
+    chain.set_limits(Limits {
+        per_peer_shares: 10_000,
+        total_shares: 10_000,
+        ..chain.limits()
+    });
+    let missing = Some(sha256d(b"one missing parent"));
+    for i in 0..4_000u32 {
+        chain.add(cheap_share(&net, missing, i), Some(1), NOW);
+    }
+    assert_eq!(chain.tracker().len(), 4_000);
+    let think = chain.think(&heights(&[], 0), None, NOW + 1_000);
+    assert_eq!(think.expired, vec![(1, 4_000)]);
+    assert_eq!(chain.tracker().len(), 0);
+}
+
+#[test]
+fn a_copy_repeating_a_txid_is_mutated_never_bad_and_the_whole_copy_replaces_it() {
+    let net = modern_net();
+    let mut tracker = Tracker::new();
+    let base = mine_on(&mut tracker, &net, None, 4, block(1), 1);
+    let mut spec = Spec::new(Some(base[3].hash), T0 + 50, payout(2));
+    spec.block_bits = Bits(0x2000ffff);
+    // Two transactions after the gentx: three leaves, so the CVE-2012-2459 copy that
+    // repeats the last one hashes to the same merkle root.
+    spec.other_txs = Some(vec![witness_tx(5, 0x51), witness_tx(6, 0x52)]);
+    let whole = sample::mine(&tracker, &net, &spec);
+    let mut mutated = whole.clone();
+    if let Some(txs) = mutated.other_txs.as_mut() {
+        let last = txs[1].clone();
+        txs.push(last);
+    }
+    assert_eq!(
+        mutated.hash, whole.hash,
+        "the share hash does not commit to the list"
+    );
+
+    let mut chain = ShareChain::new(net);
+    feed(&mut chain, &base, None, NOW);
+    assert_eq!(chain.add(mutated, Some(2), NOW), Added::New);
+    let think = chain.think(&heights(&[], 0), None, NOW);
+    assert!(think.bad.is_empty(), "{:?}", think.bad);
+    assert!(
+        think.blocks.is_empty(),
+        "the mutated block is never submitted"
+    );
+    assert!(chain.tracker().is_verified(&whole.hash));
+    match chain.add(whole.clone(), Some(3), NOW) {
+        Added::Replaced(block) => {
+            assert_eq!(block.header.hash(), whole.pow_hash);
+            assert_eq!(block.txs.len(), 3);
+        }
+        other => panic!("expected the whole copy to replace the mutated one, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_share_from_the_future_is_removed_but_its_sender_is_not_blamed() {
+    let net = legacy_net(false);
+    let mut tracker = Tracker::new();
+    let shares = mine_on(&mut tracker, &net, None, 4, block(1), 1);
+    let spec = Spec::new(Some(shares[3].hash), T0 + 10_000, payout(2));
+    let future = sample::mine(&tracker, &net, &spec);
+    let mut chain = ShareChain::new(net);
+    feed(&mut chain, &shares, None, NOW);
+    chain.add(future.clone(), Some(6), NOW);
+    // Our clock says T0 + 100: the share is 9,900 s ahead.
+    let think = chain.think(&heights(&[], 0), None, u64::from(T0) + 100);
+    assert_eq!(think.bad.len(), 1);
+    assert!(think.bad[0].2.is_timing());
+    assert!(!chain.tracker().contains(&future.hash));
 }

@@ -29,7 +29,7 @@ pub const LEGACY_SIGOP_LIMIT: u64 = 20_000;
 pub const WEIGHT_LIMIT: u64 = 4_000_000;
 pub const SIGOP_COST_LIMIT: u64 = 80_000;
 /// No bitcoind builds a template with more than this many satoshis (21 million BTC).
-const MAX_MONEY: u64 = 21_000_000 * 100_000_000;
+pub const MAX_MONEY: u64 = 21_000_000 * 100_000_000;
 
 /// A template transaction with what the template says about it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -174,6 +174,18 @@ impl ShareSync {
                 Added::New => out.added += 1,
                 Added::Known => {}
                 Added::Replaced(block) => out.blocks.push(*block),
+                Added::OverBudget { held } => {
+                    // The rest of the message would be refused too.
+                    peers.add_ban_score(
+                        peer,
+                        score::UNCONNECTED_OVER_BUDGET,
+                        &format!(
+                            "sent more unconnected shares than we hold for one peer ({} shares, {} bytes held)",
+                            held.shares, held.bytes
+                        ),
+                    );
+                    break;
+                }
             }
         }
         out
@@ -243,13 +255,24 @@ impl ShareSync {
     pub fn after_think(&mut self, think: &Think, chain: &ShareChain, peers: &Peers, now: u64) {
         let _ = now;
         for (hash, peer, err) in &think.bad {
-            if let Some(p) = peer {
+            // A share from the future by our clock may be honest clock skew: removed, not
+            // scored.
+            if let Some(p) = peer
+                && !err.is_timing()
+            {
                 peers.add_ban_score(
                     *p,
                     score::BAD_SHARE,
                     &format!("sent invalid share {hash}: {err}"),
                 );
             }
+        }
+        for (peer, n) in &think.expired {
+            peers.add_ban_score(
+                *peer,
+                score::UNCONNECTED_EXPIRED,
+                &format!("sent {n} shares whose ancestors never arrived"),
+            );
         }
         let connected = peers.connected();
         if !think.wanted.is_empty() && !connected.is_empty() {
@@ -390,10 +413,20 @@ impl ShareSync {
     }
 }
 
-/// R's stops for a missing-ancestor request: every head and the share ten below it.
+/// R's stops for a missing-ancestor request: every head and the share ten below it;
+/// verified heads only when there are any (unconnected heads are nobody's chain).
 fn request_stops(chain: &ShareChain) -> Vec<Hash256> {
     let all = chain.tracker().all();
-    let mut heads: Vec<Hash256> = all.heads().iter().copied().collect();
+    let verified = chain.tracker().verified().heads();
+    let mut heads: Vec<Hash256> = if verified.is_empty() {
+        all.heads()
+            .iter()
+            .take(4 * REQUEST_MAX_STOPS)
+            .copied()
+            .collect()
+    } else {
+        verified.iter().copied().collect()
+    };
     heads.sort();
     let mut stops: Vec<Hash256> = Vec::new();
     for head in heads {
@@ -410,8 +443,9 @@ fn request_stops(chain: &ShareChain) -> Vec<Hash256> {
 }
 
 /// Answers a getshares: each hash and up to `parents` ancestors (clamped as R: 1000 //
-/// len(hashes)), stopping at any stop hash, within a share and byte cap; no reply to an
-/// empty request.
+/// len(hashes)), stopping at any stop hash or unverified share (modern-rules.md, node
+/// policy: never serve what we have not verified), within a share and byte cap; no reply
+/// to an empty request.
 fn serve(
     peer: PeerId,
     hashes: &[Hash256],
@@ -430,7 +464,7 @@ fn serve(
     let mut bytes = 0usize;
     'hashes: for h in hashes {
         for (hash, entry) in chain.tracker().all().chain(Some(*h)).take(parents + 1) {
-            if stops.contains(&hash) {
+            if stops.contains(&hash) || !chain.tracker().is_verified(&hash) {
                 break;
             }
             if out.len() >= SERVE_MAX_SHARES || bytes >= SERVE_MAX_BYTES {

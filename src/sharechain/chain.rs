@@ -31,6 +31,108 @@ const TRIM_PASSES: usize = 1000;
 const HEAD_KEEP_SECONDS: u64 = 300;
 /// An unverified head whose chain grew this recently is kept (seconds).
 const GROWING_KEEP_SECONDS: u64 = 120;
+/// Missing shares asked for per think at most; the rest wait for the next think.
+const WANTED_MAX: usize = 64;
+
+/// Bounds on *unconnected* shares: shares whose chain neither reaches genesis nor holds a
+/// verified share, so nothing yet says they belong to the pool's chain (modern-rules.md,
+/// node policy). They are never written to the store nor relayed, and they are charged
+/// to the peer that sent them until their chain connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Unconnected shares one peer may have us hold.
+    pub per_peer_shares: usize,
+    /// Their bytes (as sent).
+    pub per_peer_bytes: usize,
+    /// Unconnected shares held from all peers together.
+    pub total_shares: usize,
+    pub total_bytes: usize,
+    /// Seconds the hole below unconnected shares may stay unfilled (the oldest of them
+    /// was seen this long ago) before they are dropped and their senders scored.
+    pub deadline: u64,
+}
+
+impl Limits {
+    /// A first sync from a peer holds CHAIN_LENGTH + 1 unconnected shares before its head
+    /// can verify, plus one getshares reply in flight: the per-peer count allows that
+    /// with a quarter to spare; bytes allow it at about 1.5 KiB a share plus a few full
+    /// block shares.
+    pub fn for_network(net: &Network) -> Limits {
+        let cl = net.chain_length as usize;
+        let per_peer_shares = cl + cl / 4 + 1_000;
+        Limits {
+            per_peer_shares,
+            per_peer_bytes: 32 << 20,
+            total_shares: 2 * per_peer_shares,
+            total_bytes: 64 << 20,
+            deadline: GROWING_KEEP_SECONDS,
+        }
+    }
+}
+
+/// Shares and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub shares: usize,
+    pub bytes: usize,
+}
+
+impl Usage {
+    fn add(&mut self, bytes: usize) {
+        self.shares += 1;
+        self.bytes += bytes;
+    }
+
+    fn sub(&mut self, bytes: usize) {
+        self.shares = self.shares.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(bytes);
+    }
+}
+
+/// The unconnected shares held, with their senders and sizes.
+#[derive(Debug, Default)]
+struct Unconnected {
+    by_hash: HashMap<Hash256, (Option<u64>, usize)>,
+    by_peer: HashMap<u64, Usage>,
+    total: Usage,
+}
+
+impl Unconnected {
+    fn charge(&mut self, hash: Hash256, peer: Option<u64>, bytes: usize) {
+        if self.by_hash.insert(hash, (peer, bytes)).is_some() {
+            return;
+        }
+        self.total.add(bytes);
+        if let Some(p) = peer {
+            self.by_peer.entry(p).or_default().add(bytes);
+        }
+    }
+
+    fn release(&mut self, hash: &Hash256) -> Option<Option<u64>> {
+        let (peer, bytes) = self.by_hash.remove(hash)?;
+        self.total.sub(bytes);
+        if let Some(p) = peer
+            && let Some(u) = self.by_peer.get_mut(&p)
+        {
+            u.sub(bytes);
+            if u.shares == 0 {
+                self.by_peer.remove(&p);
+            }
+        }
+        Some(peer)
+    }
+}
+
+/// The bytes a share takes on the wire (share1a, or share1b with its transactions).
+pub fn wire_size(share: &Share) -> usize {
+    let info =
+        32 + 4 + 9 + share.info.share_data.nonce.len() + 9 + share.info.new_script.len() + 8 + 36;
+    let body = match &share.other_txs {
+        Some(txs) => 9 + txs.iter().map(Transaction::total_size).sum::<usize>(),
+        None => 9 + 33 * share.merkle_branch.len(),
+    };
+    80 + info + body
+}
 
 /// Why a verified block share's block cannot be submitted from the copy held.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +146,8 @@ pub enum BlockFault {
     CommitmentMismatch,
     /// A transaction has a witness but the generation transaction commits to none.
     UncommittedWitness,
+    /// Fix 5: the transaction list repeats a txid (CVE-2012-2459).
+    DuplicateTransaction,
 }
 
 impl fmt::Display for BlockFault {
@@ -59,6 +163,9 @@ impl fmt::Display for BlockFault {
             BlockFault::UncommittedWitness => {
                 write!(f, "block has witnesses but no witness commitment")
             }
+            BlockFault::DuplicateTransaction => {
+                write!(f, "block lists one transaction twice (a mutated copy)")
+            }
         }
     }
 }
@@ -71,6 +178,12 @@ pub fn assemble_block(
     rules: RuleSet,
 ) -> Result<Block, BlockFault> {
     let other_txs = share.other_txs.as_ref().ok_or(BlockFault::NoTransactions)?;
+    let mut txids = Vec::with_capacity(other_txs.len() + 1);
+    txids.push(gentx.txid());
+    txids.extend(other_txs.iter().map(Transaction::txid));
+    if verify::has_duplicate(&txids) {
+        return Err(BlockFault::DuplicateTransaction);
+    }
     match share.info.modern.as_ref().and_then(|m| m.commitment()) {
         Some(c) => {
             let wtxids: Vec<Hash256> = other_txs.iter().map(Transaction::wtxid).collect();
@@ -101,6 +214,11 @@ pub enum Added {
     Known,
     /// A whole copy of a verified block share replaced a mutated one: submit its block.
     Replaced(Box<Block>),
+    /// Not taken: it is unconnected and its sender (or everyone together) already has
+    /// as many unconnected shares held as the limits allow.
+    OverBudget {
+        held: Usage,
+    },
 }
 
 /// What one think did and what the node should do about it.
@@ -110,8 +228,12 @@ pub struct Think {
     pub best: Option<Hash256>,
     /// Missing shares to ask for, each with the peer whose share needs it.
     pub wanted: Vec<(Option<u64>, Hash256)>,
-    /// Heads that failed verification and were removed, with the peer that sent each.
+    /// Shares that failed verification and were removed with every descendant, with the
+    /// peer that sent each.
     pub bad: Vec<(Hash256, Option<u64>, VerifyError)>,
+    /// Unconnected shares dropped because the hole below them stayed unfilled past the
+    /// deadline: each sender with how many of its shares went.
+    pub expired: Vec<(u64, usize)>,
     /// Verified block shares whose block is whole: submit these.
     pub blocks: Vec<Block>,
     pub verified: usize,
@@ -151,17 +273,48 @@ pub struct ShareChain {
     scores: HashMap<Hash256, (u64, u32, Score)>,
     /// Verified block shares whose held copy cannot be submitted.
     mutated: HashSet<Hash256>,
+    limits: Limits,
+    unconnected: Unconnected,
 }
 
 impl ShareChain {
     pub fn new(net: Network) -> ShareChain {
         ShareChain {
-            net,
             tracker: Tracker::new(),
             batch: Batch::default(),
             scores: HashMap::new(),
             mutated: HashSet::new(),
+            limits: Limits::for_network(&net),
+            unconnected: Unconnected::default(),
+            net,
         }
+    }
+
+    /// Replaces the unconnected-share limits (tests and benches use small ones).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Unconnected shares held, in all and from one peer.
+    pub fn unconnected(&self) -> Usage {
+        self.unconnected.total
+    }
+
+    pub fn unconnected_from(&self, peer: u64) -> Usage {
+        self.unconnected
+            .by_peer
+            .get(&peer)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Whether a held share is unconnected.
+    pub fn is_unconnected(&self, hash: &Hash256) -> bool {
+        self.unconnected.by_hash.contains_key(hash)
     }
 
     pub fn network(&self) -> &Network {
@@ -215,7 +368,8 @@ impl ShareChain {
         std::mem::take(&mut self.batch)
     }
 
-    /// Adds a share from a peer (`peer`) or mined here (`None`), seen at `now`.
+    /// Adds a share from a peer (`peer`) or mined here (`None`), seen at `now`. Nothing
+    /// is written to the store until the share verifies.
     pub fn add(&mut self, share: Share, peer: Option<u64>, now: u64) -> Added {
         let hash = share.hash;
         if self.tracker.contains(&hash) {
@@ -224,9 +378,63 @@ impl ShareChain {
             }
             return Added::Known;
         }
-        self.batch.put_shares.push(stored(&share, false, now));
+        // Connected: it starts a chain at genesis, its parent is held and connected, or
+        // it is the missing parent of a connected chain (a sync reaching further back).
+        let connected = match share.previous_hash() {
+            None => true,
+            Some(p) => self.tracker.contains(&p) && !self.unconnected.by_hash.contains_key(&p),
+        } || self
+            .tracker
+            .all()
+            .waiting(&hash)
+            .iter()
+            .any(|t| !self.unconnected.by_hash.contains_key(t));
+        if !connected {
+            let bytes = wire_size(&share);
+            let l = self.limits;
+            let total = self.unconnected.total;
+            let held = peer.map_or(total, |p| self.unconnected_from(p));
+            let over = |u: Usage, shares: usize, max_bytes: usize| {
+                u.shares + 1 > shares || u.bytes + bytes > max_bytes
+            };
+            if over(total, l.total_shares, l.total_bytes)
+                || (peer.is_some() && over(held, l.per_peer_shares, l.per_peer_bytes))
+            {
+                return Added::OverBudget { held };
+            }
+            self.unconnected.charge(hash, peer, bytes);
+        }
         self.tracker.add(share, now, peer);
+        if connected {
+            // The tails that waited for this share are connected now, with all above them.
+            for child in self.tracker.children(&hash) {
+                self.connect_from(child);
+            }
+        }
         Added::New
+    }
+
+    /// Releases the unconnected shares of the subtree at `root` (their chain connects).
+    fn connect_from(&mut self, root: Hash256) {
+        let mut stack = vec![root];
+        while let Some(h) = stack.pop() {
+            if self.unconnected.release(&h).is_some() {
+                stack.extend(self.tracker.children(&h));
+            }
+        }
+    }
+
+    /// Every share of the subtree at `root`, `root` first.
+    fn subtree(&self, root: Hash256) -> Vec<Hash256> {
+        let mut out = Vec::new();
+        let mut stack = vec![root];
+        while let Some(h) = stack.pop() {
+            if self.tracker.contains(&h) {
+                out.push(h);
+                stack.extend(self.tracker.children(&h));
+            }
+        }
+        out
     }
 
     fn replace_mutated(&mut self, share: Share) -> Added {
@@ -270,8 +478,19 @@ impl ShareChain {
                 }
             }
         }
+        let record = stored(
+            share,
+            true,
+            self.tracker.entry(&hash).map_or(0, |e| e.time_seen),
+        );
         self.tracker.mark_verified(hash);
-        self.batch.set_verified.push(hash);
+        self.batch.put_shares.push(record);
+        if self.unconnected.by_hash.contains_key(&hash)
+            && let Some(tail) = self.tracker.all().tail(&hash)
+        {
+            // A verified share anchors its whole chain.
+            self.connect_from(tail);
+        }
         out.verified += 1;
         Ok(())
     }
@@ -333,8 +552,10 @@ impl ShareChain {
                         break;
                     }
                     Err(e) => {
+                        // Failed: it goes with every descendant (below); go on down,
+                        // as R does, for a share that verifies.
                         debug!(target: "sharechain", "{e}");
-                        if hash == head {
+                        if !e.is_missing_history() {
                             bads.push((hash, e));
                         }
                     }
@@ -344,17 +565,19 @@ impl ShareChain {
                 out.wanted.push((self.peer_of_child(&last, false), last));
             }
         }
-        for (hash, e) in bads {
-            let peer = self.tracker.entry(&hash).and_then(|e| e.peer);
-            warn!(target: "sharechain", "removing invalid share: {e}");
-            self.remove(&hash);
-            out.bad.push((hash, peer, e));
+        // Deepest first: one removal takes every bad share above it too.
+        for (hash, e) in bads.into_iter().rev() {
+            self.remove_bad(hash, e, &mut out);
         }
+        self.expire_unconnected(now, &mut out);
 
         // 2. Verified heads: extend verification down to CHAIN_LENGTH shares.
         let mut vheads: Vec<Hash256> = self.tracker.verified().heads().iter().copied().collect();
         vheads.sort();
         for head in vheads {
+            if !self.tracker.contains(&head) {
+                continue; // removed above a bad share this think
+            }
             let (head_height, last_hash) = self.tracker.verified().height_and_last(Some(head));
             let (last_height, last_last) = self.tracker.height_and_last(last_hash);
             let want = cl.saturating_sub(head_height);
@@ -373,6 +596,11 @@ impl ShareChain {
             for hash in walk {
                 if let Err(e) = self.attempt_verify(hash, now_i, &mut out) {
                     debug!(target: "sharechain", "{e}");
+                    // A share below verified ones that fails takes them with it (R left
+                    // a verified chain standing on an invalid share).
+                    if !e.is_missing_history() {
+                        self.remove_bad(hash, e, &mut out);
+                    }
                     break;
                 }
             }
@@ -394,7 +622,70 @@ impl ShareChain {
         };
         out.wanted.sort();
         out.wanted.dedup();
+        out.wanted.truncate(WANTED_MAX);
         out
+    }
+
+    /// Removes a share that failed verification with every descendant, at once.
+    fn remove_bad(&mut self, hash: Hash256, e: VerifyError, out: &mut Think) {
+        if !self.tracker.contains(&hash) {
+            return; // under another bad share, already gone
+        }
+        let peer = self.tracker.entry(&hash).and_then(|e| e.peer);
+        let doomed = self.subtree(hash);
+        warn!(
+            target: "sharechain",
+            "removing invalid share and its {} descendants: {e}",
+            doomed.len() - 1
+        );
+        for h in doomed.iter().rev() {
+            self.remove(h);
+        }
+        out.bad.push((hash, peer, e));
+    }
+
+    /// Drops unconnected chains whose hole stayed unfilled past the deadline: the whole
+    /// chain above the hole, each sender counted.
+    fn expire_unconnected(&mut self, now: u64, out: &mut Think) {
+        if self.unconnected.by_hash.is_empty() {
+            return;
+        }
+        let deadline = self.limits.deadline;
+        let all = self.tracker.all();
+        let mut tails: Vec<Hash256> = all
+            .heads()
+            .iter()
+            .filter(|h| self.unconnected.by_hash.contains_key(h))
+            .filter_map(|h| all.tail(h))
+            .filter(|t| {
+                self.tracker
+                    .entry(t)
+                    .is_some_and(|e| e.time_seen.saturating_add(deadline) <= now)
+            })
+            .collect();
+        tails.sort();
+        tails.dedup();
+        let mut by_peer: HashMap<u64, usize> = HashMap::new();
+        let mut dropped = 0usize;
+        for tail in tails {
+            let doomed = self.subtree(tail);
+            for h in doomed.iter().rev() {
+                if let Some(Some(p)) = self.unconnected.by_hash.get(h).map(|(p, _)| *p) {
+                    *by_peer.entry(p).or_default() += 1;
+                }
+                self.remove(h);
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            info!(
+                target: "sharechain",
+                "dropped {dropped} unconnected shares: nobody filled the gap below them in {deadline} s"
+            );
+        }
+        let mut expired: Vec<(u64, usize)> = by_peer.into_iter().collect();
+        expired.sort();
+        out.expired = expired;
     }
 
     fn ranked(&mut self, heights: &dyn BlockHeights, now: u64) -> Vec<Hash256> {
@@ -419,6 +710,9 @@ impl ShareChain {
         let mut removed = 0;
         if !ranked.is_empty() {
             let top: HashSet<Hash256> = ranked.iter().rev().take(KEEP_TOP_HEADS).copied().collect();
+            // Newest share waiting on each missing parent, computed once per prune: many
+            // heads can wait on one hole, and asking per head would be quadratic.
+            let mut growing: HashMap<Hash256, bool> = HashMap::new();
             for _ in 0..TRIM_PASSES {
                 let mut doomed = Vec::new();
                 for head in self.tracker.all().heads() {
@@ -431,7 +725,9 @@ impl ShareChain {
                     if e.time_seen + HEAD_KEEP_SECONDS > now {
                         continue;
                     }
-                    if !self.tracker.is_verified(head) && self.tail_grew_recently(head, now) {
+                    if !self.tracker.is_verified(head)
+                        && self.tail_grew_recently(head, now, &mut growing)
+                    {
                         continue;
                     }
                     doomed.push(*head);
@@ -449,13 +745,23 @@ impl ShareChain {
     }
 
     /// Whether a share just above the missing parent of `head`'s chain was seen lately.
-    fn tail_grew_recently(&self, head: &Hash256, now: u64) -> bool {
+    fn tail_grew_recently(
+        &self,
+        head: &Hash256,
+        now: u64,
+        memo: &mut HashMap<Hash256, bool>,
+    ) -> bool {
         let all = self.tracker.all();
         let Some(tail) = all.tail(head) else {
             return false;
         };
+        let missing = self.tracker.get(&tail).and_then(Share::previous_hash);
+        let key = missing.unwrap_or(tail);
+        if let Some(&grew) = memo.get(&key) {
+            return grew;
+        }
         // The shares just above the missing parent: the tails that wait for it.
-        let waiting = match self.tracker.get(&tail).and_then(Share::previous_hash) {
+        let waiting = match missing {
             Some(missing) => all.waiting(&missing),
             None => vec![tail],
         };
@@ -465,7 +771,9 @@ impl ShareChain {
             .map(|e| e.time_seen)
             .max()
             .unwrap_or(0);
-        newest + GROWING_KEEP_SECONDS > now
+        let grew = newest + GROWING_KEEP_SECONDS > now;
+        memo.insert(key, grew);
+        grew
     }
 
     /// Removes shares from the bottom of each chain whose every head is at least
@@ -505,6 +813,7 @@ impl ShareChain {
     }
 
     fn remove(&mut self, hash: &Hash256) {
+        self.unconnected.release(hash);
         self.tracker.remove(hash);
         self.mutated.remove(hash);
         self.scores.remove(hash);

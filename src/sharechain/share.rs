@@ -15,6 +15,7 @@ use crate::bitcoin::hash::{Hash256, sha256d};
 use crate::bitcoin::merkle::{self, BranchStep};
 use crate::bitcoin::script::{self, Template};
 use crate::bitcoin::target::Bits;
+use crate::bitcoin::template::MAX_MONEY;
 use crate::bitcoin::tx::Transaction;
 use crate::network::{Network, RuleSet};
 
@@ -288,6 +289,16 @@ pub enum ShareError {
     WrongRuleSet {
         hash: Hash256,
     },
+    /// Fix 4: the claimed share target is easier than the network's MAX_TARGET.
+    TargetAboveMax {
+        hash: Hash256,
+        bits: Bits,
+    },
+    /// The subsidy is more than all the bitcoin there will ever be.
+    SubsidyAboveMaxMoney {
+        hash: Hash256,
+        subsidy: u64,
+    },
 }
 
 impl fmt::Display for ShareError {
@@ -333,6 +344,14 @@ impl fmt::Display for ShareError {
             ShareError::WrongRuleSet { hash } => {
                 write!(f, "share {hash} is not in this network's share format")
             }
+            ShareError::TargetAboveMax { hash, bits } => write!(
+                f,
+                "share {hash} claims target bits {bits}, easier than the network's maximum"
+            ),
+            ShareError::SubsidyAboveMaxMoney { hash, subsidy } => write!(
+                f,
+                "share {hash} claims a subsidy of {subsidy} satoshis (at most {MAX_MONEY})"
+            ),
         }
     }
 }
@@ -387,8 +406,22 @@ impl Share {
                 len: a.merkle_branch.len(),
             });
         }
-        let pow_hash = a.pow_hash();
+        // Fix 4 before any hashing of the header: a claimed target above MAX_TARGET
+        // (0xff7fffff saturates to 2^256) would let any header pass the work check.
         let target = a.info.share_data.target.to_target();
+        if target > net.max_target {
+            return Err(ShareError::TargetAboveMax {
+                hash,
+                bits: a.info.share_data.target,
+            });
+        }
+        if a.info.subsidy > MAX_MONEY {
+            return Err(ShareError::SubsidyAboveMaxMoney {
+                hash,
+                subsidy: a.info.subsidy,
+            });
+        }
+        let pow_hash = a.pow_hash();
         if pow_hash.to_u256() > target {
             return Err(ShareError::NotEnoughWork { hash });
         }

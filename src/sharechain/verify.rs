@@ -106,6 +106,25 @@ impl fmt::Display for VerifyError {
     }
 }
 
+impl VerifyError {
+    /// A failure that depends on our clock, not on the share alone: not the sender's
+    /// fault as far as we can tell.
+    pub fn is_timing(&self) -> bool {
+        matches!(self, VerifyError::TimestampInFuture { .. })
+    }
+
+    /// The share cannot be checked yet (ancestors missing): not a verdict on it.
+    pub fn is_missing_history(&self) -> bool {
+        matches!(
+            self,
+            VerifyError::Generation {
+                source: GentxError::NotEnoughHistory { .. },
+                ..
+            }
+        )
+    }
+}
+
 impl std::error::Error for VerifyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -159,6 +178,22 @@ pub fn check(
         });
     }
     let info = &share.info;
+    // The cheap comparison first: retargeting walks the window's work in O(1) per
+    // share, while the generation transaction walks the payout window.
+    // Only with the retarget window known: otherwise the history is what is missing.
+    let previous = info.share_data.previous_share_hash;
+    let (height, last) = tracker.height_and_last(previous);
+    if last.is_none() || height >= net.target_lookbehind {
+        let computed = gentx::next_target(tracker, net, previous)
+            .map_err(|source| VerifyError::Generation { hash, source })?;
+        if info.share_data.target != computed {
+            return Err(VerifyError::WrongTarget {
+                hash,
+                claimed: info.share_data.target,
+                computed,
+            });
+        }
+    }
     let generated = gentx::generate_transaction(
         tracker,
         net,
@@ -188,6 +223,12 @@ pub fn check(
         let mut txids = Vec::with_capacity(other_txs.len() + 1);
         txids.push(gentx_txid);
         txids.extend(other_txs.iter().map(Transaction::txid));
+        // Fix 5: a list that repeats a txid is a mutated copy (CVE-2012-2459). The share
+        // hash does not commit to the list, so the share stands on its share1a form; the
+        // block is never submitted from this copy (`chain::assemble_block`).
+        if has_duplicate(&txids) {
+            return Ok(generated);
+        }
         if merkle::root(&txids) != share.header.merkle_root {
             return Err(VerifyError::BlockMerkleRootMismatch { hash });
         }
@@ -201,6 +242,12 @@ pub fn check(
         }
     }
     Ok(generated)
+}
+
+/// Whether a list of txids names one transaction twice.
+pub fn has_duplicate(txids: &[Hash256]) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(txids.len());
+    txids.iter().any(|t| !seen.insert(*t))
 }
 
 /// The block's size without witnesses: header, transaction count, transactions.
@@ -622,5 +669,68 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ShareError::WrongRuleSet { .. }), "{err}");
+    }
+
+    #[test]
+    fn claimed_target_above_max_target_is_refused_before_the_work_check() {
+        let net = modern_net();
+        // 0xff7fffff saturates to 2^256: any header would pass a work check against it.
+        for bits in [Bits(0xff7fffff), Bits(0x2100ffff)] {
+            let header = BlockHeader {
+                version: 1,
+                previous_block: Hash256::ZERO,
+                merkle_root: Hash256::ZERO,
+                timestamp: T0,
+                bits,
+                nonce: 7,
+            };
+            let err = Share::from_share1a(
+                Share1a {
+                    header,
+                    info: info(payout(1), bits, true),
+                    merkle_branch: vec![],
+                },
+                &net,
+            )
+            .unwrap_err();
+            assert!(matches!(err, ShareError::TargetAboveMax { .. }), "{err}");
+            assert!(err.to_string().contains("easier than"), "{err}");
+        }
+        // Exactly MAX_TARGET (as bits) is allowed.
+        let max = Bits::from_target_floor(net.max_target);
+        let h = header_meeting(max, Bits(0x1d00ffff), false);
+        assert!(
+            Share::from_share1a(
+                Share1a {
+                    header: h,
+                    info: info(payout(1), max, true),
+                    merkle_branch: vec![],
+                },
+                &net,
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn subsidy_above_max_money_is_refused() {
+        let net = modern_net();
+        let easy = Bits(0x2000ffff);
+        let h = header_meeting(easy, Bits(0x1d00ffff), false);
+        let mut i = info(payout(1), easy, true);
+        i.subsidy = u64::MAX;
+        let err = Share::from_share1a(
+            Share1a {
+                header: h,
+                info: i,
+                merkle_branch: vec![],
+            },
+            &net,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ShareError::SubsidyAboveMaxMoney { .. }),
+            "{err}"
+        );
     }
 }
