@@ -20,7 +20,7 @@ use p2pool::bitcoin::hash::{Hash256, sha256d};
 use p2pool::network::RuleSet;
 use p2pool::sharechain::share::Share1a;
 use p2pool::sharechain::store::{
-    AddrEntry, Batch, FORMAT_VERSION, Store, StoreError, StoredKind, StoredShare,
+    AddrEntry, Batch, FORMAT_VERSION, PendingWrites, Store, StoreError, StoredKind, StoredShare,
 };
 use serde_json::Value;
 
@@ -630,5 +630,425 @@ fn writer_killed_repeatedly_leaves_a_store_that_opens_with_every_committed_batch
     eprintln!(
         "crash test: {CRASH_ROUNDS} kills, {previous} batches committed, {:?}",
         started.elapsed()
+    );
+}
+
+// ---- Map growth, full disks and pending writes ----
+
+/// A share of `len` bytes, distinct for each `n`.
+fn sized_share(n: u32, len: usize) -> StoredShare {
+    let hash = sha256d(&n.to_le_bytes());
+    let bytes = (0..len).map(|i| hash.0[i % 32] ^ (i as u8)).collect();
+    StoredShare {
+        hash,
+        kind: StoredKind::Share1a,
+        bytes,
+        verified: n % 2 == 0,
+        time_seen: 1_700_000_000 + u64::from(n),
+    }
+}
+
+/// `count` shares of `len` bytes numbered from `first`.
+fn share_batch(first: u32, count: u32, len: usize) -> Batch {
+    Batch {
+        put_shares: (first..first + count)
+            .map(|n| sized_share(n, len))
+            .collect(),
+        ..Batch::default()
+    }
+}
+
+fn assert_holds_exactly(store: &Store, expected: &[StoredShare]) {
+    let mut expected = expected.to_vec();
+    expected.sort_by_key(|s| s.hash);
+    let loaded = sorted_shares(store);
+    assert_eq!(loaded.len(), expected.len(), "share count");
+    assert!(
+        loaded == expected,
+        "stored shares differ from those written"
+    );
+}
+
+const TINY_MAP: usize = 64 << 10;
+
+#[test]
+fn a_store_whose_map_starts_tiny_grows_and_keeps_every_share() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let mut written = Vec::new();
+    {
+        let mut store =
+            Store::open_with_map_size(&path, NETWORK, TINY_MAP).expect("tiny store opens");
+        assert_eq!(store.map_size(), TINY_MAP);
+        // 40 batches of 25 shares of 4,000 bytes: 4 MB, sixty times the first map.
+        for b in 0..40 {
+            let batch = share_batch(b * 25, 25, 4_000);
+            written.extend(batch.put_shares.iter().cloned());
+            store.apply(&batch).expect("batch applies, growing the map");
+        }
+        assert!(
+            store.map_size() >= 4_000_000,
+            "map grew to {}",
+            store.map_size()
+        );
+        assert_holds_exactly(&store, &written);
+    }
+    let data_len = std::fs::metadata(path.join("data.mdb"))
+        .expect("data file")
+        .len();
+    assert!(
+        data_len > TINY_MAP as u64 * 16,
+        "data file of {data_len} bytes"
+    );
+
+    // Reopened with the tiny initial size, it opens at the size growth reached, and writes.
+    let mut store =
+        Store::open_with_map_size(&path, NETWORK, TINY_MAP).expect("grown store reopens");
+    assert!(store.map_size() as u64 >= data_len, "{store:?}");
+    assert_holds_exactly(&store, &written);
+    let more = share_batch(10_000, 25, 4_000);
+    written.extend(more.put_shares.iter().cloned());
+    store.apply(&more).expect("a write after reopening");
+    drop(store);
+
+    // And with the default initial size.
+    let store = Store::open(&path, NETWORK).expect("grown store opens with the default map");
+    assert_holds_exactly(&store, &written);
+}
+
+#[test]
+fn one_batch_larger_than_the_whole_map_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store =
+        Store::open_with_map_size(dir.path(), NETWORK, TINY_MAP).expect("tiny store opens");
+    // 2 MB in one transaction, thirty times the map.
+    let batch = share_batch(0, 100, 20_000);
+    store.apply(&batch).expect("the batch applies");
+    assert_holds_exactly(&store, &batch.put_shares);
+}
+
+/// Applies `earlier` then `later` to one store and their merge to another, from the same
+/// start, and checks both stores end the same.
+fn assert_merge_matches_sequence(start: &Batch, earlier: &Batch, later: &Batch) {
+    let (a, b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let mut sequential = Store::open(a.path(), NETWORK).expect("store opens");
+    let mut merged_store = Store::open(b.path(), NETWORK).expect("store opens");
+    for store in [&mut sequential, &mut merged_store] {
+        store.apply(start).expect("start applies");
+    }
+    sequential.apply(earlier).expect("earlier applies");
+    sequential.apply(later).expect("later applies");
+    let mut merged = earlier.clone();
+    merged.merge(later.clone());
+    merged_store.apply(&merged).expect("merged applies");
+    assert_eq!(sorted_shares(&merged_store), sorted_shares(&sequential));
+    assert_eq!(
+        merged_store.load_addrs().expect("addrs"),
+        sequential.load_addrs().expect("addrs")
+    );
+    for key in ["k", "j"] {
+        assert_eq!(
+            merged_store.meta(key).expect("meta"),
+            sequential.meta(key).expect("meta")
+        );
+    }
+}
+
+#[test]
+fn a_merged_batch_writes_what_the_two_write_in_order() {
+    let (a, b, c) = (share(1, false), share(2, false), share(3, false));
+    let mut b2 = b.clone();
+    b2.bytes = vec![0xee; 9];
+    let start = Batch {
+        put_shares: vec![a.clone(), b.clone(), c.clone()],
+        put_addrs: vec![(addr("1.1.1.1:1"), entry(1)), (addr("2.2.2.2:2"), entry(2))],
+        put_meta: vec![("k".to_string(), vec![0])],
+        ..Batch::default()
+    };
+    // A put then a remove ends removed; a remove then a put ends put.
+    assert_merge_matches_sequence(
+        &start,
+        &Batch {
+            put_shares: vec![b2.clone()],
+            remove_shares: vec![a.hash],
+            remove_addrs: vec![addr("1.1.1.1:1")],
+            ..Batch::default()
+        },
+        &Batch {
+            put_shares: vec![a.clone()],
+            remove_shares: vec![b2.hash],
+            put_addrs: vec![(addr("1.1.1.1:1"), entry(7))],
+            remove_addrs: vec![addr("2.2.2.2:2")],
+            ..Batch::default()
+        },
+    );
+    // A mark then an unverified put ends unverified; a put then a mark ends verified; a
+    // remove then a mark ends removed; meta keeps its last value.
+    assert_merge_matches_sequence(
+        &start,
+        &Batch {
+            set_verified: vec![a.hash],
+            put_shares: vec![b2.clone()],
+            remove_shares: vec![c.hash],
+            put_meta: vec![("k".to_string(), vec![1]), ("j".to_string(), vec![1])],
+            ..Batch::default()
+        },
+        &Batch {
+            put_shares: vec![a.clone()],
+            set_verified: vec![b2.hash, c.hash],
+            put_meta: vec![("k".to_string(), vec![2])],
+            ..Batch::default()
+        },
+    );
+}
+
+#[test]
+fn pending_writes_write_at_once_and_drop_only_what_the_store_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(dir.path(), NETWORK).expect("store opens");
+    let mut pending = PendingWrites::default();
+    let notes = pending.write(&mut store, share_batch(0, 3, 100), 1_700_000_000);
+    assert!(notes.is_empty(), "{notes:?}");
+    assert!(pending.pending().is_empty());
+    assert_eq!(pending.pending_batches(), 0);
+    assert!(pending.write(&mut store, Batch::default(), 0).is_empty());
+
+    let mut bad = share_batch(3, 2, 100);
+    bad.put_meta = vec![
+        ("network".to_string(), b"other".to_vec()),
+        ("fine".to_string(), vec![1]),
+    ];
+    let notes = pending.write(&mut store, bad, 1_700_000_001);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].message.contains("batch refused")
+            && notes[0].message.contains("1 invalid entries dropped"),
+        "{}",
+        notes[0].message
+    );
+    assert_eq!(store.share_count().expect("count"), 5);
+    assert_eq!(store.meta("fine").expect("meta"), Some(vec![1]));
+    assert_eq!(pending.pending_batches(), 0);
+}
+
+/// A tmpfs mounted on a fresh temporary directory, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None`, saying so, where this process may not mount one (not root, or no
+    /// CAP_SYS_ADMIN in a container).
+    fn mount(test: &str, size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let result = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .output();
+        match result {
+            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
+            Ok(out) => {
+                eprintln!(
+                    "SKIPPED {test}: cannot mount a {size} tmpfs to fill (mount: {})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED {test}: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+/// Writes `len` bytes to `path`.
+fn fill(path: &Path, len: usize) {
+    std::fs::write(path, vec![0x55u8; len]).expect("filler written");
+}
+
+fn assert_disk_full(e: &StoreError, store_path: &Path) {
+    let text = e.to_string();
+    let prefix = format!("disk full at {}: ", store_path.display());
+    assert!(
+        matches!(e, StoreError::DiskFull { .. }),
+        "not DiskFull: {e:?}"
+    );
+    let free = text
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(" bytes free"))
+        .unwrap_or_else(|| panic!("message {text:?} is not {prefix:?}<n> bytes free"));
+    free.parse::<u64>()
+        .unwrap_or_else(|_| panic!("free bytes {free:?} in {text:?}"));
+}
+
+#[test]
+fn a_full_disk_is_reported_and_pending_writes_are_kept_until_space_returns() {
+    let test = "a_full_disk_is_reported_and_pending_writes_are_kept_until_space_returns";
+    let Some(disk) = Tmpfs::mount(test, "8m") else {
+        return;
+    };
+    let filler = disk.path().join("filler");
+    fill(&filler, 3 << 20);
+    let store_dir = disk.path().join("store");
+    let mut store = Store::open(&store_dir, NETWORK).expect("store opens on the tmpfs");
+    let store_path = store.path().to_path_buf();
+    let mut pending = PendingWrites::default();
+    let mut written = Vec::new();
+    let now = 1_700_000_000;
+
+    // Write until the disk is full: the failure is logged once, naming the disk.
+    let mut batch_no = 0;
+    let mut errors = Vec::new();
+    while errors.is_empty() {
+        assert!(batch_no < 500, "8 MiB disk never filled");
+        let batch = share_batch(batch_no * 20, 20, 4_000);
+        written.extend(batch.put_shares.iter().cloned());
+        let notes = pending.write(&mut store, batch, now + u64::from(batch_no));
+        errors.extend(notes.into_iter().filter(|n| n.level == log::Level::Error));
+        batch_no += 1;
+    }
+    let message = &errors[0].message;
+    assert!(
+        message.starts_with(&format!(
+            "store write failed: disk full at {}: ",
+            store_path.display()
+        )) && message.contains("kept in memory and retried every tick"),
+        "{message}"
+    );
+    let failed_at = now + u64::from(batch_no - 1);
+    assert!(
+        message.contains(&p2pool::sharechain::store::utc_text(failed_at)),
+        "{message}"
+    );
+    // The store's own error for the pending batch.
+    let e = store
+        .apply(&pending.pending().clone())
+        .expect_err("still no room");
+    assert_disk_full(&e, &store_path);
+
+    // More ticks on the full disk: nothing new is logged, everything stays pending.
+    for _ in 0..5 {
+        let batch = share_batch(batch_no * 20, 20, 4_000);
+        written.extend(batch.put_shares.iter().cloned());
+        let notes = pending.write(&mut store, batch, now + u64::from(batch_no));
+        assert!(
+            notes.is_empty(),
+            "a repeated failure is not logged again: {notes:?}"
+        );
+        batch_no += 1;
+    }
+    assert!(pending.pending_batches() >= 6);
+
+    // Room again: the next tick writes everything pending and says so.
+    std::fs::remove_file(&filler).expect("filler removed");
+    let notes = pending.write(&mut store, Batch::default(), now + 1_000);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].level, log::Level::Info);
+    assert!(
+        notes[0].message.starts_with("store writes recovered: ")
+            && notes[0].message.contains(" pending writes ("),
+        "{}",
+        notes[0].message
+    );
+    assert_eq!(pending.pending_batches(), 0);
+    drop(store);
+    let store = Store::open(&store_dir, NETWORK).expect("store reopens");
+    assert_holds_exactly(&store, &written);
+}
+
+#[test]
+fn a_map_that_cannot_grow_for_lack_of_disk_is_a_full_disk() {
+    let test = "a_map_that_cannot_grow_for_lack_of_disk_is_a_full_disk";
+    let Some(disk) = Tmpfs::mount(test, "8m") else {
+        return;
+    };
+    let store_dir = disk.path().join("store");
+    let mut store = Store::open_with_map_size(&store_dir, NETWORK, TINY_MAP)
+        .expect("tiny store opens on the tmpfs");
+    let mut written = Vec::new();
+    let mut n = 0;
+    let e = loop {
+        assert!(n < 500, "8 MiB disk never filled");
+        let batch = share_batch(n * 20, 20, 4_000);
+        match store.apply(&batch) {
+            Ok(()) => written.extend(batch.put_shares),
+            Err(e) => break e,
+        }
+        n += 1;
+    };
+    assert_disk_full(&e, store.path());
+    assert!(store.map_size() > TINY_MAP, "the map grew first");
+    assert!(
+        store.map_size() <= 8 << 20,
+        "the map never outgrew the disk: {}",
+        store.map_size()
+    );
+    assert!(written.len() > 1_000, "{} shares written", written.len());
+    drop(store);
+    let store = Store::open_with_map_size(&store_dir, NETWORK, TINY_MAP).expect("reopens");
+    assert_holds_exactly(&store, &written);
+}
+
+#[test]
+fn pending_shares_past_the_cap_are_left_out_and_said_so() {
+    let test = "pending_shares_past_the_cap_are_left_out_and_said_so";
+    let Some(disk) = Tmpfs::mount(test, "8m") else {
+        return;
+    };
+    let filler = disk.path().join("filler");
+    fill(&filler, 3 << 20);
+    let store_dir = disk.path().join("store");
+    let mut store = Store::open(&store_dir, NETWORK).expect("store opens on the tmpfs");
+    const CAP: usize = 1 << 20;
+    let mut pending = PendingWrites::with_cap(CAP);
+    let mut n = 0;
+    while pending.pending_batches() == 0 || n == 0 {
+        assert!(n < 500, "8 MiB disk never filled");
+        pending.write(&mut store, share_batch(n * 20, 20, 4_000), 1);
+        n += 1;
+    }
+    let mut warned = Vec::new();
+    for _ in 0..40 {
+        let notes = pending.write(&mut store, share_batch(n * 20, 20, 4_000), 2);
+        warned.extend(notes.into_iter().filter(|n| n.level == log::Level::Warn));
+        n += 1;
+    }
+    assert_eq!(warned.len(), 1, "warned once: {warned:?}");
+    assert!(
+        warned[0].message.contains("kept only in memory"),
+        "{warned:?}"
+    );
+    assert!(pending.pending().share_bytes() <= CAP.max(20 * 4_000 * 2));
+    std::fs::remove_file(&filler).expect("filler removed");
+    let notes = pending.write(&mut store, Batch::default(), 3);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].message.contains("beyond the cap were not stored"),
+        "{}",
+        notes[0].message
     );
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use lmdb::{Cursor, Database, DatabaseFlags, Environment, RwTransaction, Transaction, WriteFlags};
-use log::info;
+use log::{info, warn};
 
 use crate::bitcoin::hash::Hash256;
 use crate::network::RuleSet;
@@ -412,7 +412,8 @@ impl std::error::Error for StoreError {
 /// The open store. Dropping it closes the environment.
 pub struct Store {
     // Field order matters: the environment closes before the directory is released.
-    env: Environment,
+    /// `None` only after a reopen failed (see [`Store::reopen`]); the next write tries again.
+    env: Option<Environment>,
     shares: Database,
     addrs: Database,
     meta: Database,
@@ -473,7 +474,7 @@ impl Store {
         let shares = opener.required_db(DB_SHARES)?;
         let addrs = opener.required_db(DB_ADDRS)?;
         Ok(Store {
-            env,
+            env: Some(env),
             shares,
             addrs,
             meta,
@@ -506,6 +507,10 @@ impl Store {
         self.check_batch(batch)?;
         let bytes = batch.share_bytes();
         let mut growths = 0;
+        if self.env.is_none() {
+            self.reopen()?;
+        }
+        let mut reopened = false;
         loop {
             match self.write(batch) {
                 Ok(()) => return Ok(()),
@@ -513,9 +518,56 @@ impl Store {
                     self.grow(bytes)?;
                     growths += 1;
                 }
+                Err(StoreError::Lmdb {
+                    source: lmdb::Error::Panic,
+                    ..
+                }) if !reopened => {
+                    self.reopen()?;
+                    reopened = true;
+                }
                 Err(e) => return Err(self.disk_full_or(e, bytes)),
             }
         }
+    }
+
+    /// Closes the environment and opens it again. LMDB refuses every transaction with
+    /// `MDB_PANIC` once a write of its meta page has failed (which a full disk can cause on a
+    /// copy-on-write filesystem); only a new environment clears that. The meta page on disk
+    /// is the last committed one, so nothing committed is lost. The old environment is closed
+    /// first, as LMDB forbids two in one process; if the new one cannot be opened, the store
+    /// stays closed and the next write tries again.
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        self.env = None;
+        let env = Environment::new()
+            .set_max_dbs(MAX_DBS)
+            .set_map_size(self.map_size)
+            .open(&self.path)
+            .map_err(|e| self.lmdb("reopen", e))?;
+        let opener = Opener {
+            env: &env,
+            path: &self.path,
+            map_size: self.map_size,
+        };
+        self.shares = opener.required_db(DB_SHARES)?;
+        self.addrs = opener.required_db(DB_ADDRS)?;
+        self.meta = opener.required_db(DB_META)?;
+        self.map_size = env.info().map_or(self.map_size, |info| info.map_size());
+        self.env = Some(env);
+        warn!(
+            target: "store",
+            "store at {}: environment reopened after LMDB's fatal error",
+            self.path.display()
+        );
+        Ok(())
+    }
+
+    /// The open environment; an error if a reopen failed and none is open.
+    fn env(&self) -> Result<&Environment, StoreError> {
+        self.env.as_ref().ok_or_else(|| StoreError::Lmdb {
+            path: self.path.clone(),
+            op: "reopen after a fatal error",
+            source: lmdb::Error::Panic,
+        })
     }
 
     /// Grows the map after a transaction filled it: to twice its size, or by twice `bytes`
@@ -549,10 +601,10 @@ impl Store {
         // LMDB forbids a resize while this process has a transaction open in the environment.
         // None is: every transaction of the store lives and ends inside one of its methods
         // (none is handed out), and `&mut self` means no other method is running.
-        self.env
+        self.env()?
             .set_map_size(new)
             .map_err(|e| self.lmdb("grow map", e))?;
-        let grown = self.env.info().map_or(new, |info| info.map_size());
+        let grown = self.env()?.info().map_or(new, |info| info.map_size());
         info!(
             target: "store",
             "store at {}: map grown from {current} to {grown} bytes",
@@ -589,7 +641,7 @@ impl Store {
     /// One attempt at writing `batch`: one write transaction, aborted on any error.
     fn write(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut txn = self
-            .env
+            .env()?
             .begin_rw_txn()
             .map_err(|e| self.lmdb("begin write", e))?;
         let mut value = Vec::new();
@@ -627,7 +679,7 @@ impl Store {
     /// which is neither chain order nor the order of the displayed hash.
     pub fn load_shares(&self) -> Result<Vec<StoredShare>, StoreError> {
         let txn = self
-            .env
+            .env()?
             .begin_ro_txn()
             .map_err(|e| self.lmdb("begin read", e))?;
         let entries = txn
@@ -648,7 +700,7 @@ impl Store {
     /// Every address in the book, in ascending key order (IPv6 form, then port).
     pub fn load_addrs(&self) -> Result<Vec<(SocketAddr, AddrEntry)>, StoreError> {
         let txn = self
-            .env
+            .env()?
             .begin_ro_txn()
             .map_err(|e| self.lmdb("begin read", e))?;
         let mut cursor = txn
@@ -665,7 +717,7 @@ impl Store {
     /// The metadata value under `key`, if any.
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self
-            .env
+            .env()?
             .begin_ro_txn()
             .map_err(|e| self.lmdb("begin read", e))?;
         match txn.get(self.meta, &key) {
@@ -678,7 +730,7 @@ impl Store {
     /// How many shares the store holds.
     pub fn share_count(&self) -> Result<usize, StoreError> {
         let txn = self
-            .env
+            .env()?
             .begin_ro_txn()
             .map_err(|e| self.lmdb("begin read", e))?;
         let stat = txn
@@ -1727,5 +1779,31 @@ mod tests {
         assert_eq!(utc_text(1_700_000_000), "2023-11-14 22:13:20 UTC");
         assert_eq!(utc_text(951_782_400), "2000-02-29 00:00:00 UTC");
         assert_eq!(utc_text(4_107_542_399), "2100-02-28 23:59:59 UTC");
+    }
+
+    #[test]
+    fn a_reopened_store_keeps_its_data_and_writes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), "test").unwrap();
+        let put = |seed| Batch {
+            put_shares: vec![stored(seed, 1)],
+            ..Batch::default()
+        };
+        store.apply(&put(1)).unwrap();
+        store.reopen().unwrap();
+        store.apply(&put(2)).unwrap();
+        // A store left closed by a failed reopen opens again at the next write.
+        store.env = None;
+        assert!(store.share_count().is_err());
+        store.apply(&put(3)).unwrap();
+        assert_eq!(store.share_count().unwrap(), 3);
+        drop(store);
+        assert_eq!(
+            Store::open(dir.path(), "test")
+                .unwrap()
+                .share_count()
+                .unwrap(),
+            3
+        );
     }
 }
