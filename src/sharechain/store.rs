@@ -1221,6 +1221,10 @@ fn addr_value(entry: &AddrEntry) -> [u8; ADDR_VALUE_LEN] {
 /// [`Batch::merge`]).
 pub const PENDING_SHARE_BYTES_CAP: usize = 64 << 20;
 
+/// While the disk stays full, the pending writes are tried again at least this often (and at
+/// every tick once the filesystem has more room than at the last attempt).
+pub const FULL_DISK_RETRY_SECS: u64 = 60;
+
 /// A line for the node's log about its store writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteNote {
@@ -1232,7 +1236,8 @@ pub struct WriteNote {
 ///
 /// Each tick's batch is merged into the pending one ([`Batch::merge`]) and the whole is
 /// written in one transaction; a failed write keeps it for the next tick, so a full disk loses
-/// nothing while the process runs. A failure is logged once per distinct error (a full disk
+/// nothing while the process runs (on a full disk the next attempt waits until the filesystem
+/// has more room, or [`FULL_DISK_RETRY_SECS`]). A failure is logged once per distinct error (a full disk
 /// counts as one error whatever its free bytes), with the time the failures started, and the
 /// first successful write after them logs how many pending writes it recovered.
 ///
@@ -1265,6 +1270,10 @@ struct Failing {
     since: u64,
     /// What the last logged failure was (see `failure_kind`).
     kind: String,
+    /// Unix seconds of the last attempt.
+    tried: u64,
+    /// The free bytes a full disk had at the last attempt; `None` for other failures.
+    disk_free: Option<u64>,
 }
 
 impl Default for PendingWrites {
@@ -1307,7 +1316,7 @@ impl PendingWrites {
             }
             self.batches += 1;
         }
-        if self.batches == 0 {
+        if self.batches == 0 || self.nothing_changed(store, now) {
             return notes;
         }
         let mut result = store.apply(&self.batch);
@@ -1392,12 +1401,35 @@ impl PendingWrites {
         self.reset();
     }
 
+    /// True when the last attempt found the disk full, it has no more room now and that
+    /// attempt is less than [`FULL_DISK_RETRY_SECS`] old: the write would fail again, after
+    /// building the whole pending transaction on the node thread.
+    fn nothing_changed(&self, store: &Store, now: u64) -> bool {
+        let Some(Failing {
+            tried,
+            disk_free: Some(free),
+            ..
+        }) = self.failing
+        else {
+            return false;
+        };
+        now < tried.saturating_add(FULL_DISK_RETRY_SECS)
+            && free_bytes(store.path()).is_some_and(|now_free| now_free <= free)
+    }
+
     fn failed(&mut self, e: StoreError, now: u64, notes: &mut Vec<WriteNote>) {
         let kind = failure_kind(&e);
         let failing = self.failing.get_or_insert_with(|| Failing {
             since: now,
             kind: String::new(),
+            tried: now,
+            disk_free: None,
         });
+        failing.tried = now;
+        failing.disk_free = match &e {
+            StoreError::DiskFull { free_bytes, .. } => Some(*free_bytes),
+            _ => None,
+        };
         if failing.kind == kind {
             return;
         }
@@ -1406,7 +1438,8 @@ impl PendingWrites {
             log::Level::Error,
             format!(
                 "store write failed: {e}; failing since {}; {} pending writes ({} shares, {} \
-                 share bytes) kept in memory and retried every tick",
+                 share bytes) kept in memory and retried every tick (on a full disk, as soon \
+                 as it has more room)",
                 utc_text(failing.since),
                 self.batches,
                 self.batch.put_shares.len(),
@@ -1420,6 +1453,21 @@ impl PendingWrites {
         self.batches = 0;
         self.failing = None;
         self.held_back = None;
+    }
+}
+
+impl Drop for PendingWrites {
+    /// Says what is lost when the node stops with writes still pending.
+    fn drop(&mut self) {
+        if self.batches > 0 {
+            log::error!(
+                target: "store",
+                "store: {} pending writes ({} shares) were never stored and are lost at exit; \
+                 peers send the shares again after a restart",
+                self.batches,
+                self.batch.put_shares.len()
+            );
+        }
     }
 }
 
