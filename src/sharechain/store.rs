@@ -5,6 +5,9 @@
 //! writes the batch in a single write transaction and commits it with LMDB's default durable
 //! commit (the data is synced before the commit returns). A process killed at any moment leaves
 //! a store that opens, holding every committed batch; only the batch being written is lost.
+//! The map starts small and grows as the data does, never past the disk's free space; a full
+//! disk is [`StoreError::DiskFull`], and [`PendingWrites`] keeps the node's failed batches in
+//! memory and retries them.
 //!
 //! Every record read back is checked: a value of the wrong size, an unknown share kind or a
 //! length beyond the largest possible share is [`StoreError::Corrupt`], never a panic. The
