@@ -19,6 +19,8 @@ pub mod sync;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::bitcoin::hash::Hash256;
@@ -42,6 +44,14 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MODE_NORMAL: u32 = 1;
 pub const MODE_LOW_BANDWIDTH: u32 = 0;
 
+/// Bytes of share messages and getshares (counted as their frames' payloads) that one
+/// peer may have handed to the node and that the node has not taken yet. While a peer is at
+/// this budget its reader stops reading its socket (TCP then stops the sender), so one peer
+/// cannot park `events_queue` maximum-size frames (64 × 8 MB) in the node's queue: each peer
+/// holds at most 16 MiB there, two maximum-size modern frames (a block share1bs and the
+/// next), enough to keep a fast link busy while the node works on the previous one.
+pub const PEER_EVENT_BYTES: usize = 16 << 20;
+
 /// Ban scores for each kind of misbehaviour (the threshold is 100 by default).
 pub mod score {
     /// Garbage before the prefix, a bad checksum, an oversize frame, a bad command.
@@ -60,6 +70,14 @@ pub mod score {
     pub const FLOOD: u32 = 50;
     /// No version within the handshake timeout.
     pub const HANDSHAKE_TIMEOUT: u32 = 10;
+    /// Shares past the peer's unconnected-share budget (`sharechain::chain::Limits`); the
+    /// budget has a quarter to spare over an honest first sync, so this bans at once.
+    pub const UNCONNECTED_OVER_BUDGET: u32 = 100;
+    /// A share no honest node makes: a claimed target above MAX_TARGET (which costs no
+    /// work at all) or a subsidy above MAX_MONEY. Bans at once.
+    pub const FORGED_SHARE: u32 = 100;
+    /// Shares whose missing ancestors never arrived before the deadline.
+    pub const UNCONNECTED_EXPIRED: u32 = 25;
 }
 
 /// Timers, with the values of the spec as defaults; tests shorten them.
@@ -144,8 +162,9 @@ pub struct P2pConfig {
     pub out_queue: usize,
     /// Bytes queued for one peer before it counts as too slow and is dropped.
     pub out_queue_bytes: usize,
-    /// Incoming share messages and getshares queued for the node. Each may be a whole
-    /// frame (8 MB at most on modern networks), so this bounds the memory they hold.
+    /// Events queued for the node, from every peer together. Each may be a whole frame
+    /// (8 MB at most on modern networks); one peer's share messages are further bounded in
+    /// bytes by [`PEER_EVENT_BYTES`].
     pub events_queue: usize,
 }
 
@@ -210,6 +229,75 @@ pub enum PeerEvent {
     Message { id: PeerId, msg: Message },
     /// Address-book changes to write to the store (`Batch::put_addrs`/`remove_addrs`).
     Addrs(AddrChanges),
+}
+
+/// One peer's share messages handed to the node and not yet taken, in bytes; bounded by
+/// [`PEER_EVENT_BYTES`].
+#[derive(Debug, Default)]
+pub(crate) struct EventBudget {
+    queued: Mutex<usize>,
+    freed: Condvar,
+    /// The most ever queued at once, for status and tests.
+    peak: AtomicUsize,
+}
+
+impl EventBudget {
+    /// Takes `bytes` of the budget, waiting while that would go over it (unless nothing
+    /// is queued, so that a frame over the budget still goes through, alone). Gives up and
+    /// returns `None` as soon as `give_up` says so (checked every 100 ms).
+    pub fn take(self: &Arc<Self>, bytes: usize, give_up: impl Fn() -> bool) -> Option<Held> {
+        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        while *queued > 0 && *queued + bytes > PEER_EVENT_BYTES {
+            if give_up() {
+                return None;
+            }
+            queued = self
+                .freed
+                .wait_timeout(queued, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *queued += bytes;
+        self.peak.fetch_max(*queued, Ordering::Relaxed);
+        Some(Held {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+
+    /// Bytes queued now, and the most ever queued at once.
+    pub fn usage(&self) -> (usize, usize) {
+        let queued = *self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        (queued, self.peak.load(Ordering::Relaxed))
+    }
+}
+
+/// A part of a peer's [`EventBudget`], given back when the node takes the event.
+#[derive(Debug)]
+pub(crate) struct Held {
+    budget: Arc<EventBudget>,
+    bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut queued = self.budget.queued.lock().unwrap_or_else(|e| e.into_inner());
+        *queued = queued.saturating_sub(self.bytes);
+        self.budget.freed.notify_all();
+    }
+}
+
+/// An event on its way to the node, with the budget it holds until the node takes it.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub event: PeerEvent,
+    pub held: Option<Held>,
+}
+
+impl From<PeerEvent> for Pending {
+    fn from(event: PeerEvent) -> Pending {
+        Pending { event, held: None }
+    }
 }
 
 #[derive(Debug)]

@@ -18,7 +18,8 @@ use crate::bitcoin::frame::FrameError;
 use super::message::{AddrRecord, Message, NetAddress, Version};
 use super::peers::{Shared, Slot};
 use super::{
-    PROTOCOL_VERSION, PeerEvent, PeerId, PeerInfo, chance, score, share0s_of, unix_now, wire_addr,
+    EventBudget, PROTOCOL_VERSION, PeerEvent, PeerId, PeerInfo, Pending, chance, score, share0s_of,
+    unix_now, wire_addr,
 };
 
 const LOG: &str = "p2p";
@@ -49,6 +50,8 @@ pub(crate) fn start(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, i
             stream: for_slot,
             since: unix_now(),
             info: None,
+            handshaken_at: None,
+            events: Arc::new(EventBudget::default()),
             closing: None,
         },
     );
@@ -212,7 +215,7 @@ fn read_loop(shared: Arc<Shared>, id: PeerId, stream: TcpStream, addr: SocketAdd
     }
     if connected {
         info!(target: LOG, "peer {id} {addr} disconnected");
-        let _ = shared.events.send(PeerEvent::Disconnected { id });
+        let _ = shared.events.send(PeerEvent::Disconnected { id }.into());
     }
 }
 
@@ -283,9 +286,11 @@ fn converse(
             }
             continue;
         }
-        if let Err(end) = handle(shared, id, addr, msg) {
+        if let Err(end) = handle(shared, id, addr, msg, frame.payload.len()) {
             return end;
         }
+        // Time spent waiting for the node (see `PEER_EVENT_BYTES`) is not the peer's idling.
+        reader.get_mut().at = Instant::now() + shared.cfg.timeouts.idle;
     }
 }
 
@@ -317,6 +322,14 @@ fn handshake(
             }
             return Err(End::Quiet("connected to ourselves".into()));
         }
+        // Duplicate connections (a nonce already connected): the new one is closed and the
+        // established one kept, as R does. Nonces are public, so a third party can claim an
+        // honest peer's: that must never close the honest link. The one exception settles two
+        // nodes that dialled each other at once (each end would otherwise keep a different
+        // link and both links would die): when the established link is the other direction,
+        // with the same IP address, and handshaken within the handshake timeout, both ends
+        // keep the connection dialled by the node with the larger nonce. A third party would
+        // need the honest peer's IP address and that moment.
         let duplicate = table
             .peers
             .iter()
@@ -325,10 +338,15 @@ fn handshake(
                     && s.closing.is_none()
                     && s.info.as_ref().is_some_and(|i| i.nonce == v.nonce)
             })
-            .map(|(other, s)| (*other, s.inbound));
-        if let Some((other, other_inbound)) = duplicate {
-            // Both ends keep the connection dialled by the node with the larger nonce.
-            let keep_new = other_inbound != inbound && (inbound != (ours > v.nonce));
+            .map(|(other, s)| {
+                let crossed = s.inbound != inbound
+                    && s.addr.ip() == addr.ip()
+                    && s.handshaken_at
+                        .is_some_and(|at| at.elapsed() < shared.cfg.timeouts.handshake);
+                (*other, crossed)
+            });
+        if let Some((other, crossed)) = duplicate {
+            let keep_new = crossed && (inbound != (ours > v.nonce));
             if !keep_new {
                 return Err(End::Quiet("already connected to that node".into()));
             }
@@ -338,7 +356,10 @@ fn handshake(
             }
         }
         match table.peers.get_mut(&id) {
-            Some(slot) if slot.closing.is_none() => slot.info = Some(info.clone()),
+            Some(slot) if slot.closing.is_none() => {
+                slot.info = Some(info.clone());
+                slot.handshaken_at = Some(Instant::now());
+            }
             _ => return Err(End::Closed),
         }
     }
@@ -358,7 +379,7 @@ fn handshake(
     );
     if shared
         .events
-        .send(PeerEvent::Connected { id, info })
+        .send(PeerEvent::Connected { id, info }.into())
         .is_err()
     {
         return Err(End::Closed);
@@ -383,15 +404,47 @@ fn handshake(
             }]),
         );
     }
-    if let Some(msg) = share0s_of(v.best_share_hash)
-        && shared.events.send(PeerEvent::Message { id, msg }).is_err()
-    {
-        return Err(End::Closed);
+    if let Some(msg) = share0s_of(v.best_share_hash) {
+        to_node(shared, id, msg, 32)?;
     }
     Ok(())
 }
 
-fn handle(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr, msg: Message) -> Result<(), End> {
+/// Hands a share message or getshares to the node, `bytes` long on the wire: waits while the
+/// peer's messages not yet taken by the node would exceed [`PEER_EVENT_BYTES`] (this peer's
+/// socket is not read meanwhile), then queues it, blocking while the queue is full
+/// (backpressure).
+///
+/// [`PEER_EVENT_BYTES`]: super::PEER_EVENT_BYTES
+fn to_node(shared: &Shared, id: PeerId, msg: Message, bytes: usize) -> Result<(), End> {
+    let budget = match shared.table().peers.get(&id) {
+        Some(slot) => slot.events.clone(),
+        None => return Err(End::Closed),
+    };
+    let held = budget
+        .take(bytes, || {
+            shared.stopping.load(Ordering::Relaxed)
+                || shared
+                    .table()
+                    .peers
+                    .get(&id)
+                    .is_none_or(|s| s.closing.is_some())
+        })
+        .ok_or(End::Closed)?;
+    let pending = Pending {
+        event: PeerEvent::Message { id, msg },
+        held: Some(held),
+    };
+    shared.events.send(pending).map_err(|_| End::Closed)
+}
+
+fn handle(
+    shared: &Arc<Shared>,
+    id: PeerId,
+    addr: SocketAddr,
+    msg: Message,
+    bytes: usize,
+) -> Result<(), End> {
     match msg {
         Message::Version(_) => debug!(target: LOG, "peer {id}: second version ignored"),
         Message::SetMode { mode } => {
@@ -423,8 +476,12 @@ fn handle(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr, msg: Message) -> R
                     table.nonce_of.insert(listen, nonce);
                 }
             }
-            shared.book().got_addr(listen, 0, record.timestamp);
-            if chance(0.8) {
+            // Recorded and passed on only when routable on this network (`AddrBook::storable`).
+            let mut book = shared.book();
+            let storable = book.storable(&listen);
+            book.got_addr(listen, 0, record.timestamp);
+            drop(book);
+            if storable && chance(0.8) {
                 forward(shared, id, record);
             }
         }
@@ -432,9 +489,14 @@ fn handle(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr, msg: Message) -> R
             let now = unix_now();
             for (i, r) in records.iter().take(MAX_ADDRS_TAKEN).enumerate() {
                 let a = SocketAddr::new(r.address.ip_addr(), r.address.port);
-                shared
-                    .book()
-                    .got_addr(a, r.address.services, r.timestamp.min(now));
+                let mut book = shared.book();
+                // Addresses the book would not store (not routable on this network) are
+                // not passed on either.
+                if !book.storable(&a) {
+                    continue;
+                }
+                book.got_addr(a, r.address.services, r.timestamp.min(now));
+                drop(book);
                 if i < MAX_ADDRS_FORWARDED && chance(0.8) {
                     forward(shared, id, *r);
                 }
@@ -460,9 +522,7 @@ fn handle(shared: &Arc<Shared>, id: PeerId, addr: SocketAddr, msg: Message) -> R
         | Message::Share1as(_)
         | Message::Share1bs(_)) => {
             // Blocks while the node is busy: backpressure onto this peer's socket.
-            if shared.events.send(PeerEvent::Message { id, msg }).is_err() {
-                return Err(End::Closed);
-            }
+            to_node(shared, id, msg, bytes)?;
         }
     }
     Ok(())

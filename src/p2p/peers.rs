@@ -17,7 +17,7 @@ use crate::bitcoin::hash::Hash256;
 use super::addrbook::AddrBook;
 use super::ban::{self, Bans};
 use super::message::Message;
-use super::{P2pConfig, PeerEvent, PeerId, PeerInfo, group};
+use super::{EventBudget, P2pConfig, PeerId, PeerInfo, Pending, group};
 
 const LOG: &str = "p2p";
 
@@ -35,6 +35,10 @@ pub(crate) struct Slot {
     pub since: u64,
     /// Set once the peer's `version` is accepted.
     pub info: Option<PeerInfo>,
+    /// When the `version` was accepted.
+    pub handshaken_at: Option<Instant>,
+    /// This peer's share messages handed to the node and not yet taken.
+    pub events: Arc<EventBudget>,
     /// Why we closed it, when we did.
     pub closing: Option<String>,
 }
@@ -96,7 +100,8 @@ pub(crate) struct Shared {
     pub cfg: P2pConfig,
     pub framing: Framing,
     pub local_addr: SocketAddr,
-    pub events: Sender<PeerEvent>,
+    /// Events for the node, through the `p2p_events` thread.
+    pub events: Sender<Pending>,
     pub table: Mutex<Table>,
     pub book: Mutex<AddrBook>,
     pub bans: Mutex<Bans>,
@@ -320,6 +325,14 @@ impl Peers {
             .collect();
         out.sort();
         out
+    }
+
+    /// Bytes of the peer's share messages handed to the node and not yet taken by it, and
+    /// the most there ever were at once (at most [`PEER_EVENT_BYTES`](super::PEER_EVENT_BYTES)
+    /// unless one frame alone is larger); `None` once the peer is gone.
+    pub fn event_bytes(&self, id: PeerId) -> Option<(usize, usize)> {
+        let budget = self.shared.table().peers.get(&id)?.events.clone();
+        Some(budget.usage())
     }
 
     /// Whether the peer is handshaken and not being closed.

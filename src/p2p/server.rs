@@ -5,15 +5,22 @@
 //! connected), then random address-book entries while outbound connections are below the
 //! limit; it asks a random peer for addresses while the book is small, and hands the book's
 //! changes to the node.
+//!
+//! Events reach the node through `p2p_events`: peers queue them on a short hand-over queue
+//! and this thread moves them to the node's queue (`events_queue`), keeping each event's
+//! share of its peer's [`PEER_EVENT_BYTES`](super::PEER_EVENT_BYTES) budget until the node
+//! has taken it (it watches the node's queue drain, every 5 ms while events are in it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TrySendError, bounded};
+use crossbeam_channel::{
+    Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError, bounded,
+};
 use log::{debug, info, warn};
 
 use super::addrbook::{AddrBook, is_routable};
@@ -21,9 +28,13 @@ use super::ban::Bans;
 use super::message::Message;
 use super::peer;
 use super::peers::{Peers, Shared, Table};
-use super::{P2pConfig, P2pError, PeerEvent, random_u64};
+use super::{Held, P2pConfig, P2pError, PeerEvent, Pending, random_u64};
 
 const LOG: &str = "p2p";
+/// Events waiting for `p2p_events` to move them to the node's queue.
+const HANDOVER_QUEUE: usize = 8;
+/// How often `p2p_events` looks whether the node took events, while some are in its queue.
+const TAKEN_POLL: Duration = Duration::from_millis(5);
 /// Addresses asked for at a time (R: 8).
 const GETADDRS_COUNT: u32 = 8;
 
@@ -45,7 +56,8 @@ impl P2p {
             addr: cfg.listen,
             source,
         })?;
-        let (events_tx, events) = bounded(cfg.events_queue);
+        let (events_tx, queued) = bounded(HANDOVER_QUEUE);
+        let (to_node, events) = bounded(cfg.events_queue.max(1));
         let shared = Arc::new(Shared {
             framing: cfg.net.framing(),
             local_addr,
@@ -71,7 +83,14 @@ impl P2p {
         let connector = thread::Builder::new()
             .name("p2p_connect".into())
             .spawn(move || connect_loop(&s));
-        match connector {
+        let s = shared.clone();
+        let forwarder = connector.and_then(|connector| {
+            threads.push(connector);
+            thread::Builder::new()
+                .name("p2p_events".into())
+                .spawn(move || forward_events(&s, &queued, &to_node))
+        });
+        match forwarder {
             Ok(t) => threads.push(t),
             Err(e) => {
                 P2p { shared, threads }.stop();
@@ -129,6 +148,44 @@ fn wake_addr(local: SocketAddr) -> SocketAddr {
         });
     }
     a
+}
+
+/// Moves queued events to the node's queue, in order, and gives each event's budget back
+/// once the node took it: the node's queue holds the newest events sent, so all but its
+/// length of those sent were taken. Ends at stop (dropping the hand-over queue, so that
+/// peers waiting on it end too).
+fn forward_events(shared: &Shared, queued: &Receiver<Pending>, to_node: &Sender<PeerEvent>) {
+    let mut in_node_queue: VecDeque<Option<Held>> = VecDeque::new();
+    let taken = |in_node_queue: &mut VecDeque<Option<Held>>| {
+        let waiting = to_node.len();
+        while in_node_queue.len() > waiting {
+            in_node_queue.pop_front();
+        }
+    };
+    while !shared.stopping.load(Ordering::Relaxed) {
+        taken(&mut in_node_queue);
+        let wait = if in_node_queue.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            TAKEN_POLL
+        };
+        let Pending { mut event, held } = match queued.recv_timeout(wait) {
+            Ok(p) => p,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        loop {
+            match to_node.send_timeout(event, TAKEN_POLL) {
+                Ok(()) => break,
+                Err(SendTimeoutError::Timeout(e)) if !shared.stopping.load(Ordering::Relaxed) => {
+                    event = e;
+                    taken(&mut in_node_queue);
+                }
+                Err(_) => return,
+            }
+        }
+        in_node_queue.push_back(held);
+    }
 }
 
 fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
@@ -292,9 +349,12 @@ fn flush_addrs(shared: &Shared) {
     if changes.is_empty() {
         return;
     }
-    match shared.events.try_send(PeerEvent::Addrs(changes)) {
+    match shared.events.try_send(PeerEvent::Addrs(changes).into()) {
         Ok(()) => {}
-        Err(TrySendError::Full(PeerEvent::Addrs(changes))) => shared.book().requeue(changes),
+        Err(TrySendError::Full(Pending {
+            event: PeerEvent::Addrs(changes),
+            ..
+        })) => shared.book().requeue(changes),
         Err(_) => {}
     }
 }
