@@ -150,6 +150,8 @@ struct Node {
     start_new_chain: bool,
     last_think: Instant,
     last_progress: Instant,
+    /// bitcoind's clock minus ours (seconds), from the newest template's `curtime`.
+    clock_offset: i64,
 }
 
 impl Node {
@@ -162,6 +164,7 @@ impl Node {
             template.previous_block,
             u64::from(template.height.saturating_sub(1)),
         );
+        self.clock_offset = i64::from(template.cur_time) - unix_now() as i64;
         if new_block {
             info!(
                 target: LOG,
@@ -178,7 +181,7 @@ impl Node {
 
     fn on_miner(&mut self, event: MinerEvent) {
         let MinerEvent::Share(found) = event;
-        let now = unix_now();
+        let now = self.corrected_now();
         // A block goes to bitcoind before anything else.
         if let Some(block) = found.block.clone() {
             self.submit_block_at(
@@ -293,11 +296,12 @@ impl Node {
                 self.sync.on_disconnect(id);
             }
             PeerEvent::Message { id, msg } => {
+                let now = self.corrected_now();
                 let out = self
                     .sync
-                    .on_message(id, msg, &mut self.chain, &self.peers, unix_now());
+                    .on_message(id, msg, &mut self.chain, &self.peers, now);
                 for block in out.blocks {
-                    self.submit_block(block, unix_now());
+                    self.submit_block(block, now);
                 }
             }
             PeerEvent::Addrs(changes) => {
@@ -322,9 +326,14 @@ impl Node {
         }
     }
 
+    /// Our clock corrected to bitcoind's (the future-timestamp rule reads it).
+    fn corrected_now(&self) -> u64 {
+        (unix_now() as i64).saturating_add(self.clock_offset).max(0) as u64
+    }
+
     /// Verification, best share and pruning; then what follows from them.
     fn think(&mut self) -> Think {
-        let now = unix_now();
+        let now = self.corrected_now();
         let highest = self
             .template
             .as_ref()
@@ -587,6 +596,7 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
         start_new_chain: config.start_new_chain,
         last_think: Instant::now(),
         last_progress: Instant::now(),
+        clock_offset: 0,
     };
     if !matches!(node.payout.source, payout::Source::KeyFile { .. }) {
         info!(target: LOG, "paying to {}", node.payout.address);

@@ -34,6 +34,8 @@ const SERVE_MAX_SHARES: usize = 1000;
 const SERVE_MAX_BYTES: usize = 4_000_000;
 /// Hashes of a getshares request looked at; the rest are ignored.
 const SERVE_MAX_HASHES: usize = 1000;
+/// Hashes of a getshares request checked for being below a verified share (a walk each).
+const SERVE_ANCESTRY_CHECKS: usize = 16;
 /// Stop hashes of a getshares request looked at.
 const SERVE_MAX_STOPS: usize = 1000;
 /// Hashes of a share0s looked at.
@@ -160,6 +162,13 @@ impl ShareSync {
                     peers.punish(peer, score::WRONG_SHARE_TYPE, &e.to_string());
                     return out;
                 }
+                Err(
+                    e @ (ShareError::TargetAboveMax { .. }
+                    | ShareError::SubsidyAboveMaxMoney { .. }),
+                ) => {
+                    peers.punish(peer, score::FORGED_SHARE, &e.to_string());
+                    return out;
+                }
                 Err(e) => {
                     peers.punish(peer, score::INVALID_SHARE, &e.to_string());
                     return out;
@@ -170,10 +179,17 @@ impl ShareSync {
             self.note_head(first.hash, peer);
         }
         for share in shares {
+            let hash = share.hash;
             match chain.add(share, Some(peer), now) {
                 Added::New => out.added += 1,
                 Added::Known => {}
-                Added::Replaced(block) => out.blocks.push(*block),
+                Added::Replaced(block) => {
+                    out.blocks.push(*block);
+                    // Relay the whole copy after the next think.
+                    self.relayed.remove(&hash);
+                    self.last_best = None;
+                    out.added += 1;
+                }
                 Added::OverBudget { held } => {
                     // The rest of the message would be refused too.
                     peers.add_ban_score(
@@ -358,7 +374,10 @@ impl ShareSync {
             .take_while(|h| !self.relayed.contains(h))
             .collect();
         for hash in &fresh {
-            self.relayed.insert(*hash);
+            // A mutated copy is not relayed now; the whole copy will be (`on_shares`).
+            if !chain.is_mutated(hash) {
+                self.relayed.insert(*hash);
+            }
         }
         if connected.is_empty() {
             return;
@@ -368,6 +387,9 @@ impl ShareSync {
             let Some(entry) = chain.tracker().entry(&hash) else {
                 continue;
             };
+            if chain.is_mutated(&hash) {
+                continue; // a mutated copy is not passed on; the whole one will be
+            }
             let share = &entry.share;
             let Some(full) = share_frames(framing, &[share]).into_iter().next() else {
                 continue;
@@ -443,9 +465,9 @@ fn request_stops(chain: &ShareChain) -> Vec<Hash256> {
 }
 
 /// Answers a getshares: each hash and up to `parents` ancestors (clamped as R: 1000 //
-/// len(hashes)), stopping at any stop hash or unverified share (modern-rules.md, node
-/// policy: never serve what we have not verified), within a share and byte cap; no reply
-/// to an empty request.
+/// len(hashes)), stopping at any stop hash, within a share and byte cap; no reply to an
+/// empty request. A requested hash is served only when it is verified or below a
+/// verified share (modern-rules.md, node policy), and then with its ancestors.
 fn serve(
     peer: PeerId,
     hashes: &[Hash256],
@@ -462,10 +484,24 @@ fn serve(
     let stops: HashSet<Hash256> = stops.iter().take(SERVE_MAX_STOPS).copied().collect();
     let mut out: Vec<&Share> = Vec::new();
     let mut bytes = 0usize;
-    'hashes: for h in hashes {
+    'hashes: for (i, h) in hashes.iter().enumerate() {
+        // Only verified shares and their ancestors (which they commit to by hash);
+        // unconnected or unverified shares are never served. The ancestry check walks,
+        // so only the first few hashes of a request get it.
+        let servable = if i < SERVE_ANCESTRY_CHECKS {
+            chain.is_servable(h)
+        } else {
+            chain.tracker().is_verified(h)
+        };
+        if !servable {
+            continue;
+        }
         for (hash, entry) in chain.tracker().all().chain(Some(*h)).take(parents + 1) {
-            if stops.contains(&hash) || !chain.tracker().is_verified(&hash) {
+            if stops.contains(&hash) {
                 break;
+            }
+            if chain.is_mutated(&hash) {
+                continue;
             }
             if out.len() >= SERVE_MAX_SHARES || bytes >= SERVE_MAX_BYTES {
                 break 'hashes;

@@ -312,6 +312,35 @@ impl ShareChain {
             .unwrap_or_default()
     }
 
+    /// Whether a share may be served to a peer: verified, or an ancestor of a verified
+    /// share (the part of a synced chain below the verified window, which verified shares
+    /// commit to by hash). Unconnected shares never are.
+    pub fn is_servable(&self, hash: &Hash256) -> bool {
+        let tracker = &self.tracker;
+        if tracker.is_verified(hash) {
+            return true;
+        }
+        if !tracker.contains(hash) || self.is_unconnected(hash) {
+            return false;
+        }
+        let all = tracker.all();
+        let (height, tail) = (all.height(hash), all.tail(hash));
+        tracker.verified().heads().iter().any(|vh| {
+            let Some(low) = tracker.verified().tail(vh) else {
+                return false;
+            };
+            let low_height = all.height(&low);
+            all.tail(&low) == tail
+                && low_height > height
+                && all.nth_parent(low, low_height - height) == Some(*hash)
+        })
+    }
+
+    /// Whether a held block share is a mutated copy (its block cannot be submitted).
+    pub fn is_mutated(&self, hash: &Hash256) -> bool {
+        self.mutated.contains(hash)
+    }
+
     /// Whether a held share is unconnected.
     pub fn is_unconnected(&self, hash: &Hash256) -> bool {
         self.unconnected.by_hash.contains_key(hash)

@@ -14,7 +14,7 @@ use p2pool::bitcoin::hash::Hash256;
 use p2pool::network::Network;
 use p2pool::p2p::{P2p, P2pConfig, PeerEvent, Peers, ShareSync, unix_now};
 use p2pool::sharechain::best::HeightMap;
-use p2pool::sharechain::chain::ShareChain;
+use p2pool::sharechain::chain::{Limits, ShareChain};
 use p2pool::sharechain::share::Share;
 
 /// What the node loop publishes after each think.
@@ -30,6 +30,14 @@ pub struct NodeState {
     /// Blocks the node would submit.
     pub blocks: usize,
     pub thinks: usize,
+    /// Unconnected shares held after the last think.
+    pub unconnected: usize,
+    pub unconnected_bytes: usize,
+    /// Shares removed as invalid and unconnected shares expired, so far.
+    pub bad: usize,
+    pub expired: usize,
+    /// The longest think so far.
+    pub longest_think: Duration,
 }
 
 enum Cmd {
@@ -61,7 +69,14 @@ impl TestNode {
     }
 
     pub fn start_with(cfg: P2pConfig) -> TestNode {
-        let chain = ShareChain::new(cfg.net.clone());
+        let limits = Limits::for_network(&cfg.net);
+        TestNode::start_limited(cfg, limits)
+    }
+
+    /// A node holding unconnected shares within `limits`.
+    pub fn start_limited(cfg: P2pConfig, limits: Limits) -> TestNode {
+        let mut chain = ShareChain::new(cfg.net.clone());
+        chain.set_limits(limits);
         let (p2p, events) = P2p::start(cfg).expect("p2p starts");
         let addr = p2p.local_addr();
         let peers = p2p.peers();
@@ -193,12 +208,19 @@ fn node_loop(
             || last_think.elapsed() >= Duration::from_millis(200)
         {
             let now = unix_now();
+            let started = Instant::now();
             let think = chain.think(&heights, None, now);
+            let took = started.elapsed();
             sync.after_think(&think, &chain, &peers, now);
             let _ = chain.take_batch();
             dirty = false;
             last_think = Instant::now();
             let mut s = state.lock().unwrap();
+            s.unconnected = chain.unconnected().shares;
+            s.unconnected_bytes = chain.unconnected().bytes;
+            s.bad += think.bad.len();
+            s.expired += think.expired.iter().map(|(_, n)| n).sum::<usize>();
+            s.longest_think = s.longest_think.max(took);
             s.best = think.best;
             s.shares = chain.tracker().len();
             s.verified = chain.tracker().verified_count();
