@@ -172,6 +172,48 @@ fn a_node_whose_nonce_is_connected_is_not_dialled_again() {
     server.join().unwrap();
 }
 
+/// A loopback address with a port nothing listens on now.
+fn free_addr() -> SocketAddr {
+    let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap()
+}
+
+#[test]
+fn nodes_dialling_each_other_at_once_keep_one_link_without_flapping() {
+    let net = modern_net();
+    for round in 0..4 {
+        let (pa, pb) = (free_addr(), free_addr());
+        let mut cfg_a = config(&net, &[pb]);
+        cfg_a.listen = pa;
+        let mut cfg_b = config(&net, &[pa]);
+        cfg_b.listen = pb;
+        // Either order of nonces.
+        if round % 2 == 1 {
+            std::mem::swap(&mut cfg_a.nonce, &mut cfg_b.nonce);
+        }
+        let a = TestNode::start_with(cfg_a);
+        let b = TestNode::start_with(cfg_b);
+        assert!(
+            a.wait_peers(1, WAIT) && b.wait_peers(1, WAIT),
+            "round {round}"
+        );
+        thread::sleep(Duration::from_millis(300));
+        let kept = (only_peer(&a), only_peer(&b));
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            assert_eq!((only_peer(&a), only_peer(&b)), kept, "round {round}");
+            thread::sleep(Duration::from_millis(50));
+        }
+        let (sa, sb) = (a.peers.status(), b.peers.status());
+        let link_a = sa.peers.iter().find(|p| p.id == kept.0).unwrap();
+        let link_b = sb.peers.iter().find(|p| p.id == kept.1).unwrap();
+        assert_ne!(
+            link_a.inbound, link_b.inbound,
+            "one connection seen from both ends"
+        );
+    }
+}
+
 #[test]
 fn a_lost_outbound_link_is_dialled_again() {
     let net = modern_net();
