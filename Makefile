@@ -1,7 +1,7 @@
 # p2pool: the two commands a user needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all build test demo fmt-check clippy unit conformance bench fmt clean
+.PHONY: all build test demo fmt-check clippy unit conformance bench fuzz fmt clean
 
 all: build
 
@@ -33,6 +33,26 @@ bench:
 	$(CARGO) bench --bench sharechain
 	$(CARGO) bench --bench p2p
 	$(CARGO) bench --bench worker
+
+## Fuzz every decoder, one target after another, FUZZ_SECONDS each, one process, niced
+## (needs cargo-fuzz and the nightly toolchain; see doc/performance.md, "Fuzzing").
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= frame message share tx_block template stratum getwork store
+FUZZ_CARGO ?= cargo +nightly
+
+fuzz:
+	@mkdir -p fuzz/logs
+	@for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t for $(FUZZ_SECONDS) s (log: fuzz/logs/$$t.log)"; \
+		mkdir -p fuzz/corpus/$$t fuzz/seeds/$$t; \
+		nice -n 19 $(FUZZ_CARGO) fuzz run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=30 -print_final_stats=1 \
+			> fuzz/logs/$$t.log 2>&1; \
+		status=$$?; \
+		grep -E '^(stat::|Done |==[0-9]+==|SUMMARY|thread .* panicked|artifact_prefix|Test unit written)' fuzz/logs/$$t.log; \
+		echo "== $$t: $$(ls fuzz/corpus/$$t | wc -l) corpus files, exit $$status"; \
+		[ $$status -eq 0 ] || exit $$status; \
+	done
 
 fmt:
 	$(CARGO) fmt --all
