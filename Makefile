@@ -33,6 +33,7 @@ bench:
 	$(CARGO) bench --bench sharechain
 	$(CARGO) bench --bench p2p
 	$(CARGO) bench --bench worker
+	$(CARGO) bench --bench attack
 
 ## Fuzz every decoder, one target after another, FUZZ_SECONDS each, one process, niced
 ## (needs cargo-fuzz and the nightly toolchain; see doc/performance.md, "Fuzzing").
