@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench sharechain` prints: start-up from the store to a best share
 //! (flags trusted), re-verifying the top CHAIN_LENGTH shares with flags distrusted, one
-//! new share verified at the tip, and resident memory after start-up.
+//! new share verified at the tip, and resident memory after start-up; then think with
+//! 8,000 unconnected shares held (issue 13).
 
 mod common;
 
@@ -13,12 +14,15 @@ use std::time::Instant;
 
 use ruint::aliases::U256;
 
+use p2pool::bitcoin::block::BlockHeader;
+use p2pool::bitcoin::hash::{Hash256, sha256d};
 use p2pool::bitcoin::script;
 use p2pool::bitcoin::target::Bits;
 use p2pool::network::{Network, RuleSet, WeightCap};
 use p2pool::sharechain::best::HeightMap;
 use p2pool::sharechain::chain::ShareChain;
 use p2pool::sharechain::sample::{self, Spec};
+use p2pool::sharechain::share::{ModernFields, Share, Share1a, ShareData, ShareInfo};
 use p2pool::sharechain::store::Store;
 use p2pool::sharechain::verify;
 
@@ -190,6 +194,11 @@ fn main() {
     if !common::measuring() {
         return;
     }
+    // `P2POOL_BENCH_ONLY=unconnected cargo bench --bench sharechain` skips the big chain.
+    if std::env::var("P2POOL_BENCH_ONLY").as_deref() == Ok("unconnected") {
+        unconnected();
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     generate(dir.path());
     let exe = std::env::current_exe().expect("own path");
@@ -198,4 +207,103 @@ fn main() {
         .status()
         .expect("load process runs");
     assert!(status.success(), "load process failed");
+    unconnected();
+}
+
+/// A share passing every stateless check at MAX_TARGET on `parent`: what a peer with no
+/// hash rate sends by the thousand.
+fn cheap_share(net: &Network, parent: Hash256, salt: u32) -> Share {
+    let target = Bits::from_target_floor(net.max_target);
+    let info = ShareInfo {
+        share_data: ShareData {
+            previous_share_hash: Some(parent),
+            target,
+            nonce: salt.to_le_bytes().to_vec(),
+        },
+        new_script: script_for(salt % SCRIPTS),
+        subsidy: 5_000_000_000,
+        modern: Some(ModernFields {
+            block_height: 1,
+            witness_commitment: [0; 32],
+        }),
+    };
+    let mut header = BlockHeader {
+        version: 1,
+        previous_block: Hash256::ZERO,
+        merkle_root: sha256d(&salt.to_le_bytes()),
+        timestamp: T0 + salt,
+        bits: Bits(0x1d00ffff),
+        nonce: 0,
+    };
+    while header.hash().to_u256() > target.to_target() {
+        header.nonce += 1;
+    }
+    Share::from_share1a(
+        Share1a {
+            header,
+            info,
+            merkle_branch: vec![],
+        },
+        net,
+    )
+    .expect("cheap share passes the stateless checks")
+}
+
+/// Think with 8,000 unconnected shares held (issue 13: under 5 ms), in three shapes: all
+/// on one missing parent, each on its own, and one chain over a hole; then the think that
+/// drops them all at the deadline.
+fn unconnected() {
+    const N: u32 = 8_000;
+    let net = net();
+    let heights = HeightMap::default();
+    let now = u64::from(T0) + 1_000;
+    println!(
+        "think with {N} unconnected shares held (median of 21 thinks, then the expiry think):"
+    );
+    for shape in [
+        "one missing parent",
+        "each its own parent",
+        "one chain over a hole",
+    ] {
+        let mut chain = ShareChain::new(net.clone());
+        let mut parent = sha256d(b"hole");
+        for i in 0..N {
+            let p = match shape {
+                "one missing parent" => sha256d(b"hole"),
+                "each its own parent" => sha256d(&i.to_le_bytes()),
+                _ => parent,
+            };
+            let share = cheap_share(&net, p, i);
+            parent = share.hash;
+            chain.add(share, Some(1), now);
+        }
+        assert_eq!(chain.unconnected().shares, N as usize);
+        let mut times: Vec<f64> = (0..21)
+            .map(|_| {
+                let t = Instant::now();
+                chain.think(&heights, None, now);
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        // Past the deadline: the thinks that drop them (a bounded number per think).
+        let mut expiry = Vec::new();
+        let mut expired = 0;
+        while chain.unconnected().shares > 0 {
+            let t = Instant::now();
+            let think = chain.think(&heights, None, now + chain.limits().deadline);
+            expiry.push(t.elapsed().as_secs_f64() * 1e3);
+            expired += think.expired.iter().map(|(_, n)| n).sum::<usize>();
+            assert!(expiry.len() <= 8, "expiry does not finish");
+        }
+        assert_eq!(expired, N as usize);
+        let worst = expiry.iter().copied().fold(0.0, f64::max);
+        println!(
+            "  {shape:<22} think {:.3} ms (min {:.3}, max {:.3}); dropped in {} thinks, longest {worst:.2} ms",
+            times[10],
+            times[0],
+            times[20],
+            expiry.len()
+        );
+    }
 }

@@ -14,6 +14,7 @@ use crate::bitcoin::tx::Transaction;
 use crate::network::{Network, RuleSet};
 
 use super::best::{self, BlockHeights, KEEP_TOP_HEADS, Score};
+use super::keyed::ShareMap;
 use super::share::{Share, Share1a, Share1b, ShareError};
 use super::store::{Batch, Store, StoreError, StoredKind, StoredShare};
 use super::tracker::Tracker;
@@ -31,6 +32,9 @@ const TRIM_PASSES: usize = 1000;
 const HEAD_KEEP_SECONDS: u64 = 300;
 /// An unverified head whose chain grew this recently is kept (seconds).
 const GROWING_KEEP_SECONDS: u64 = 120;
+/// Unconnected shares dropped per think at most (past the deadline; the rest go in the
+/// next thinks).
+const EXPIRE_MAX: usize = 1_000;
 /// Missing shares asked for per think at most; the rest wait for the next think.
 const WANTED_MAX: usize = 64;
 
@@ -92,7 +96,7 @@ impl Usage {
 /// The unconnected shares held, with their senders and sizes.
 #[derive(Debug, Default)]
 struct Unconnected {
-    by_hash: HashMap<Hash256, (Option<u64>, usize)>,
+    by_hash: ShareMap<(Option<u64>, usize)>,
     by_peer: HashMap<u64, Usage>,
     total: Usage,
 }
@@ -275,6 +279,8 @@ pub struct ShareChain {
     mutated: HashSet<Hash256>,
     limits: Limits,
     unconnected: Unconnected,
+    /// When unconnected shares were last checked against the deadline.
+    last_expiry: Option<u64>,
 }
 
 impl ShareChain {
@@ -286,6 +292,7 @@ impl ShareChain {
             mutated: HashSet::new(),
             limits: Limits::for_network(&net),
             unconnected: Unconnected::default(),
+            last_expiry: None,
             net,
         }
     }
@@ -549,14 +556,33 @@ impl ShareChain {
         let now_i = i64::try_from(now).unwrap_or(i64::MAX);
 
         // 1. Unverified heads: verify the head or one of the few shares below it.
-        let mut heads: Vec<Hash256> = self
-            .tracker
-            .all()
-            .heads()
-            .iter()
-            .filter(|h| !self.tracker.verified().heads().contains(h))
-            .copied()
-            .collect();
+        // A head over a gap with no more than CHAIN_LENGTH shares below it cannot be
+        // tried: it only wants its missing ancestor. Those are most of what a flood of
+        // unconnected shares makes, so they are only collected here, and just the
+        // tallest few are asked for (an honest sync builds tall chains, junk short ones).
+        let mut heads: Vec<Hash256> = Vec::new();
+        let mut gaps: Vec<(u32, Hash256, Hash256)> = Vec::new();
+        {
+            let all = self.tracker.all();
+            let verified_heads = self.tracker.verified().heads();
+            for head in all.heads() {
+                let (height, last) = all.height_and_last(Some(*head));
+                match last {
+                    Some(last) if height <= cl => gaps.push((height, *head, last)),
+                    _ if verified_heads.contains(head) => {}
+                    _ => heads.push(*head),
+                }
+            }
+        }
+        if gaps.len() > WANTED_MAX {
+            gaps.select_nth_unstable_by(WANTED_MAX, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            gaps.truncate(WANTED_MAX);
+        }
+        for (_, head, last) in gaps {
+            let tail = self.tracker.all().tail(&head).unwrap_or(head);
+            let peer = self.tracker.entry(&tail).and_then(|e| e.peer);
+            out.wanted.push((peer, last));
+        }
         heads.sort();
         let mut bads = Vec::new();
         for head in heads {
@@ -680,6 +706,15 @@ impl ShareChain {
             return;
         }
         let deadline = self.limits.deadline;
+        // A scan walks every head: once in a quarter of the deadline is enough.
+        let every = (deadline / 4).max(1);
+        if self
+            .last_expiry
+            .is_some_and(|t| now < t.saturating_add(every))
+        {
+            return;
+        }
+        self.last_expiry = Some(now);
         let all = self.tracker.all();
         let mut tails: Vec<Hash256> = all
             .heads()
@@ -697,8 +732,19 @@ impl ShareChain {
         let mut by_peer: HashMap<u64, usize> = HashMap::new();
         let mut dropped = 0usize;
         for tail in tails {
+            if dropped >= EXPIRE_MAX {
+                // The rest at the next think: each think stays short.
+                self.last_expiry = None;
+                break;
+            }
             let doomed = self.subtree(tail);
+            // Newest first, so that a chain cut short here keeps its old tail and goes
+            // on at the next think.
             for h in doomed.iter().rev() {
+                if dropped >= EXPIRE_MAX {
+                    self.last_expiry = None;
+                    break;
+                }
                 if let Some(Some(p)) = self.unconnected.by_hash.get(h).map(|(p, _)| *p) {
                     *by_peer.entry(p).or_default() += 1;
                 }
@@ -745,13 +791,10 @@ impl ShareChain {
             for _ in 0..TRIM_PASSES {
                 let mut doomed = Vec::new();
                 for head in self.tracker.all().heads() {
-                    if top.contains(head) {
-                        continue;
-                    }
                     let Some(e) = self.tracker.entry(head) else {
                         continue;
                     };
-                    if e.time_seen + HEAD_KEEP_SECONDS > now {
+                    if e.time_seen + HEAD_KEEP_SECONDS > now || top.contains(head) {
                         continue;
                     }
                     if !self.tracker.is_verified(head)
@@ -810,11 +853,24 @@ impl ShareChain {
     fn trim_tails(&mut self) -> usize {
         let keep = 2 * u64::from(self.net.chain_length) + 10;
         let all = self.tracker.all();
-        let mut lowest: HashMap<Hash256, u32> = HashMap::new();
+        // The components with a head tall enough to trim below, then the shortest head
+        // of each of them (a fork must not lose its base): two passes, no map of every
+        // head's component.
+        let mut lowest: ShareMap<u32> = ShareMap::default();
         for head in all.heads() {
-            if let Some(tail) = all.tail(head) {
-                let h = all.height(head);
-                let e = lowest.entry(tail).or_insert(u32::MAX);
+            if let Some((h, tail)) = all.height_and_tail(head)
+                && u64::from(h) >= keep
+            {
+                lowest.insert(tail, u32::MAX);
+            }
+        }
+        if lowest.is_empty() {
+            return 0;
+        }
+        for head in all.heads() {
+            if let Some((h, tail)) = all.height_and_tail(head)
+                && let Some(e) = lowest.get_mut(&tail)
+            {
                 *e = (*e).min(h);
             }
         }
@@ -842,11 +898,14 @@ impl ShareChain {
     }
 
     fn remove(&mut self, hash: &Hash256) {
-        self.unconnected.release(hash);
+        let was_unconnected = self.unconnected.release(hash).is_some();
         self.tracker.remove(hash);
         self.mutated.remove(hash);
         self.scores.remove(hash);
-        self.batch.remove_shares.push(*hash);
+        if !was_unconnected {
+            // Unconnected shares were never written.
+            self.batch.remove_shares.push(*hash);
+        }
     }
 }
 

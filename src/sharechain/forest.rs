@@ -10,11 +10,11 @@
 //! shifted O(log n) times over the life of the forest. Work is kept modulo 2^512: only
 //! differences are read, and those are far below 2^512.
 
-use std::collections::{HashMap, HashSet};
-
 use ruint::aliases::U512;
 
 use crate::bitcoin::hash::Hash256;
+
+use super::keyed::{Keys, ShareMap, ShareSet};
 
 /// Index of a node in the forest's slots.
 pub(crate) type Idx = u32;
@@ -36,18 +36,36 @@ struct Node<T> {
 struct Comp {
     tail: Idx,
     size: u32,
+    /// The tail's height, hash and parent hash, kept here so that the height and first
+    /// unknown ancestor of a share cost one node read, not two (`refresh`).
+    tail_height: i64,
+    tail_hash: Hash256,
+    tail_prev: Option<Hash256>,
+}
+
+impl Comp {
+    fn new(tail: Idx, size: u32) -> Comp {
+        Comp {
+            tail,
+            size,
+            tail_height: 0,
+            tail_hash: Hash256::ZERO,
+            tail_prev: None,
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct Forest<T> {
     slots: Vec<Option<Node<T>>>,
     free: Vec<Idx>,
-    index: HashMap<Hash256, Idx>,
-    /// Tails by the hash of their unknown parent.
-    waiting: HashMap<Hash256, Vec<Idx>>,
+    index: ShareMap<Idx>,
+    /// Tails by the hash of their unknown parent (a set: a peer can make thousands
+    /// wait on one parent, and each must come out in constant time).
+    waiting: ShareMap<std::collections::HashSet<Idx, Keys>>,
     comps: Vec<Comp>,
     free_comps: Vec<u32>,
-    heads: HashSet<Hash256>,
+    heads: ShareSet,
 }
 
 impl<T> Default for Forest<T> {
@@ -55,11 +73,11 @@ impl<T> Default for Forest<T> {
         Forest {
             slots: Vec::new(),
             free: Vec::new(),
-            index: HashMap::new(),
-            waiting: HashMap::new(),
+            index: ShareMap::default(),
+            waiting: ShareMap::default(),
             comps: Vec::new(),
             free_comps: Vec::new(),
-            heads: HashSet::new(),
+            heads: ShareSet::default(),
         }
     }
 }
@@ -91,7 +109,7 @@ impl<T> Forest<T> {
     }
 
     /// Shares nobody known builds on.
-    pub fn heads(&self) -> &HashSet<Hash256> {
+    pub fn heads(&self) -> &ShareSet {
         &self.heads
     }
 
@@ -141,8 +159,8 @@ impl<T> Forest<T> {
     /// Known shares from `i` back to `i`'s tail.
     pub(crate) fn height_of(&self, i: Idx) -> u32 {
         let n = self.node(i);
-        let tail = self.node(self.comps[n.comp as usize].tail);
-        u32::try_from(n.height - tail.height + 1).unwrap_or(u32::MAX)
+        let tail_height = self.comps[n.comp as usize].tail_height;
+        u32::try_from(n.height - tail_height + 1).unwrap_or(u32::MAX)
     }
 
     pub(crate) fn nth_parent_idx(&self, mut i: Idx, n: u32) -> Option<Idx> {
@@ -202,10 +220,10 @@ impl<T> Forest<T> {
                 self.heads.remove(&parent_hash);
             }
             None => {
-                let c = self.new_comp(Comp { tail: i, size: 1 });
+                let c = self.new_comp(Comp::new(i, 1));
                 self.node_mut(i).comp = c;
                 if let Some(p) = prev {
-                    self.waiting.entry(p).or_default().push(i);
+                    self.waiting.entry(p).or_default().insert(i);
                 }
             }
         }
@@ -220,7 +238,7 @@ impl<T> Forest<T> {
     }
 
     fn new_comp(&mut self, comp: Comp) -> u32 {
-        match self.free_comps.pop() {
+        let c = match self.free_comps.pop() {
             Some(c) => {
                 self.comps[c as usize] = comp;
                 c
@@ -229,7 +247,22 @@ impl<T> Forest<T> {
                 self.comps.push(comp);
                 (self.comps.len() - 1) as u32
             }
-        }
+        };
+        self.refresh(c);
+        c
+    }
+
+    /// Copies the tail's height, hash and parent into its component.
+    fn refresh(&mut self, c: u32) {
+        let tail = self.comps[c as usize].tail;
+        let (height, hash, prev) = {
+            let n = self.node(tail);
+            (n.height, n.hash, n.prev)
+        };
+        let comp = &mut self.comps[c as usize];
+        comp.tail_height = height;
+        comp.tail_hash = hash;
+        comp.tail_prev = prev;
     }
 
     /// Makes `parent` the parent of the tail `tail`, merging their components.
@@ -251,10 +284,8 @@ impl<T> Forest<T> {
             self.free_comps.push(t_comp);
         } else {
             self.shift(pc.tail, -dh, U512::ZERO.wrapping_sub(dw), t_comp);
-            self.comps[t_comp as usize] = Comp {
-                tail: pc.tail,
-                size: tc.size + pc.size,
-            };
+            self.comps[t_comp as usize] = Comp::new(pc.tail, tc.size + pc.size);
+            self.refresh(t_comp);
             self.free_comps.push(p_comp);
         }
         self.node_mut(tail).parent = Some(parent);
@@ -308,7 +339,7 @@ impl<T> Forest<T> {
                 if let Some(prev) = node.prev
                     && let Some(list) = self.waiting.get_mut(&prev)
                 {
-                    list.retain(|&t| t != i);
+                    list.remove(&i);
                     if list.is_empty() {
                         self.waiting.remove(&prev);
                     }
@@ -321,12 +352,13 @@ impl<T> Forest<T> {
         let mut keep = node.parent.is_some();
         for &c in &node.children {
             self.node_mut(c).parent = None;
-            self.waiting.entry(*hash).or_default().push(c);
+            self.waiting.entry(*hash).or_default().insert(c);
             if !keep {
                 keep = true;
                 self.comps[comp as usize].tail = c;
+                self.refresh(comp);
             } else {
-                let new = self.new_comp(Comp { tail: c, size: 0 });
+                let new = self.new_comp(Comp::new(c, 0));
                 let size = self.relabel(c, new);
                 self.comps[new as usize].size = size;
                 self.comps[comp as usize].size -= size;
@@ -356,10 +388,17 @@ impl<T> Forest<T> {
         }
     }
 
+    /// The height of a share and its component's tail, in one lookup.
+    pub fn height_and_tail(&self, hash: &Hash256) -> Option<(u32, Hash256)> {
+        let i = self.idx(hash)?;
+        let tail = self.comps[self.node(i).comp as usize].tail_hash;
+        Some((self.height_of(i), tail))
+    }
+
     /// The oldest known ancestor of a share (itself if its parent is unknown).
     pub fn tail(&self, hash: &Hash256) -> Option<Hash256> {
         let i = self.idx(hash)?;
-        Some(self.node(self.comps[self.node(i).comp as usize].tail).hash)
+        Some(self.comps[self.node(i).comp as usize].tail_hash)
     }
 
     /// The number of known shares from `start` back, and the first unknown ancestor
@@ -372,8 +411,10 @@ impl<T> Forest<T> {
         let Some(i) = self.idx(&hash) else {
             return (0, Some(hash));
         };
-        let tail = self.node(self.comps[self.node(i).comp as usize].tail);
-        (self.height_of(i), tail.prev)
+        (
+            self.height_of(i),
+            self.comps[self.node(i).comp as usize].tail_prev,
+        )
     }
 
     pub fn height(&self, hash: &Hash256) -> u32 {
@@ -527,5 +568,40 @@ mod tests {
         assert_eq!(f.height_and_last(Some(h(2))), (2, None));
         assert_eq!(f.height_and_last(None), (0, None));
         assert_eq!(f.height_and_last(Some(h(9))), (0, Some(h(9))));
+    }
+
+    #[test]
+    fn heights_tails_and_gaps_hold_through_random_inserts_and_removals() {
+        // A tree of 300 shares (each on one of the ten before it; share 0 is genesis)
+        // inserted and removed in a pseudo-random order, checked against walking.
+        let parent = |k: u32| (k > 0).then(|| k - 1 - (k * 7 + 3) % k.min(10));
+        let mut f: Forest<u32> = Forest::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..3_000 {
+            let k = (next() % 300) as u32;
+            if f.contains(&h(k)) {
+                f.remove(&h(k));
+            } else {
+                f.insert(h(k), parent(k).map(h), U512::from(1u64), k);
+            }
+            for k in (0..300).step_by(7) {
+                if !f.contains(&h(k)) {
+                    continue;
+                }
+                let walk: Vec<Hash256> = f.chain(Some(h(k))).map(|(hash, _)| hash).collect();
+                let tail = *walk.last().unwrap();
+                let gap = parent(*f.get(&tail).unwrap()).map(h);
+                assert_eq!(f.height_and_last(Some(h(k))), (walk.len() as u32, gap));
+                assert_eq!(f.tail(&h(k)), Some(tail));
+                assert_eq!(f.height_and_tail(&h(k)), Some((walk.len() as u32, tail)));
+                assert_eq!(slow_height(&f, h(k)), walk.len() as u32);
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@ pub mod best;
 pub mod chain;
 pub mod forest;
 pub mod gentx;
+pub mod keyed;
 pub mod sample;
 pub mod share;
 pub mod store;
