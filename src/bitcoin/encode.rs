@@ -67,11 +67,49 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Items of per-item allocations (witness items) this buffer may still decode to.
+    items_left: usize,
 }
+
+/// Items one buffer may decode to whatever its size (about 2.3 MiB of item headers).
+///
+/// A witness item takes one byte of input when empty but 24 bytes decoded (a `Vec<u8>`), so
+/// without a bound an 8 MB frame of empty items decodes to 192 MB. Consensus has no limit on
+/// the count (witness versions 0 and 1 cap the stack at 1,000 items, undefined versions at
+/// nothing; a standard tapscript spend may carry 1,000 empty items), so the bound is on
+/// memory per byte of input, counted over one whole buffer (a frame payload, a block, a
+/// stored record), not per transaction, which a list of small transactions would multiply.
+pub const ITEMS_FREE: usize = 100_000;
+/// Bytes of input per item beyond [`ITEMS_FREE`]: at most one item per 8 bytes of the
+/// buffer. The items' headers (24 bytes each) then take at most 3× the input and their data
+/// at most 1×, so a buffer's witnesses hold at most 4 × its bytes + 2.3 MiB. Real
+/// transactions average well over 8 bytes per item (signatures, keys, scripts).
+pub const BYTES_PER_ITEM: usize = 8;
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
+        Reader {
+            buf,
+            pos: 0,
+            items_left: ITEMS_FREE + buf.len() / BYTES_PER_ITEM,
+        }
+    }
+
+    /// Takes `n` items from the buffer's item budget ([`ITEMS_FREE`], [`BYTES_PER_ITEM`]);
+    /// `Oversized` when the buffer would decode to more.
+    pub fn take_items(&mut self, what: &'static str, n: usize) -> Result<()> {
+        let max = ITEMS_FREE + self.buf.len() / BYTES_PER_ITEM;
+        match self.items_left.checked_sub(n) {
+            Some(left) => {
+                self.items_left = left;
+                Ok(())
+            }
+            None => Err(Error::Oversized {
+                what,
+                len: (max - self.items_left + n) as u64,
+                max: max as u64,
+            }),
+        }
     }
 
     pub fn remaining(&self) -> usize {

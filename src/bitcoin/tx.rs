@@ -3,8 +3,6 @@
 //! A transaction is written in the witness form only when one of its inputs has a
 //! non-empty witness; its txid is always over the form without witness.
 
-use std::cell::Cell;
-
 use super::encode::{self, Decode, Encode, Reader, WriteExt};
 use super::hash::{Hash256, sha256d};
 
@@ -12,53 +10,10 @@ use super::hash::{Hash256, sha256d};
 const MIN_TXIN_SIZE: usize = 32 + 4 + 1 + 4;
 const MIN_TXOUT_SIZE: usize = 8 + 1;
 
-/// Witness items one decode may hold whatever its size (about 2.3 MiB of item headers).
-///
-/// A witness item takes one byte of input when empty but 24 bytes decoded (a `Vec<u8>`), so
-/// without a bound an 8 MB frame of empty items decodes to 192 MB. Consensus has no limit on
-/// the count (witness versions 0 and 1 cap the stack at 1,000 items, undefined versions at
-/// nothing; a standard tapscript spend may carry 1,000 empty items), so the bound is on
-/// memory per byte of input, counted over one whole decode (one buffer: a frame payload, a
-/// block), not per transaction, which a list of small transactions would multiply.
-pub const WITNESS_ITEMS_FREE: usize = 100_000;
-/// Bytes of input per witness item beyond [`WITNESS_ITEMS_FREE`]: at most one item per 8
-/// bytes of the buffer being decoded. The items' headers (24 bytes each) then take at most
-/// 3× the input and their data at most 1×, so a decode's witnesses hold at most
-/// 4 × its input bytes + 2.3 MiB. Real transactions average well over 8 bytes per item
-/// (signatures, keys, scripts); a buffer denser than that beyond the free items is refused
-/// as `Oversized` "witness items".
-pub const WITNESS_BYTES_PER_ITEM: usize = 8;
-
-/// Witness items counted so far in the decode of one buffer on this thread.
-#[derive(Clone, Copy, Default)]
-struct WitnessBudget {
-    /// The buffer (its first byte and length) that `used` was counted in.
-    buffer: (usize, usize),
-    /// Where the last transaction counted ended; a transaction starting before it belongs to
-    /// a new decode of the same buffer.
-    end: usize,
-    used: usize,
-}
-
-thread_local! {
-    static WITNESS_BUDGET: Cell<WitnessBudget> = Cell::new(WitnessBudget::default());
-}
-
-/// The witness items already counted in the decode `r` is part of (the transactions of one
-/// block or share list share one budget), and the budget's limit for `r`'s buffer.
-fn witness_budget(r: &Reader<'_>) -> (WitnessBudget, usize) {
-    let len = r.position() + r.remaining();
-    let buffer = (r.since(0).as_ptr() as usize, len);
-    let mut budget = WITNESS_BUDGET.with(Cell::get);
-    if budget.buffer != buffer || r.position() < budget.end {
-        budget = WitnessBudget {
-            buffer,
-            end: 0,
-            used: 0,
-        };
-    }
-    (budget, WITNESS_ITEMS_FREE + len / WITNESS_BYTES_PER_ITEM)
-}
+/// Witness items one buffer may decode to whatever its size: see [`encode::ITEMS_FREE`].
+pub const WITNESS_ITEMS_FREE: usize = encode::ITEMS_FREE;
+/// Bytes of input per witness item beyond the free ones: see [`encode::BYTES_PER_ITEM`].
+pub const WITNESS_BYTES_PER_ITEM: usize = encode::BYTES_PER_ITEM;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OutPoint {
@@ -190,25 +145,16 @@ impl Transaction {
             })
         })?;
         if segwit {
-            let (mut budget, max) = witness_budget(r);
             for input in &mut inputs {
                 let n = r.count("witness items", 1)?;
-                if budget.used + n > max {
-                    return Err(encode::Error::Oversized {
-                        what: "witness items",
-                        len: (budget.used + n) as u64,
-                        max: max as u64,
-                    });
-                }
-                budget.used += n;
+                // Bounded per byte of the whole buffer before anything is allocated.
+                r.take_items("witness items", n)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(r.var_bytes("witness item", r.remaining())?.to_vec());
                 }
                 input.witness = items;
             }
-            budget.end = r.position();
-            WITNESS_BUDGET.with(|b| b.set(budget));
             if inputs.iter().all(|i| i.witness.is_empty()) {
                 return Err(encode::Error::Invalid {
                     what: "transaction",
