@@ -698,3 +698,34 @@ fn a_share_from_the_future_is_removed_but_its_sender_is_not_blamed() {
     assert!(think.bad[0].2.is_timing());
     assert!(!chain.tracker().contains(&future.hash));
 }
+
+#[test]
+fn a_synced_chain_is_stored_whole_the_part_below_the_verified_window_as_unverified() {
+    let net = legacy_net(false);
+    let cl = net.chain_length as usize;
+    let shares = genesis_chain(&net, 3 * cl);
+    let mut chain = ShareChain::new(net.clone());
+    // The newest 2×CL arrive, newest first, over a gap (a first sync from a mature net).
+    for s in shares[cl..].iter().rev() {
+        chain.add(s.clone(), Some(7), NOW);
+    }
+    assert!(chain.take_batch().put_shares.is_empty());
+    let mut think = chain.think(&heights(&[(1, 100)], 100), Some(block(1)), NOW);
+    for _ in 0..3 {
+        think = chain.think(&heights(&[(1, 100)], 100), Some(block(1)), NOW);
+    }
+    assert!(think.bad.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), &net.name).unwrap();
+    store.apply(&chain.take_batch()).unwrap();
+    let loaded = ShareChain::load(net, &store, false).unwrap();
+    assert_eq!(
+        loaded.tracker().len(),
+        2 * cl,
+        "every share of the synced chain"
+    );
+    assert_eq!(
+        loaded.tracker().verified_count(),
+        chain.tracker().verified_count()
+    );
+}

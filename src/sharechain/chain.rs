@@ -14,7 +14,7 @@ use crate::bitcoin::tx::Transaction;
 use crate::network::{Network, RuleSet};
 
 use super::best::{self, BlockHeights, KEEP_TOP_HEADS, Score};
-use super::keyed::ShareMap;
+use super::keyed::{ShareMap, ShareSet};
 use super::share::{Share, Share1a, Share1b, ShareError};
 use super::store::{Batch, Store, StoreError, StoredKind, StoredShare};
 use super::tracker::Tracker;
@@ -281,6 +281,10 @@ pub struct ShareChain {
     unconnected: Unconnected,
     /// When unconnected shares were last checked against the deadline.
     last_expiry: Option<u64>,
+    /// Unverified shares in the store: ancestors of verified ones (`write_ancestors`).
+    written: ShareSet,
+    /// Shares verified in this think, whose unverified ancestors are written at its end.
+    just_verified: Vec<Hash256>,
 }
 
 impl ShareChain {
@@ -293,6 +297,8 @@ impl ShareChain {
             limits: Limits::for_network(&net),
             unconnected: Unconnected::default(),
             last_expiry: None,
+            written: ShareSet::default(),
+            just_verified: Vec::new(),
             net,
         }
     }
@@ -383,6 +389,8 @@ impl ShareChain {
             }
             if s.verified && !distrust_flags {
                 verified.push(s.hash);
+            } else {
+                chain.written.insert(s.hash);
             }
             chain.tracker.add(share, s.time_seen, None);
         }
@@ -521,6 +529,8 @@ impl ShareChain {
         );
         self.tracker.mark_verified(hash);
         self.batch.put_shares.push(record);
+        self.written.remove(&hash);
+        self.just_verified.push(hash);
         if self.unconnected.by_hash.contains_key(&hash)
             && let Some(tail) = self.tracker.all().tail(&hash)
         {
@@ -529,6 +539,27 @@ impl ShareChain {
         }
         out.verified += 1;
         Ok(())
+    }
+
+    /// Writes the unverified ancestors of a share that just verified, down to a verified
+    /// or already written one: the part of a synced chain below the verified window, which
+    /// the verified share commits to by hash (R never verifies it either). Each is written
+    /// once, so this walks a chain once.
+    fn write_ancestors(&mut self, verified: Hash256) {
+        let mut cur = self.tracker.all().parent(&verified);
+        while let Some(h) = cur {
+            if self.tracker.is_verified(&h) || self.written.contains(&h) {
+                break;
+            }
+            let Some(e) = self.tracker.entry(&h) else {
+                break;
+            };
+            self.batch
+                .put_shares
+                .push(stored(&e.share, false, e.time_seen));
+            self.written.insert(h);
+            cur = self.tracker.all().parent(&h);
+        }
     }
 
     fn peer_of_child(&self, parent: &Hash256, verified_only: bool) -> Option<u64> {
@@ -678,6 +709,13 @@ impl ShareChain {
         out.wanted.sort();
         out.wanted.dedup();
         out.wanted.truncate(WANTED_MAX);
+        // After every verification of this think, so that only the chain below the lowest
+        // verified share is walked.
+        for hash in std::mem::take(&mut self.just_verified) {
+            if self.tracker.contains(&hash) {
+                self.write_ancestors(hash);
+            }
+        }
         out
     }
 
@@ -899,6 +937,7 @@ impl ShareChain {
 
     fn remove(&mut self, hash: &Hash256) {
         let was_unconnected = self.unconnected.release(hash).is_some();
+        self.written.remove(hash);
         self.tracker.remove(hash);
         self.mutated.remove(hash);
         self.scores.remove(hash);
