@@ -346,7 +346,6 @@ fn run() {
     sampler.join().unwrap();
     let hwm = status_kb(pid, "VmHWM:");
     let stats = json(node.worker, "/api/stats").unwrap_or(Value::Null);
-    let peers = json(node.worker, "/api/peers").unwrap_or(Value::Null);
     let failed = failed_batch_lines(&log);
 
     // The table.
@@ -428,12 +427,8 @@ fn run() {
     );
     println!("node's largest mappings at the end of phase 2:\n{smaps}");
     println!(
-        "node after: shares {} peers {} banned {}",
-        stats["shares"],
-        stats["peers"],
-        peers.get("banned").map_or("?".to_string(), |b| b
-            .as_array()
-            .map_or(b.to_string(), |a| a.len().to_string()))
+        "node after: shares {} peers {}",
+        stats["shares"], stats["peers"]
     );
     if std::env::var_os("P2POOL_ATTACK_KEEP").is_some() {
         let kept = dir.keep();
@@ -478,7 +473,7 @@ fn top_mappings(pid: u32) -> String {
             maps.push((kb, current.clone()));
         }
     }
-    maps.sort_by(|a, b| b.0.cmp(&a.0));
+    maps.sort_by_key(|m| std::cmp::Reverse(m.0));
     out.push(format!("  {} mappings; largest by Rss:", maps.len()));
     for (kb, m) in maps.iter().take(6) {
         out.push(format!("  {kb} kB  {m}"));
