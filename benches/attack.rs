@@ -21,7 +21,7 @@
 //! per phase from the node's API: the miner's accepted pseudo-shares (fixed at the easiest
 //! difficulty, 256 hashes each) and its shares that met the share target, and this node's
 //! shares (`shares.local`). Environment: `P2POOL_ATTACK_SECS` (60), `P2POOL_ATTACK_WARMUP`
-//! (40), `P2POOL_ATTACK_HASHRATE` (2560), `P2POOL_ATTACK_KEEP=1` keeps the data dir and log.
+//! (120), `P2POOL_ATTACK_HASHRATE` (2560), `P2POOL_ATTACK_KEEP=1` keeps the data dir and log.
 
 #[path = "../tests/support"]
 mod support {
@@ -244,7 +244,7 @@ fn start_node(bcoin: &Bcoin, datadir: &Path, log: &Path) -> Node {
 
 fn run() {
     let secs = env_u64("P2POOL_ATTACK_SECS", 60);
-    let warmup = env_u64("P2POOL_ATTACK_WARMUP", 40);
+    let warmup = env_u64("P2POOL_ATTACK_WARMUP", 120);
     let hashrate = env_u64("P2POOL_ATTACK_HASHRATE", 2560);
 
     eprintln!("attack: starting bcoin (regtest) and mining to height {SEGWIT_HEIGHT}");
