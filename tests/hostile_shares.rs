@@ -428,3 +428,31 @@ fn junk_block_shares_with_a_huge_witness_are_refused_and_banned() {
     assert_eq!((s.shares, s.unconnected), (shares.len(), 0));
     still_converging(&a, &b, &mut tracker, last(&shares));
 }
+
+#[test]
+fn announced_hashes_are_asked_for_a_bounded_number_at_a_time() {
+    let net = modern_net();
+    let (a, b, mut tracker, shares) = honest_pair(Limits::for_network(&net));
+    let framing = net.framing();
+    let mut h = Hostile::connect(loopback(27), a.addr, framing.clone());
+    h.handshake().unwrap();
+    // share0s of 1,000 hashes nobody has, ten times.
+    for k in 0..10u8 {
+        let hashes: Vec<Hash256> = (0..1000u32)
+            .map(|i| sha256d(&[b'a', k, i as u8, (i >> 8) as u8]))
+            .collect();
+        h.send(&Message::Share0s(hashes)).unwrap();
+    }
+    let mut asked = 0;
+    while let Some(frame) = h.wait_for("getshares", Duration::from_secs(2)) {
+        match Message::decode(&frame.command, &frame.payload, net.rules).unwrap() {
+            Message::GetShares { hashes, .. } => {
+                assert!(hashes.len() <= 100, "{} asked at once", hashes.len());
+                asked += hashes.len();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(asked > 0 && asked <= 1_000, "{asked} asked in all");
+    still_converging(&a, &b, &mut tracker, last(&shares));
+}

@@ -42,6 +42,13 @@ const SERVE_MAX_STOPS: usize = 1000;
 const MAX_ANNOUNCED: usize = 1000;
 /// Stop hashes sent with a request (R: 100).
 const REQUEST_MAX_STOPS: usize = 100;
+/// Hashes remembered as requested (each for `MEMORY`); announced hashes past it are not
+/// asked for until older requests are forgotten.
+const MAX_REQUESTED: usize = 50_000;
+/// Batch heads remembered with their senders (each for `MEMORY`).
+const MAX_PEER_HEADS: usize = 10_000;
+/// Unknown hashes of one share0s asked for (R: all of them).
+const MAX_ANNOUNCED_ASKED: usize = 100;
 /// Shares relayed at most per change of the best share; older ones are fetched by peers.
 const RELAY_MAX: usize = 100;
 
@@ -208,6 +215,9 @@ impl ShareSync {
     }
 
     fn note_head(&mut self, hash: Hash256, peer: PeerId) {
+        if self.peer_heads.len() >= MAX_PEER_HEADS && !self.peer_heads.contains_key(&hash) {
+            return; // bounded: a flood of messages cannot grow it
+        }
         let e = self
             .peer_heads
             .entry(hash)
@@ -232,6 +242,7 @@ impl ShareSync {
             .collect::<HashSet<_>>()
             .into_iter()
             .filter(|h| self.may_request(h, now))
+            .take(MAX_ANNOUNCED_ASKED.min(MAX_REQUESTED.saturating_sub(self.requested.len())))
             .collect();
         if wanted.is_empty() {
             return;
