@@ -482,8 +482,9 @@ fn unconnected_shares_are_never_stored_and_are_bounded_per_peer_and_in_total() {
         let parent = sha256d(&[b'x', i as u8]);
         match chain.add(cheap_share(&net, Some(parent), i), Some(1), NOW) {
             Added::New => {}
-            Added::OverBudget { held } => {
+            Added::OverBudget { held, sender } => {
                 assert_eq!(held.shares, 50);
+                assert!(sender, "peer 1 is over its own budget");
                 refused += 1;
             }
             other => panic!("unexpected {other:?}"),
@@ -500,6 +501,12 @@ fn unconnected_shares_are_never_stored_and_are_bounded_per_peer_and_in_total() {
         }
     }
     assert_eq!(taken, 30, "the total of 80 leaves peer 2 thirty");
+    // Past the total, a third peer is refused without being to blame.
+    let s = cheap_share(&net, Some(sha256d(b"third")), 9_999);
+    assert!(matches!(
+        chain.add(s, Some(3), NOW),
+        Added::OverBudget { sender: false, .. }
+    ));
     assert_eq!(chain.unconnected().shares, 80);
     assert!(
         chain.take_batch().put_shares.is_empty(),
@@ -728,4 +735,33 @@ fn a_synced_chain_is_stored_whole_the_part_below_the_verified_window_as_unverifi
         loaded.tracker().verified_count(),
         chain.tracker().verified_count()
     );
+}
+
+#[test]
+fn a_gap_filled_out_of_order_below_a_verified_chain_connects_everything_and_nothing_expires() {
+    let net = legacy_net(false);
+    let cl = net.chain_length as usize;
+    let shares = genesis_chain(&net, 3 * cl);
+    let mut chain = ShareChain::new(net.clone());
+    for s in shares[cl..].iter().rev() {
+        chain.add(s.clone(), Some(7), NOW);
+    }
+    let hs = heights(&[(1, 100)], 100);
+    chain.think(&hs, Some(block(1)), NOW);
+    let tip = shares[3 * cl - 1].hash;
+    assert!(chain.tracker().is_verified(&tip));
+    // Two below the gap first (unconnected), a fork on it (what an attacker can keep from
+    // old shares), then the share that fills the gap: all of it belongs to the chain now.
+    let p2 = shares[cl - 2].clone();
+    chain.add(p2.clone(), Some(8), NOW);
+    chain.add(cheap_share(&net, Some(p2.hash), 77), Some(9), NOW);
+    assert_eq!(chain.unconnected().shares, 2);
+    chain.add(shares[cl - 1].clone(), Some(7), NOW);
+    assert_eq!(chain.unconnected().shares, 0, "the chain below the gap is connected");
+    // Long past any deadline, the verified chain is all there.
+    let later = NOW + 10 * chain.limits().deadline;
+    let think = chain.think(&hs, Some(block(1)), later);
+    assert!(think.expired.is_empty(), "{:?}", think.expired);
+    assert!(chain.tracker().contains(&tip) && chain.tracker().contains(&p2.hash));
+    assert_eq!(think.best, Some(tip));
 }

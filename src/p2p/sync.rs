@@ -34,8 +34,6 @@ const SERVE_MAX_SHARES: usize = 1000;
 const SERVE_MAX_BYTES: usize = 4_000_000;
 /// Hashes of a getshares request looked at; the rest are ignored.
 const SERVE_MAX_HASHES: usize = 1000;
-/// Hashes of a getshares request checked for being below a verified share (a walk each).
-const SERVE_ANCESTRY_CHECKS: usize = 16;
 /// Stop hashes of a getshares request looked at.
 const SERVE_MAX_STOPS: usize = 1000;
 /// Hashes of a share0s looked at.
@@ -47,6 +45,10 @@ const REQUEST_MAX_STOPS: usize = 100;
 const MAX_REQUESTED: usize = 50_000;
 /// Batch heads remembered with their senders (each for `MEMORY`).
 const MAX_PEER_HEADS: usize = 10_000;
+/// Announced hashes asked for per peer per `MEMORY`, and batch heads noted per peer per
+/// `MEMORY`: one peer cannot fill the shared maps above and shut others out.
+const PER_PEER_ASKED: usize = 1_000;
+const PER_PEER_HEADS: usize = 200;
 /// Unknown hashes of one share0s asked for (R: all of them).
 const MAX_ANNOUNCED_ASKED: usize = 100;
 /// Shares relayed at most per change of the best share; older ones are fetched by peers.
@@ -73,6 +75,8 @@ pub struct ShareSync {
     relayed: HashSet<Hash256>,
     last_best: Option<Hash256>,
     last_cleanup: Instant,
+    /// Per peer: (window start, announced hashes asked for, heads noted) in this window.
+    quota: HashMap<PeerId, (Instant, usize, usize)>,
 }
 
 /// How far the chain is: R's "Have: n/~2·CHAIN_LENGTH".
@@ -92,6 +96,7 @@ impl ShareSync {
             relayed: HashSet::new(),
             last_best: None,
             last_cleanup: Instant::now(),
+            quota: HashMap::new(),
         }
     }
 
@@ -145,6 +150,7 @@ impl ShareSync {
 
     /// Forgets what a peer that went away announced.
     pub fn on_disconnect(&mut self, peer: PeerId) {
+        self.quota.remove(&peer);
         for (_, ids) in self.peer_heads.values_mut() {
             ids.retain(|p| *p != peer);
         }
@@ -197,16 +203,25 @@ impl ShareSync {
                     self.last_best = None;
                     out.added += 1;
                 }
-                Added::OverBudget { held } => {
-                    // The rest of the message would be refused too.
-                    peers.add_ban_score(
-                        peer,
-                        score::UNCONNECTED_OVER_BUDGET,
-                        &format!(
-                            "sent more unconnected shares than we hold for one peer ({} shares, {} bytes held)",
-                            held.shares, held.bytes
-                        ),
-                    );
+                Added::OverBudget { held, sender } => {
+                    // The rest of the message would be refused too. Only a sender past its
+                    // own budget is to blame; a full total says nothing about this one.
+                    if sender {
+                        peers.add_ban_score(
+                            peer,
+                            score::UNCONNECTED_OVER_BUDGET,
+                            &format!(
+                                "sent more unconnected shares than we hold for one peer ({} shares, {} bytes held)",
+                                held.shares, held.bytes
+                            ),
+                        );
+                    } else {
+                        debug!(
+                            target: LOG,
+                            "unconnected shares from peer {peer} not taken: {} held in all",
+                            held.shares
+                        );
+                    }
                     break;
                 }
             }
@@ -214,9 +229,24 @@ impl ShareSync {
         out
     }
 
+    /// This peer's quota window, started anew after `MEMORY`.
+    fn quota(&mut self, peer: PeerId) -> &mut (Instant, usize, usize) {
+        let now = Instant::now();
+        let q = self.quota.entry(peer).or_insert((now, 0, 0));
+        if now.duration_since(q.0) >= MEMORY {
+            *q = (now, 0, 0);
+        }
+        q
+    }
+
     fn note_head(&mut self, hash: Hash256, peer: PeerId) {
-        if self.peer_heads.len() >= MAX_PEER_HEADS && !self.peer_heads.contains_key(&hash) {
-            return; // bounded: a flood of messages cannot grow it
+        if !self.peer_heads.contains_key(&hash) {
+            // Bounded in all and per peer: a flood of messages cannot grow it, nor fill it
+            // for everyone else.
+            if self.peer_heads.len() >= MAX_PEER_HEADS || self.quota(peer).2 >= PER_PEER_HEADS {
+                return;
+            }
+            self.quota(peer).2 += 1;
         }
         let e = self
             .peer_heads
@@ -242,8 +272,12 @@ impl ShareSync {
             .collect::<HashSet<_>>()
             .into_iter()
             .filter(|h| self.may_request(h, now))
-            .take(MAX_ANNOUNCED_ASKED.min(MAX_REQUESTED.saturating_sub(self.requested.len())))
             .collect();
+        let allowed = MAX_ANNOUNCED_ASKED
+            .min(MAX_REQUESTED.saturating_sub(self.requested.len()))
+            .min(PER_PEER_ASKED.saturating_sub(self.quota(peer).1));
+        let wanted: Vec<Hash256> = wanted.into_iter().take(allowed).collect();
+        self.quota(peer).1 += wanted.len();
         if wanted.is_empty() {
             return;
         }
@@ -495,24 +529,15 @@ fn serve(
     let stops: HashSet<Hash256> = stops.iter().take(SERVE_MAX_STOPS).copied().collect();
     let mut out: Vec<&Share> = Vec::new();
     let mut bytes = 0usize;
-    'hashes: for (i, h) in hashes.iter().enumerate() {
+    'hashes: for h in hashes {
         // Only verified shares and their ancestors (which they commit to by hash);
-        // unconnected or unverified shares are never served. The ancestry check walks,
-        // so only the first few hashes of a request get it.
-        let servable = if i < SERVE_ANCESTRY_CHECKS {
-            chain.is_servable(h)
-        } else {
-            chain.tracker().is_verified(h)
-        };
-        if !servable {
+        // unconnected or unverified shares are never served.
+        if !chain.is_servable(h) {
             continue;
         }
         for (hash, entry) in chain.tracker().all().chain(Some(*h)).take(parents + 1) {
             if stops.contains(&hash) {
                 break;
-            }
-            if chain.is_mutated(&hash) {
-                continue;
             }
             if out.len() >= SERVE_MAX_SHARES || bytes >= SERVE_MAX_BYTES {
                 break 'hashes;

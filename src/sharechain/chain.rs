@@ -37,6 +37,8 @@ const GROWING_KEEP_SECONDS: u64 = 120;
 const EXPIRE_MAX: usize = 1_000;
 /// Missing shares asked for per think at most; the rest wait for the next think.
 const WANTED_MAX: usize = 64;
+/// Of those, at most this many gaps of one sender.
+const WANTED_PER_PEER: usize = 8;
 
 /// Bounds on *unconnected* shares: shares whose chain neither reaches genesis nor holds a
 /// verified share, so nothing yet says they belong to the pool's chain (modern-rules.md,
@@ -66,9 +68,9 @@ impl Limits {
         let per_peer_shares = cl + cl / 4 + 1_000;
         Limits {
             per_peer_shares,
-            per_peer_bytes: 32 << 20,
+            per_peer_bytes: 40 << 20,
             total_shares: 2 * per_peer_shares,
-            total_bytes: 64 << 20,
+            total_bytes: 80 << 20,
             deadline: GROWING_KEEP_SECONDS,
         }
     }
@@ -228,10 +230,12 @@ pub enum Added {
     Known,
     /// A whole copy of a verified block share replaced a mutated one: submit its block.
     Replaced(Box<Block>),
-    /// Not taken: it is unconnected and its sender (or everyone together) already has
-    /// as many unconnected shares held as the limits allow.
+    /// Not taken: it is unconnected and its sender (`sender: true`) or everyone together
+    /// already has as many unconnected shares held as the limits allow. `held` is what
+    /// was full.
     OverBudget {
         held: Usage,
+        sender: bool,
     },
 }
 
@@ -336,27 +340,10 @@ impl ShareChain {
     }
 
     /// Whether a share may be served to a peer: verified, or an ancestor of a verified
-    /// share (the part of a synced chain below the verified window, which verified shares
-    /// commit to by hash). Unconnected shares never are.
+    /// share written with it (the part of a synced chain below the verified window, which
+    /// verified shares commit to by hash). Unconnected shares never are. Constant time.
     pub fn is_servable(&self, hash: &Hash256) -> bool {
-        let tracker = &self.tracker;
-        if tracker.is_verified(hash) {
-            return true;
-        }
-        if !tracker.contains(hash) || self.is_unconnected(hash) {
-            return false;
-        }
-        let all = tracker.all();
-        let (height, tail) = (all.height(hash), all.tail(hash));
-        tracker.verified().heads().iter().any(|vh| {
-            let Some(low) = tracker.verified().tail(vh) else {
-                return false;
-            };
-            let low_height = all.height(&low);
-            all.tail(&low) == tail
-                && low_height > height
-                && all.nth_parent(low, low_height - height) == Some(*hash)
-        })
+        self.tracker.is_verified(hash) || self.written.contains(hash)
     }
 
     /// Whether a held block share is a mutated copy (its block cannot be submitted).
@@ -451,18 +438,27 @@ impl ShareChain {
             let over = |u: Usage, shares: usize, max_bytes: usize| {
                 u.shares + 1 > shares || u.bytes + bytes > max_bytes
             };
-            if over(total, l.total_shares, l.total_bytes)
-                || (peer.is_some() && over(held, l.per_peer_shares, l.per_peer_bytes))
-            {
-                return Added::OverBudget { held };
+            if peer.is_some() && over(held, l.per_peer_shares, l.per_peer_bytes) {
+                return Added::OverBudget { held, sender: true };
+            }
+            if over(total, l.total_shares, l.total_bytes) {
+                return Added::OverBudget {
+                    held: total,
+                    sender: false,
+                };
             }
             self.unconnected.charge(hash, peer, bytes);
         }
         self.tracker.add(share, now, peer);
         if connected {
-            // The tails that waited for this share are connected now, with all above them.
+            // The tails that waited for this share are connected now, with all above them;
+            // and so is the held chain below it, if it came to fill a gap under a connected
+            // chain (its component's unconnected part starts at the component's tail).
             for child in self.tracker.children(&hash) {
                 self.connect_from(child);
+            }
+            if let Some(tail) = self.tracker.all().tail(&hash) {
+                self.connect_from(tail);
             }
         }
         Added::New
@@ -476,6 +472,19 @@ impl ShareChain {
                 stack.extend(self.tracker.children(&h));
             }
         }
+    }
+
+    /// The unconnected shares of the subtree at `root`, through unconnected shares only.
+    fn unconnected_subtree(&self, root: Hash256) -> Vec<Hash256> {
+        let mut out = Vec::new();
+        let mut stack = vec![root];
+        while let Some(h) = stack.pop() {
+            if self.unconnected.by_hash.contains_key(&h) {
+                out.push(h);
+                stack.extend(self.tracker.children(&h));
+            }
+        }
+        out
     }
 
     /// Every share of the subtree at `root`, `root` first.
@@ -616,8 +625,24 @@ impl ShareChain {
             }
         }
         if gaps.len() > WANTED_MAX {
-            gaps.select_nth_unstable_by(WANTED_MAX, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            gaps.truncate(WANTED_MAX);
+            // Tallest first, but at most WANTED_PER_PEER per sender of the gap's oldest
+            // share, so that one peer's junk cannot starve an honest relayer's gap.
+            gaps.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut per_peer: HashMap<Option<u64>, usize> = HashMap::new();
+            let mut kept = Vec::with_capacity(WANTED_MAX);
+            for gap in gaps {
+                let tail = self.tracker.all().tail(&gap.1).unwrap_or(gap.1);
+                let peer = self.tracker.entry(&tail).and_then(|e| e.peer);
+                let n = per_peer.entry(peer).or_default();
+                if *n < WANTED_PER_PEER {
+                    *n += 1;
+                    kept.push(gap);
+                    if kept.len() == WANTED_MAX {
+                        break;
+                    }
+                }
+            }
+            gaps = kept;
         }
         for (_, head, last) in gaps {
             let tail = self.tracker.all().tail(&head).unwrap_or(head);
@@ -651,7 +676,9 @@ impl ShareChain {
                         // Failed: it goes with every descendant (below); go on down,
                         // as R does, for a share that verifies.
                         debug!(target: "sharechain", "{e}");
-                        if !e.is_missing_history() {
+                        // A timestamp ahead of our clock condemns only a head (R's rule):
+                        // the shares above it may be honest, and our clock may be behind.
+                        if !e.is_missing_history() && (!e.is_timing() || hash == head) {
                             bads.push((hash, e));
                         }
                     }
@@ -694,7 +721,7 @@ impl ShareChain {
                     debug!(target: "sharechain", "{e}");
                     // A share below verified ones that fails takes them with it (R left
                     // a verified chain standing on an invalid share).
-                    if !e.is_missing_history() {
+                    if !e.is_missing_history() && !e.is_timing() {
                         self.remove_bad(hash, e, &mut out);
                     }
                     break;
@@ -785,7 +812,8 @@ impl ShareChain {
                 self.last_expiry = None;
                 break;
             }
-            let doomed = self.subtree(tail);
+            // Only the unconnected part (never a connected share above it).
+            let doomed = self.unconnected_subtree(tail);
             // Newest first, so that a chain cut short here keeps its old tail and goes
             // on at the next think.
             for h in doomed.iter().rev() {
