@@ -757,7 +757,11 @@ fn a_gap_filled_out_of_order_below_a_verified_chain_connects_everything_and_noth
     chain.add(cheap_share(&net, Some(p2.hash), 77), Some(9), NOW);
     assert_eq!(chain.unconnected().shares, 2);
     chain.add(shares[cl - 1].clone(), Some(7), NOW);
-    assert_eq!(chain.unconnected().shares, 0, "the chain below the gap is connected");
+    assert_eq!(
+        chain.unconnected().shares,
+        0,
+        "the chain below the gap is connected"
+    );
     // Long past any deadline, the verified chain is all there.
     let later = NOW + 10 * chain.limits().deadline;
     let think = chain.think(&hs, Some(block(1)), later);
