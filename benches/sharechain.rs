@@ -14,15 +14,13 @@ use std::time::Instant;
 
 use ruint::aliases::U256;
 
-use p2pool::bitcoin::block::BlockHeader;
-use p2pool::bitcoin::hash::{Hash256, sha256d};
+use p2pool::bitcoin::hash::sha256d;
 use p2pool::bitcoin::script;
 use p2pool::bitcoin::target::Bits;
 use p2pool::network::{Network, RuleSet, WeightCap};
 use p2pool::sharechain::best::HeightMap;
 use p2pool::sharechain::chain::ShareChain;
 use p2pool::sharechain::sample::{self, Spec};
-use p2pool::sharechain::share::{ModernFields, Share, Share1a, ShareData, ShareInfo};
 use p2pool::sharechain::store::Store;
 use p2pool::sharechain::verify;
 
@@ -210,45 +208,6 @@ fn main() {
     unconnected();
 }
 
-/// A share passing every stateless check at MAX_TARGET on `parent`: what a peer with no
-/// hash rate sends by the thousand.
-fn cheap_share(net: &Network, parent: Hash256, salt: u32) -> Share {
-    let target = Bits::from_target_floor(net.max_target);
-    let info = ShareInfo {
-        share_data: ShareData {
-            previous_share_hash: Some(parent),
-            target,
-            nonce: salt.to_le_bytes().to_vec(),
-        },
-        new_script: script_for(salt % SCRIPTS),
-        subsidy: 5_000_000_000,
-        modern: Some(ModernFields {
-            block_height: 1,
-            witness_commitment: [0; 32],
-        }),
-    };
-    let mut header = BlockHeader {
-        version: 1,
-        previous_block: Hash256::ZERO,
-        merkle_root: sha256d(&salt.to_le_bytes()),
-        timestamp: T0 + salt,
-        bits: Bits(0x1d00ffff),
-        nonce: 0,
-    };
-    while header.hash().to_u256() > target.to_target() {
-        header.nonce += 1;
-    }
-    Share::from_share1a(
-        Share1a {
-            header,
-            info,
-            merkle_branch: vec![],
-        },
-        net,
-    )
-    .expect("cheap share passes the stateless checks")
-}
-
 /// Think with 8,000 unconnected shares held (issue 13: under 5 ms), in three shapes: all
 /// on one missing parent, each on its own, and one chain over a hole; then the think that
 /// drops them all at the deadline.
@@ -273,7 +232,7 @@ fn unconnected() {
                 "each its own parent" => sha256d(&i.to_le_bytes()),
                 _ => parent,
             };
-            let share = cheap_share(&net, p, i);
+            let share = sample::cheap_share(&net, Some(p), i);
             parent = share.hash;
             chain.add(share, Some(1), now);
         }

@@ -97,26 +97,8 @@ fn zero_work(net: &Network, salt: u32) -> Share1a {
     }
 }
 
-/// A share that passes every stateless check at MAX_TARGET (256 hashes on the test
-/// network), naming `parent` whether or not anyone has it.
 fn cheap(net: &Network, parent: Option<Hash256>, salt: u32) -> Share1a {
-    let target = Bits::from_target_floor(net.max_target);
-    let mut header = BlockHeader {
-        version: 1,
-        previous_block: Hash256::ZERO,
-        merkle_root: sha256d(&salt.to_le_bytes()),
-        timestamp: T0 + salt,
-        bits: Bits(0x1d00ffff),
-        nonce: 0,
-    };
-    while header.hash().to_u256() > target.to_target() {
-        header.nonce += 1;
-    }
-    Share1a {
-        header,
-        info: info(net, parent, target, salt),
-        merkle_branch: vec![],
-    }
+    sample::cheap_share1a(net, parent, salt)
 }
 
 /// A chain of `n` cheap shares over a parent nobody has.

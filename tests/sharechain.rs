@@ -420,46 +420,8 @@ fn killed_writer_leaves_a_store_whose_chain_loads_and_verifies() {
     }
 }
 
-/// A share that passes every stateless check (payout template, the work for MAX_TARGET)
-/// built on `parent`, which it names whether or not anyone has it: what a peer with no
-/// hash rate can make by the thousand.
 fn cheap_share(net: &Network, parent: Option<Hash256>, salt: u32) -> Share {
-    use p2pool::bitcoin::block::BlockHeader;
-    use p2pool::sharechain::share::{ModernFields, Share1a, ShareData, ShareInfo};
-    let target = Bits::from_target_floor(net.max_target);
-    let info = ShareInfo {
-        share_data: ShareData {
-            previous_share_hash: parent,
-            target,
-            nonce: salt.to_le_bytes().to_vec(),
-        },
-        new_script: payout(9),
-        subsidy: 5_000_000_000,
-        modern: (net.rules == p2pool::network::RuleSet::Modern).then_some(ModernFields {
-            block_height: 1,
-            witness_commitment: [0; 32],
-        }),
-    };
-    let mut header = BlockHeader {
-        version: 1,
-        previous_block: block(1),
-        merkle_root: sha256d(&salt.to_le_bytes()),
-        timestamp: T0 + salt,
-        bits: Bits(0x1d00ffff),
-        nonce: 0,
-    };
-    while header.hash().to_u256() > target.to_target() {
-        header.nonce += 1;
-    }
-    Share::from_share1a(
-        Share1a {
-            header,
-            info,
-            merkle_branch: vec![],
-        },
-        net,
-    )
-    .expect("cheap share passes the stateless checks")
+    sample::cheap_share(net, parent, salt)
 }
 
 fn small_limits(chain: &ShareChain) -> Limits {

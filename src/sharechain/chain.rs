@@ -611,29 +611,30 @@ impl ShareChain {
         // unconnected shares makes, so they are only collected here, and just the
         // tallest few are asked for (an honest sync builds tall chains, junk short ones).
         let mut heads: Vec<Hash256> = Vec::new();
-        let mut gaps: Vec<(u32, Hash256, Hash256)> = Vec::new();
+        // (height, sender of the head, missing parent)
+        let mut gaps: Vec<(u32, Option<u64>, Hash256)> = Vec::new();
         {
             let all = self.tracker.all();
             let verified_heads = self.tracker.verified().heads();
             for head in all.heads() {
-                let (height, last) = all.height_and_last(Some(*head));
+                let Some((height, last, entry)) = all.height_last_value(head) else {
+                    continue;
+                };
                 match last {
-                    Some(last) if height <= cl => gaps.push((height, *head, last)),
+                    Some(last) if height <= cl => gaps.push((height, entry.peer, last)),
                     _ if verified_heads.contains(head) => {}
                     _ => heads.push(*head),
                 }
             }
         }
         if gaps.len() > WANTED_MAX {
-            // Tallest first, but at most WANTED_PER_PEER per sender of the gap's oldest
-            // share, so that one peer's junk cannot starve an honest relayer's gap.
-            gaps.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            // Tallest first, but at most WANTED_PER_PEER per sender, so that one peer's
+            // junk cannot starve an honest relayer's gap.
+            gaps.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.2.cmp(&b.2)));
             let mut per_peer: HashMap<Option<u64>, usize> = HashMap::new();
             let mut kept = Vec::with_capacity(WANTED_MAX);
             for gap in gaps {
-                let tail = self.tracker.all().tail(&gap.1).unwrap_or(gap.1);
-                let peer = self.tracker.entry(&tail).and_then(|e| e.peer);
-                let n = per_peer.entry(peer).or_default();
+                let n = per_peer.entry(gap.1).or_default();
                 if *n < WANTED_PER_PEER {
                     *n += 1;
                     kept.push(gap);
@@ -644,11 +645,8 @@ impl ShareChain {
             }
             gaps = kept;
         }
-        for (_, head, last) in gaps {
-            let tail = self.tracker.all().tail(&head).unwrap_or(head);
-            let peer = self.tracker.entry(&tail).and_then(|e| e.peer);
-            out.wanted.push((peer, last));
-        }
+        out.wanted
+            .extend(gaps.into_iter().map(|(_, peer, last)| (peer, last)));
         heads.sort();
         let mut bads = Vec::new();
         for head in heads {

@@ -417,6 +417,17 @@ impl<T> Forest<T> {
         )
     }
 
+    /// [`Forest::height_and_last`] of a known share, with its value, in one lookup.
+    pub fn height_last_value(&self, hash: &Hash256) -> Option<(u32, Option<Hash256>, &T)> {
+        let i = self.idx(hash)?;
+        let n = self.node(i);
+        Some((
+            self.height_of(i),
+            self.comps[n.comp as usize].tail_prev,
+            &n.value,
+        ))
+    }
+
     pub fn height(&self, hash: &Hash256) -> u32 {
         self.idx(hash).map_or(0, |i| self.height_of(i))
     }

@@ -172,3 +172,45 @@ pub fn chain(net: &Network, n: usize, period: u32, scripts: &[Vec<u8>]) -> (Trac
     }
     (tracker, hashes)
 }
+
+/// A share1a that passes every stateless check at the network's MAX_TARGET (ground to meet
+/// it), naming `parent` whether or not anyone has it: what a peer with no hash rate can make
+/// by the thousand. `salt` makes each one different.
+pub fn cheap_share1a(net: &Network, parent: Option<Hash256>, salt: u32) -> Share1a {
+    let target = Bits::from_target_floor(net.max_target);
+    let info = ShareInfo {
+        share_data: super::share::ShareData {
+            previous_share_hash: parent,
+            target,
+            nonce: salt.to_le_bytes().to_vec(),
+        },
+        new_script: payout(9),
+        subsidy: 5_000_000_000,
+        modern: (net.rules == RuleSet::Modern).then_some(ModernFields {
+            block_height: 1,
+            witness_commitment: [0; 32],
+        }),
+    };
+    let mut header = BlockHeader {
+        version: 1,
+        previous_block: Hash256::ZERO,
+        merkle_root: sha256d(&salt.to_le_bytes()),
+        timestamp: 1_600_000_000 + salt,
+        bits: Bits(0x1d00ffff),
+        nonce: 0,
+    };
+    while header.hash().to_u256() > target.to_target() {
+        header.nonce += 1;
+    }
+    Share1a {
+        header,
+        info,
+        merkle_branch: vec![],
+    }
+}
+
+/// [`cheap_share1a`] as the share it passes the stateless checks as.
+pub fn cheap_share(net: &Network, parent: Option<Hash256>, salt: u32) -> Share {
+    Share::from_share1a(cheap_share1a(net, parent, salt), net)
+        .expect("a cheap share passes the stateless checks")
+}
