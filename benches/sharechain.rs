@@ -253,7 +253,7 @@ fn unconnected() {
             let think = chain.think(&heights, None, now + chain.limits().deadline);
             expiry.push(t.elapsed().as_secs_f64() * 1e3);
             expired += think.expired.iter().map(|(_, n)| n).sum::<usize>();
-            assert!(expiry.len() <= 8, "expiry does not finish");
+            assert!(expiry.len() <= 16, "expiry does not finish");
         }
         assert_eq!(expired, N as usize);
         let worst = expiry.iter().copied().fold(0.0, f64::max);

@@ -599,10 +599,10 @@ fn thousands_of_orphans_naming_one_missing_parent_are_dropped_a_bounded_number_p
         chain.add(cheap_share(&net, missing, i), Some(1), NOW);
     }
     assert_eq!(chain.tracker().len(), 4_000);
-    // At most 1,000 go per think, so four thinks drop them all.
-    for _ in 0..4 {
+    // At most 500 go per think, so eight thinks drop them all.
+    for _ in 0..8 {
         let think = chain.think(&heights(&[], 0), None, NOW + 1_000);
-        assert_eq!(think.expired, vec![(1, 1_000)]);
+        assert_eq!(think.expired, vec![(1, 500)]);
     }
     assert_eq!(chain.tracker().len(), 0);
     assert!(

@@ -34,7 +34,7 @@ const HEAD_KEEP_SECONDS: u64 = 300;
 const GROWING_KEEP_SECONDS: u64 = 120;
 /// Unconnected shares dropped per think at most (past the deadline; the rest go in the
 /// next thinks).
-const EXPIRE_MAX: usize = 1_000;
+const EXPIRE_MAX: usize = 500;
 /// Missing shares asked for per think at most; the rest wait for the next think.
 const WANTED_MAX: usize = 64;
 /// Of those, at most this many gaps of one sender.
@@ -630,7 +630,7 @@ impl ShareChain {
         if gaps.len() > WANTED_MAX {
             // Tallest first, but at most WANTED_PER_PEER per sender, so that one peer's
             // junk cannot starve an honest relayer's gap.
-            gaps.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.2.cmp(&b.2)));
+            gaps.sort_unstable_by_key(|g| std::cmp::Reverse(g.0));
             let mut per_peer: HashMap<Option<u64>, usize> = HashMap::new();
             let mut kept = Vec::with_capacity(WANTED_MAX);
             for gap in gaps {
