@@ -101,13 +101,18 @@ struct Unconnected {
     by_hash: ShareMap<(Option<u64>, usize)>,
     by_peer: HashMap<u64, Usage>,
     total: Usage,
+    /// When the oldest share held since the set was last empty came: nothing can
+    /// expire before this plus the deadline.
+    since: Option<u64>,
 }
 
 impl Unconnected {
-    fn charge(&mut self, hash: Hash256, peer: Option<u64>, bytes: usize) {
+    fn charge(&mut self, hash: Hash256, peer: Option<u64>, bytes: usize, now: u64) {
         if self.by_hash.insert(hash, (peer, bytes)).is_some() {
             return;
         }
+        let since = self.since.get_or_insert(now);
+        *since = (*since).min(now);
         self.total.add(bytes);
         if let Some(p) = peer {
             self.by_peer.entry(p).or_default().add(bytes);
@@ -117,6 +122,9 @@ impl Unconnected {
     fn release(&mut self, hash: &Hash256) -> Option<Option<u64>> {
         let (peer, bytes) = self.by_hash.remove(hash)?;
         self.total.sub(bytes);
+        if self.by_hash.is_empty() {
+            self.since = None;
+        }
         if let Some(p) = peer
             && let Some(u) = self.by_peer.get_mut(&p)
         {
@@ -447,7 +455,7 @@ impl ShareChain {
                     sender: false,
                 };
             }
-            self.unconnected.charge(hash, peer, bytes);
+            self.unconnected.charge(hash, peer, bytes, now);
         }
         self.tracker.add(share, now, peer);
         if connected {
@@ -472,19 +480,6 @@ impl ShareChain {
                 stack.extend(self.tracker.children(&h));
             }
         }
-    }
-
-    /// The unconnected shares of the subtree at `root`, through unconnected shares only.
-    fn unconnected_subtree(&self, root: Hash256) -> Vec<Hash256> {
-        let mut out = Vec::new();
-        let mut stack = vec![root];
-        while let Some(h) = stack.pop() {
-            if self.unconnected.by_hash.contains_key(&h) {
-                out.push(h);
-                stack.extend(self.tracker.children(&h));
-            }
-        }
-        out
     }
 
     /// Every share of the subtree at `root`, `root` first.
@@ -616,14 +611,13 @@ impl ShareChain {
         {
             let all = self.tracker.all();
             let verified_heads = self.tracker.verified().heads();
-            for head in all.heads() {
-                let Some((height, last, entry)) = all.height_last_value(head) else {
-                    continue;
-                };
-                match last {
-                    Some(last) if height <= cl => gaps.push((height, entry.peer, last)),
-                    _ if verified_heads.contains(head) => {}
-                    _ => heads.push(*head),
+            for head in all.head_views() {
+                match head.last {
+                    Some(last) if head.height <= cl => {
+                        gaps.push((head.height, head.value.peer, last))
+                    }
+                    _ if verified_heads.contains(&head.hash) => {}
+                    _ => heads.push(head.hash),
                 }
             }
         }
@@ -779,6 +773,13 @@ impl ShareChain {
             return;
         }
         let deadline = self.limits.deadline;
+        if self
+            .unconnected
+            .since
+            .is_some_and(|t| now < t.saturating_add(deadline))
+        {
+            return; // none held long enough yet
+        }
         // A scan walks every head: once in a quarter of the deadline is enough.
         let every = (deadline / 4).max(1);
         if self
@@ -788,43 +789,52 @@ impl ShareChain {
             return;
         }
         self.last_expiry = Some(now);
-        let all = self.tracker.all();
-        let mut tails: Vec<Hash256> = all
-            .heads()
-            .iter()
-            .filter(|h| self.unconnected.by_hash.contains_key(h))
-            .filter_map(|h| all.tail(h))
-            .filter(|t| {
-                self.tracker
-                    .entry(t)
-                    .is_some_and(|e| e.time_seen.saturating_add(deadline) <= now)
+        let expired = |seen: u64| seen.saturating_add(deadline) <= now;
+        // Unconnected chains stand over a gap; the cheap tests first, and no more heads
+        // than one think drops.
+        let mut heads: Vec<Hash256> = self
+            .tracker
+            .all()
+            .head_views()
+            .filter(|h| h.last.is_some())
+            .filter(|h| {
+                if h.tail == h.hash {
+                    expired(h.value.time_seen) // a lone share: no second lookup
+                } else {
+                    self.tracker
+                        .entry(&h.tail)
+                        .is_some_and(|e| expired(e.time_seen))
+                }
             })
+            .filter(|h| self.unconnected.by_hash.contains_key(&h.hash))
+            .map(|h| h.hash)
+            .take(EXPIRE_MAX + 1)
             .collect();
-        tails.sort();
-        tails.dedup();
+        if heads.len() > EXPIRE_MAX {
+            heads.truncate(EXPIRE_MAX);
+            self.last_expiry = None; // the rest at the next think
+        }
+        // From the heads down, newest first: each removal takes a share nobody builds
+        // on (nothing to relink), a parent goes once its last child has, and a chain cut
+        // short here keeps its old tail and goes on at the next think. A component is
+        // all unconnected or all connected (`add`), so no connected share is touched.
         let mut by_peer: HashMap<u64, usize> = HashMap::new();
         let mut dropped = 0usize;
-        for tail in tails {
+        while let Some(h) = heads.pop() {
             if dropped >= EXPIRE_MAX {
-                // The rest at the next think: each think stays short.
                 self.last_expiry = None;
                 break;
             }
-            // Only the unconnected part (never a connected share above it).
-            let doomed = self.unconnected_subtree(tail);
-            // Newest first, so that a chain cut short here keeps its old tail and goes
-            // on at the next think.
-            for h in doomed.iter().rev() {
-                if dropped >= EXPIRE_MAX {
-                    self.last_expiry = None;
-                    break;
-                }
-                if let Some(Some(p)) = self.unconnected.by_hash.get(h).map(|(p, _)| *p) {
-                    *by_peer.entry(p).or_default() += 1;
-                }
-                self.remove(h);
-                dropped += 1;
+            let Some(&(peer, _)) = self.unconnected.by_hash.get(&h) else {
+                continue;
+            };
+            if let Some(p) = peer {
+                *by_peer.entry(p).or_default() += 1;
             }
+            let parent = self.tracker.get(&h).and_then(Share::previous_hash);
+            self.remove(&h);
+            dropped += 1;
+            self.push_if_unconnected_head(parent, &mut heads);
         }
         if dropped > 0 {
             info!(
@@ -835,6 +845,16 @@ impl ShareChain {
         let mut expired: Vec<(u64, usize)> = by_peer.into_iter().collect();
         expired.sort();
         out.expired = expired;
+    }
+
+    /// Pushes `parent` if it is unconnected and, its children gone, a head now.
+    fn push_if_unconnected_head(&self, parent: Option<Hash256>, heads: &mut Vec<Hash256>) {
+        if let Some(p) = parent
+            && self.unconnected.by_hash.contains_key(&p)
+            && self.tracker.all().heads().contains(&p)
+        {
+            heads.push(p);
+        }
     }
 
     fn ranked(&mut self, heights: &dyn BlockHeights, now: u64) -> Vec<Hash256> {
@@ -864,19 +884,16 @@ impl ShareChain {
             let mut growing: HashMap<Hash256, bool> = HashMap::new();
             for _ in 0..TRIM_PASSES {
                 let mut doomed = Vec::new();
-                for head in self.tracker.all().heads() {
-                    let Some(e) = self.tracker.entry(head) else {
-                        continue;
-                    };
-                    if e.time_seen + HEAD_KEEP_SECONDS > now || top.contains(head) {
+                for head in self.tracker.all().head_views() {
+                    if head.value.time_seen + HEAD_KEEP_SECONDS > now || top.contains(&head.hash) {
                         continue;
                     }
-                    if !self.tracker.is_verified(head)
-                        && self.tail_grew_recently(head, now, &mut growing)
+                    if !self.tracker.is_verified(&head.hash)
+                        && self.tail_grew_recently(&head.hash, now, &mut growing)
                     {
                         continue;
                     }
-                    doomed.push(*head);
+                    doomed.push(head.hash);
                 }
                 if doomed.is_empty() {
                     break;
@@ -927,27 +944,23 @@ impl ShareChain {
     fn trim_tails(&mut self) -> usize {
         let keep = 2 * u64::from(self.net.chain_length) + 10;
         let all = self.tracker.all();
-        // The components with a head tall enough to trim below, then the shortest head
-        // of each of them (a fork must not lose its base): two passes, no map of every
-        // head's component.
-        let mut lowest: ShareMap<u32> = ShareMap::default();
-        for head in all.heads() {
-            if let Some((h, tail)) = all.height_and_tail(head)
-                && u64::from(h) >= keep
-            {
-                lowest.insert(tail, u32::MAX);
+        // The shortest and tallest head of each component big enough to hold a head
+        // that tall (no head is taller than its component): one pass, and the heads of
+        // small components (a flood's unconnected shares) cost nothing more.
+        let mut span: ShareMap<(u32, u32)> = ShareMap::default();
+        for head in all.head_views() {
+            if u64::from(head.comp_size) >= keep {
+                let e = span.entry(head.tail).or_insert((u32::MAX, 0));
+                *e = (e.0.min(head.height), e.1.max(head.height));
             }
         }
-        if lowest.is_empty() {
-            return 0;
-        }
-        for head in all.heads() {
-            if let Some((h, tail)) = all.height_and_tail(head)
-                && let Some(e) = lowest.get_mut(&tail)
-            {
-                *e = (*e).min(h);
-            }
-        }
+        // Trimmed only below a component with a head tall enough; the shortest head
+        // says how far (a fork must not lose its base).
+        let lowest: Vec<(Hash256, u32)> = span
+            .into_iter()
+            .filter(|(_, (_, max))| u64::from(*max) >= keep)
+            .map(|(tail, (min, _))| (tail, min))
+            .collect();
         let mut removed = 0;
         for (tail, min_height) in lowest {
             let excess = u64::from(min_height).saturating_sub(keep - 1);

@@ -14,7 +14,7 @@ use ruint::aliases::U512;
 
 use crate::bitcoin::hash::Hash256;
 
-use super::keyed::{Keys, ShareMap, ShareSet};
+use super::keyed::{Keys, ShareMap};
 
 /// Index of a node in the forest's slots.
 pub(crate) type Idx = u32;
@@ -30,6 +30,51 @@ struct Node<T> {
     attempts: U512,
     comp: u32,
     value: T,
+}
+
+/// The heads of a forest (a view of its head map).
+#[derive(Debug, Clone, Copy)]
+pub struct Heads<'a>(&'a ShareMap<Idx>);
+
+impl<'a> Heads<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &'a Hash256> + use<'a> {
+        self.0.keys()
+    }
+
+    pub fn contains(&self, hash: &Hash256) -> bool {
+        self.0.contains_key(hash)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for Heads<'a> {
+    type Item = &'a Hash256;
+    type IntoIter = std::collections::hash_map::Keys<'a, Hash256, Idx>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.keys()
+    }
+}
+
+/// One head as [`Forest::head_views`] reads it.
+#[derive(Debug)]
+pub struct HeadView<'a, T> {
+    pub hash: Hash256,
+    /// Known shares from the head back to its component's tail.
+    pub height: u32,
+    /// The component's tail (the oldest known ancestor).
+    pub tail: Hash256,
+    /// The tail's unknown parent (`None` at genesis).
+    pub last: Option<Hash256>,
+    /// Shares in the head's component (no head in it is taller).
+    pub comp_size: u32,
+    pub value: &'a T,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +110,9 @@ pub struct Forest<T> {
     waiting: ShareMap<std::collections::HashSet<Idx, Keys>>,
     comps: Vec<Comp>,
     free_comps: Vec<u32>,
-    heads: ShareSet,
+    /// Shares nobody builds on, with their slot, so that a pass over every head reads
+    /// each node once and never looks its hash up.
+    heads: ShareMap<Idx>,
 }
 
 impl<T> Default for Forest<T> {
@@ -77,7 +124,7 @@ impl<T> Default for Forest<T> {
             waiting: ShareMap::default(),
             comps: Vec::new(),
             free_comps: Vec::new(),
-            heads: ShareSet::default(),
+            heads: ShareMap::default(),
         }
     }
 }
@@ -109,8 +156,26 @@ impl<T> Forest<T> {
     }
 
     /// Shares nobody known builds on.
-    pub fn heads(&self) -> &ShareSet {
-        &self.heads
+    pub fn heads(&self) -> Heads<'_> {
+        Heads(&self.heads)
+    }
+
+    /// Every head with its height, component and value, read without a hash lookup:
+    /// the passes of a think over thousands of heads (most of them a flood's
+    /// unconnected shares) cost one node read per head.
+    pub fn head_views(&self) -> impl Iterator<Item = HeadView<'_, T>> {
+        self.heads.iter().map(move |(hash, &i)| {
+            let n = self.node(i);
+            let comp = &self.comps[n.comp as usize];
+            HeadView {
+                hash: *hash,
+                height: u32::try_from(n.height - comp.tail_height + 1).unwrap_or(u32::MAX),
+                tail: comp.tail_hash,
+                last: comp.tail_prev,
+                comp_size: comp.size,
+                value: &n.value,
+            }
+        })
     }
 
     /// The tails waiting for `missing`, the unknown parent they name.
@@ -232,7 +297,7 @@ impl<T> Forest<T> {
             self.attach(t, i);
         }
         if self.node(i).children.is_empty() {
-            self.heads.insert(hash);
+            self.heads.insert(hash, i);
         }
         true
     }
@@ -332,7 +397,7 @@ impl<T> Forest<T> {
                 pn.children.retain(|&c| c != i);
                 if pn.children.is_empty() {
                     let ph = pn.hash;
-                    self.heads.insert(ph);
+                    self.heads.insert(ph, p);
                 }
             }
             None => {
@@ -546,6 +611,39 @@ mod tests {
         f.insert(h(5), Some(h(4)), U512::from(5u32), 5);
         assert_eq!(f.height_and_last(Some(h(10))), (10, Some(h(0))));
         assert_eq!(f.heads().len(), 1);
+    }
+
+    #[test]
+    fn head_views_match_the_lookups_through_splits_and_forks() {
+        let mut f = line(1..=10);
+        f.insert(h(100), Some(h(3)), U512::from(7u32), 100);
+        f.insert(h(200), Some(h(150)), U512::from(1u32), 200);
+        f.remove(&h(6));
+        let mut views: Vec<_> = f
+            .head_views()
+            .map(|v| (v.hash, v.height, v.tail, v.last, v.comp_size, *v.value))
+            .collect();
+        views.sort();
+        let mut want: Vec<_> = f
+            .heads()
+            .iter()
+            .map(|&head| {
+                let (height, last) = f.height_and_last(Some(head));
+                let tail = f.tail(&head).unwrap_or(head);
+                (head, height, tail, last, *f.get(&head).unwrap_or(&0))
+            })
+            .collect();
+        want.sort();
+        for (v, w) in views.iter().zip(&want) {
+            assert_eq!((v.0, v.1, v.2, v.3, v.5), *w);
+        }
+        assert_eq!(views.len(), 4, "heads 5, 10, 100 and 200");
+        // Sizes: {1..5, 100} is six shares, {7..10} four, {200} one.
+        let size = |head: u32| views.iter().find(|v| v.0 == h(head)).map(|v| v.4);
+        assert_eq!(size(5), Some(6));
+        assert_eq!(size(100), Some(6));
+        assert_eq!(size(10), Some(4));
+        assert_eq!(size(200), Some(1));
     }
 
     #[test]
