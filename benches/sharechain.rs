@@ -21,8 +21,8 @@ use p2pool::network::{Network, RuleSet, WeightCap};
 use p2pool::sharechain::best::HeightMap;
 use p2pool::sharechain::chain::ShareChain;
 use p2pool::sharechain::sample::{self, Spec};
-use p2pool::sharechain::store::Store;
 use p2pool::sharechain::verify;
+use p2pool::store::Store;
 
 const CHAIN_LENGTH: u32 = 17280;
 const SHARES: usize = 2 * CHAIN_LENGTH as usize + 10;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use clap::{ArgAction, Parser};
 
 use crate::bitcoin::address;
-use crate::bitcoin::rpc::{self, Auth};
+use crate::bitcoind::rpc::{self, Auth};
 use crate::network::{BUILT_IN, Network};
 
 /// The environment variable that may hold the RPC password (keeps it off the command line).

@@ -1,16 +1,29 @@
 //! p2pool: a decentralized Bitcoin mining pool node in the mold of the original P2Pool.
 //!
-//! Layers, lowest first: `bitcoin` (formats and primitives), `network` (the parameters
-//! of each P2Pool network), `sharechain` (shares and consensus), `p2p` (the P2Pool
-//! wire protocol). Lower layers never import upper ones.
+//! The modules, lowest layer first; a lower layer never imports an upper one.
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`bitcoin`] | pure Bitcoin formats: encodings, hashes, transactions, blocks, scripts, addresses, targets, merkle trees, templates and their fitting, message framing |
+//! | [`network`] | the parameters of each P2Pool network |
+//! | [`store`] | LMDB: shares, verified flags, the address book, found blocks, metadata (bytes: it knows no share) |
+//! | [`sharechain`] | pure consensus: shares, the forest and tracker, the generation transaction, verification, best-share choice, the chain that ties them |
+//! | [`bitcoind`] | the bitcoind services (RPC client, template feed, submitter, P2P link, heights), each on its own threads |
+//! | [`p2p`] | the P2Pool network's sockets and their threads |
+//! | [`worker`] | the miners' sockets (getwork with long polling, Stratum) and their threads |
+//! | [`web`] | the dashboard and JSON API, served on the worker port |
+//! | [`node`] | the node: share sync, found blocks, status, and the one thread that owns pool state |
+//! | [`config`], [`logging`] | the command line and the logs |
 
 pub mod bitcoin;
+pub mod bitcoind;
 pub mod config;
 pub mod logging;
 pub mod network;
 pub mod node;
 pub mod p2p;
 pub mod sharechain;
+pub mod store;
 pub mod web;
 pub mod worker;
 

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::process::Command;
 
-use p2pool::bitcoin::rpc::Auth;
+use p2pool::bitcoind::rpc::Auth;
 use p2pool::config::{Cli, Config, ConfigError};
 
 use clap::Parser;

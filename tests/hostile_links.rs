@@ -23,8 +23,8 @@ use p2pool::p2p::message::{AddrRecord, Message, NetAddress};
 use p2pool::p2p::{P2p, PEER_EVENT_BYTES, PeerEvent, unix_now};
 use p2pool::sharechain::sample::{self, Spec, modern_net, payout};
 use p2pool::sharechain::share::Share;
-use p2pool::sharechain::store::AddrEntry;
 use p2pool::sharechain::tracker::Tracker;
+use p2pool::store::AddrEntry;
 
 use support::hostile::{Hostile, version};
 use support::p2p_node::{TestNode, config};

@@ -25,8 +25,8 @@ use p2pool::sharechain::best::HeightMap;
 use p2pool::sharechain::chain::ShareChain;
 use p2pool::sharechain::sample::{self, Spec, payout};
 use p2pool::sharechain::share::Share;
-use p2pool::sharechain::store::Store;
 use p2pool::sharechain::tracker::Tracker;
+use p2pool::store::Store;
 
 use support::p2p_node::{TestNode, config};
 use support::p2p_probe::{Probe, Tap, Way, best_of, local, wait_best};

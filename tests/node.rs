@@ -16,7 +16,7 @@ use p2pool::bitcoin::block::Block;
 use p2pool::bitcoin::encode::Decode;
 use p2pool::network::Network;
 use p2pool::sharechain::chain::ShareChain;
-use p2pool::sharechain::store::Store;
+use p2pool::store::Store;
 use serde_json::Value;
 
 use support::bcoin::Bcoin;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use p2pool::bitcoin::chain::ChainParams;
-use p2pool::bitcoin::rpc::{Auth, Client, RpcError};
+use p2pool::bitcoind::rpc::{Auth, Client, RpcError};
 use serde_json::{Value, json};
 use support::bcoin::{Bcoin, SEGWIT_HEIGHT};
 

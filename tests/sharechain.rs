@@ -14,9 +14,9 @@ use p2pool::sharechain::best::HeightMap;
 use p2pool::sharechain::chain::{Added, Limits, ShareChain};
 use p2pool::sharechain::sample::{self, Spec, legacy_net, modern_net, payout};
 use p2pool::sharechain::share::Share;
-use p2pool::sharechain::store::Store;
 use p2pool::sharechain::tracker::Tracker;
 use p2pool::sharechain::verify::VerifyError;
+use p2pool::store::Store;
 
 const T0: u32 = 1_600_000_000;
 const NOW: u64 = T0 as u64 + 1_000_000;
@@ -375,7 +375,7 @@ fn crash_child_writes_one_share_per_tick() {
         }
         // Start over so the kill always lands mid-write: remove and re-add.
         for s in shares.iter().rev() {
-            let mut batch = p2pool::sharechain::store::Batch::default();
+            let mut batch = p2pool::store::Batch::default();
             batch.remove_shares.push(s.hash);
             store.apply(&batch).unwrap();
         }

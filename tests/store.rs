@@ -19,7 +19,7 @@ use lmdb::{Environment, Transaction, WriteFlags};
 use p2pool::bitcoin::hash::{Hash256, sha256d};
 use p2pool::network::RuleSet;
 use p2pool::sharechain::share::Share1a;
-use p2pool::sharechain::store::{
+use p2pool::store::{
     AddrEntry, Batch, FORMAT_VERSION, PendingWrites, Store, StoreError, StoredKind, StoredShare,
 };
 use serde_json::Value;
@@ -941,7 +941,7 @@ fn a_full_disk_is_reported_and_pending_writes_are_kept_until_space_returns() {
     );
     let failed_at = now + u64::from(batch_no - 1);
     assert!(
-        message.contains(&p2pool::sharechain::store::utc_text(failed_at)),
+        message.contains(&p2pool::store::utc_text(failed_at)),
         "{message}"
     );
     // The store's own error for the pending batch.

@@ -22,7 +22,7 @@ use p2pool::bitcoin::chain::ChainParams;
 use p2pool::bitcoin::encode::Decode;
 use p2pool::bitcoin::hash::{Hash256, sha256d};
 use p2pool::bitcoin::script;
-use p2pool::bitcoin::submit::Outcome;
+use p2pool::bitcoind::submit::Outcome;
 use p2pool::sharechain::gentx::{self, GentxRequest};
 use p2pool::worker::Readiness;
 use p2pool::worker::getwork::swap4;

@@ -1,4 +1,4 @@
-//! Store records (sharechain/store.rs) as read back from disk. The record decoders
+//! Store records (store.rs) as read back from disk. The record decoders
 //! (`parse_share`, `decode_addr`, the identity check) are private, so the input is written
 //! as raw records into an LMDB environment and read through the public functions that
 //! decode them: `Store::open`, `load_shares`, `load_addrs`, `meta`, `History::load` (found
@@ -23,7 +23,7 @@ use p2pool::bitcoin::encode::Encode;
 use p2pool::node::history::History;
 use p2pool::sharechain::chain::ShareChain;
 use p2pool::sharechain::share::{Share1a, Share1b};
-use p2pool::sharechain::store::{self, Batch, Store};
+use p2pool::store::{self, Batch, Store};
 use p2pool_fuzz::{RULE_SETS, net_of};
 
 fn dir() -> &'static PathBuf {

@@ -7,7 +7,7 @@ use crate::bitcoin::address;
 use crate::bitcoin::block::Block;
 use crate::bitcoin::chain::ChainParams;
 use crate::bitcoin::hash::Hash256;
-use crate::sharechain::store::{Batch, Store, StoreError};
+use crate::store::{Batch, Store, StoreError};
 
 /// The metadata key of the history (JSON).
 pub const META_KEY: &str = "found_blocks";

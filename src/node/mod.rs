@@ -8,6 +8,7 @@
 pub mod history;
 pub mod payout;
 pub mod status;
+pub mod sync;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -19,21 +20,22 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, never, select, tick};
 use log::{debug, error, info, warn};
 
-use crate::bitcoin::feed::{Feed, FeedConfig, FeedError, SignalRefresh, refresh_on_sigusr1};
 use crate::bitcoin::hash::Hash256;
-use crate::bitcoin::heights::Heights;
-use crate::bitcoin::link::{Link, LinkConfig, LinkEvent};
-use crate::bitcoin::rpc::{Client, RpcError};
-use crate::bitcoin::submit::{BlockSubmission, SubmitConfig, SubmitResult, Submitter};
 use crate::bitcoin::template::Template;
+use crate::bitcoind::feed::{Feed, FeedConfig, FeedError, SignalRefresh, refresh_on_sigusr1};
+use crate::bitcoind::heights::Heights;
+use crate::bitcoind::link::{Link, LinkConfig, LinkEvent};
+use crate::bitcoind::rpc::{Client, RpcError};
+use crate::bitcoind::submit::{BlockSubmission, SubmitConfig, SubmitResult, Submitter};
 use crate::config::Config;
-use crate::p2p::{P2p, P2pConfig, P2pError, PeerEvent, Peers, ShareSync};
+use crate::p2p::{P2p, P2pConfig, P2pError, PeerEvent, Peers};
 use crate::sharechain::best::BlockHeights;
 use crate::sharechain::chain::{LoadError, ShareChain, Think};
-use crate::sharechain::store::{Batch, PendingWrites, Store, StoreError};
+use crate::store::{Batch, PendingWrites, Store, StoreError};
 use crate::web::Web;
 use crate::web::status::StatusBoard;
 use crate::worker::{MinerEvent, Readiness, WebRoutes, Work, WorkerConfig, WorkerError, Workers};
+use sync::ShareSync;
 
 use history::{FoundBlock, History};
 use payout::{Payout, PayoutError};

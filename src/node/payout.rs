@@ -13,8 +13,8 @@ use serde_json::json;
 use crate::bitcoin::address;
 use crate::bitcoin::chain::ChainParams;
 use crate::bitcoin::hash::hash160;
-use crate::bitcoin::rpc::Client;
 use crate::bitcoin::script;
+use crate::bitcoind::rpc::Client;
 
 const LOG: &str = "node";
 /// The key file's name in the data directory.

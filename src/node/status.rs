@@ -6,10 +6,10 @@ use ruint::aliases::U512;
 
 use crate::bitcoin::address;
 use crate::bitcoin::chain::ChainParams;
-use crate::bitcoin::feed::FeedStatus;
 use crate::bitcoin::hash::Hash256;
 use crate::bitcoin::target::target_to_difficulty;
 use crate::bitcoin::template::Template;
+use crate::bitcoind::feed::FeedStatus;
 use crate::sharechain::chain::ShareChain;
 use crate::sharechain::gentx;
 use crate::web::status::{

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::network::Network;
-use crate::sharechain::store::AddrEntry;
+use crate::store::AddrEntry;
 
 use super::random_u64;
 

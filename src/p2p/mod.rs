@@ -1,6 +1,6 @@
 //! The P2Pool peer-to-peer network: messages, connections (one reader and one writer
-//! thread each), handshake and liveness, connection limits, bans, the address book, and
-//! the share logic the node thread runs (`sync`).
+//! thread each), handshake and liveness, connection limits, bans and the address book.
+//! The share logic the node thread runs is `node::sync`.
 //!
 //! Threads: `p2p_accept` (the listener), `p2p_connect` (dials `-n` addresses, then the
 //! address book; asks peers for addresses; hands address-book changes to the node), and
@@ -14,7 +14,6 @@ pub mod message;
 mod peer;
 pub mod peers;
 pub mod server;
-pub mod sync;
 
 use std::fmt;
 use std::io;
@@ -25,7 +24,7 @@ use std::time::Duration;
 
 use crate::bitcoin::hash::Hash256;
 use crate::network::{Network, RuleSet};
-use crate::sharechain::store::AddrEntry;
+use crate::store::AddrEntry;
 
 pub use addrbook::AddrChanges;
 pub use ban::BanPolicy;
@@ -33,7 +32,6 @@ pub use message::Message;
 use message::NetAddress;
 pub use peers::{P2pStatus, PeerStatus, Peers};
 pub use server::P2p;
-pub use sync::{ShareSync, SyncOutcome};
 
 /// A connection's number, unique for the life of the process.
 pub type PeerId = u64;
@@ -333,7 +331,7 @@ pub fn random_u64() -> u64 {
 }
 
 /// True with probability `p`.
-fn chance(p: f64) -> bool {
+pub(crate) fn chance(p: f64) -> bool {
     (random_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
 }
 

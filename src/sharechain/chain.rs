@@ -16,9 +16,9 @@ use crate::network::{Network, RuleSet};
 use super::best::{self, BlockHeights, KEEP_TOP_HEADS, Score};
 use super::keyed::{ShareMap, ShareSet};
 use super::share::{Share, Share1a, Share1b, ShareError};
-use super::store::{Batch, Store, StoreError, StoredKind, StoredShare};
 use super::tracker::Tracker;
 use super::verify::{self, VerifyError};
+use crate::store::{Batch, Store, StoreError, StoredKind, StoredShare};
 
 /// Most Bitcoin block weight (BIP141).
 pub const MAX_BLOCK_WEIGHT: usize = 4_000_000;

@@ -8,6 +8,5 @@ pub mod gentx;
 pub mod keyed;
 pub mod sample;
 pub mod share;
-pub mod store;
 pub mod tracker;
 pub mod verify;

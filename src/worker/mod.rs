@@ -29,7 +29,7 @@ use log::info;
 
 use crate::bitcoin::block::Block;
 use crate::bitcoin::encode::Encode;
-use crate::bitcoin::submit::BlockSubmission;
+use crate::bitcoind::submit::BlockSubmission;
 use crate::network::Network;
 use crate::sharechain::share::Share;
 

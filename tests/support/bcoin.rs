@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use p2pool::bitcoin::address;
 use p2pool::bitcoin::chain::ChainParams;
 use p2pool::bitcoin::hash::sha256;
-use p2pool::bitcoin::rpc::{Auth, Client};
+use p2pool::bitcoind::rpc::{Auth, Client};
 use serde_json::json;
 
 /// The first block bcoin's regtest checks under segwit rules (BIP9 over 144-block periods:

@@ -9,9 +9,9 @@ use p2pool::bitcoin::fit::{CoinbaseCost, Fitted};
 use p2pool::bitcoin::hash::{Hash256, sha256d};
 use p2pool::bitcoin::merkle;
 use p2pool::bitcoin::script;
-use p2pool::bitcoin::submit::BlockSubmission;
 use p2pool::bitcoin::template::Template;
 use p2pool::bitcoin::tx::{OutPoint, Transaction, TxIn, TxOut};
+use p2pool::bitcoind::submit::BlockSubmission;
 
 use super::bcoin::{ANYONE_CAN_SPEND, Bcoin, miner_script};
 

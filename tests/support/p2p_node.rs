@@ -12,7 +12,8 @@ use crossbeam_channel::{Receiver, Sender, bounded, select};
 
 use p2pool::bitcoin::hash::Hash256;
 use p2pool::network::Network;
-use p2pool::p2p::{P2p, P2pConfig, PeerEvent, Peers, ShareSync, unix_now};
+use p2pool::node::sync::ShareSync;
+use p2pool::p2p::{P2p, P2pConfig, PeerEvent, Peers, unix_now};
 use p2pool::sharechain::best::HeightMap;
 use p2pool::sharechain::chain::{Limits, ShareChain};
 use p2pool::sharechain::share::Share;

@@ -12,11 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, bounded, select, tick};
 use p2pool::bitcoin::chain::ChainParams;
-use p2pool::bitcoin::feed::{Feed, FeedConfig};
 use p2pool::bitcoin::hash::Hash256;
-use p2pool::bitcoin::rpc::Client;
-use p2pool::bitcoin::submit::{BlockSubmission, SubmitConfig, SubmitResult, Submitter};
 use p2pool::bitcoin::template::Template;
+use p2pool::bitcoind::feed::{Feed, FeedConfig};
+use p2pool::bitcoind::rpc::Client;
+use p2pool::bitcoind::submit::{BlockSubmission, SubmitConfig, SubmitResult, Submitter};
 use p2pool::network::{Network, RuleSet, WeightCap};
 use p2pool::sharechain::best::HeightMap;
 use p2pool::sharechain::chain::ShareChain;

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::hash::Hash256;
 use super::rpc::{Client, RpcError};
+use crate::bitcoin::hash::Hash256;
 
 /// How many heights are kept before the cache starts afresh. A payout window spans a few
 /// hundred Bitcoin blocks at most.
@@ -89,7 +89,7 @@ fn is_not_found(e: &RpcError) -> bool {
 mod tests {
     use super::*;
     use crate::bitcoin::hash::sha256d;
-    use crate::bitcoin::rpc::{Auth, Call};
+    use crate::bitcoind::rpc::{Auth, Call};
 
     fn heights() -> Heights {
         Heights::new(Arc::new(Client::new(

@@ -17,10 +17,10 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, never, select};
 use log::{debug, error, info, warn};
 use serde_json::json;
 
-use super::block::BlockHeader;
-use super::hash::Hash256;
 use super::link::BlockSender;
 use super::rpc::{Client, RpcError};
+use crate::bitcoin::block::BlockHeader;
+use crate::bitcoin::hash::Hash256;
 
 const LOG: &str = "bitcoind";
 /// Blocks waiting for the submitter thread: a handful at most on a real chain; on regtest,
@@ -423,7 +423,7 @@ fn retryable(e: &RpcError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bitcoin::rpc::{Auth, Call};
+    use crate::bitcoind::rpc::{Auth, Call};
 
     #[test]
     fn answers_of_core_and_bcoin_are_classified() {

@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select};
 use log::{debug, error, info, warn};
 
-use super::chain::ChainParams;
 use super::heights::Heights;
 use super::rpc::{BlockchainInfo, Client, RpcError, block_template_params};
-use super::template::{Template, TemplateAnswer, TemplateError};
+use crate::bitcoin::chain::ChainParams;
+use crate::bitcoin::template::{Template, TemplateAnswer, TemplateError};
 
 const LOG: &str = "bitcoind";
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(15);
@@ -219,7 +219,11 @@ enum ChainCheck {
 }
 
 /// What makes two templates the same work.
-type Key = (super::hash::Hash256, u64, Vec<super::hash::Hash256>);
+type Key = (
+    crate::bitcoin::hash::Hash256,
+    u64,
+    Vec<crate::bitcoin::hash::Hash256>,
+);
 
 struct Worker {
     rpc: Arc<Client>,

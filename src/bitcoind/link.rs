@@ -26,12 +26,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, never, select};
 use log::{debug, info, warn};
 
-use super::block::{Block, BlockHeader};
-use super::chain::ChainParams;
-use super::encode::{self, Decode, Reader, WriteExt};
 use super::feed::Refresher;
-use super::frame::{Frame, FrameError, Framing};
-use super::hash::{Hash256, sha256d};
+use crate::bitcoin::block::{Block, BlockHeader};
+use crate::bitcoin::chain::ChainParams;
+use crate::bitcoin::encode::{self, Decode, Reader, WriteExt};
+use crate::bitcoin::frame::{Frame, FrameError, Framing};
+use crate::bitcoin::hash::{Hash256, sha256d};
 
 const LOG: &str = "bitcoind_link";
 /// The version we speak: `sendheaders` (70012) and later.
@@ -697,7 +697,7 @@ mod tests {
             previous_block: Hash256::ZERO,
             merkle_root: tx.txid(),
             timestamp: 1,
-            bits: super::super::target::Bits(0x207fffff),
+            bits: crate::bitcoin::target::Bits(0x207fffff),
             nonce: 0,
         };
         let block = Block {
@@ -719,7 +719,7 @@ mod tests {
             previous_block: Hash256::ZERO,
             merkle_root: sha256d(b"m"),
             timestamp: 1,
-            bits: super::super::target::Bits(0x207fffff),
+            bits: crate::bitcoin::target::Bits(0x207fffff),
             nonce,
         };
         let mut payload = Vec::new();

@@ -22,8 +22,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
-use super::chain::ChainParams;
-use super::hash::Hash256;
+use crate::bitcoin::chain::ChainParams;
+use crate::bitcoin::hash::Hash256;
 
 /// The timeout of an ordinary call, connection to last byte.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -479,7 +479,7 @@ impl Client {
     /// `getbestblockhash`: the tip of the best chain.
     pub fn get_best_block_hash(&self) -> Result<Hash256> {
         let hex: String = self.call_as("getbestblockhash", json!([]))?;
-        hex.parse().map_err(|e: super::hash::HexError| {
+        hex.parse().map_err(|e: crate::bitcoin::hash::HexError| {
             RpcError::BadJson(self.call_of("getbestblockhash"), e.to_string())
         })
     }

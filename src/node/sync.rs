@@ -17,9 +17,9 @@ use crate::network::Network;
 use crate::sharechain::chain::{Added, ShareChain, Think};
 use crate::sharechain::share::{Share, ShareError};
 
-use super::message::Message;
-use super::peers::Peers;
-use super::{MODE_LOW_BANDWIDTH, PeerId, chance, random_u64, score};
+use crate::p2p::message::Message;
+use crate::p2p::peers::Peers;
+use crate::p2p::{MODE_LOW_BANDWIDTH, PeerId, chance, random_u64, score};
 
 const LOG: &str = "p2p";
 /// How long requests and peer heads are remembered (R: 300 s).
