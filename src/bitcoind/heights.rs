@@ -2,14 +2,21 @@
 //! bitcoind with `getblockheader` and cached (a block's height never changes). A block
 //! bitcoind does not know is `None`, never cached, since it may arrive later.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use log::debug;
 
 use super::rpc::{Client, RpcError};
 use crate::bitcoin::hash::Hash256;
 
 /// How many heights are kept before the cache starts afresh. A payout window spans a few
 /// hundred Bitcoin blocks at most.
+const LOG: &str = "heights";
+
 pub const DEFAULT_CAPACITY: usize = 4096;
 
 /// Bitcoin Core's code for an unknown block.
@@ -76,6 +83,85 @@ impl Heights {
 }
 
 /// Core answers -5 for an unknown block; bcoin -1 with "Block not found".
+/// Queued height lookups at most; more are asked again at a later think.
+const ASK_QUEUE: usize = 256;
+/// The pause after a failed lookup, so that a bitcoind that is down is not hammered.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// A height looked up for the node (`None`: bitcoind does not know the block).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeightAnswer {
+    pub block: Hash256,
+    pub height: Option<u64>,
+}
+
+/// Looks heights up on its own thread (`heights`), so that nobody waits on bitcoind for
+/// one: [`HeightLookup::ask`] never blocks, and the answer lands in the shared cache and
+/// on the returned channel.
+pub struct HeightLookup {
+    asks: Option<Sender<Hash256>>,
+    /// Asked and not answered yet (each block is asked once at a time).
+    pending: Arc<Mutex<HashSet<Hash256>>>,
+}
+
+impl HeightLookup {
+    pub fn start(heights: Heights) -> std::io::Result<(HeightLookup, Receiver<HeightAnswer>)> {
+        let (asks, asked) = bounded::<Hash256>(ASK_QUEUE);
+        let (answers, answered) = bounded(ASK_QUEUE);
+        let pending: Arc<Mutex<HashSet<Hash256>>> = Arc::default();
+        {
+            let pending = pending.clone();
+            thread::Builder::new()
+                .name("heights".into())
+                .spawn(move || {
+                    for block in asked {
+                        let height = heights.get(&block);
+                        pending
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&block);
+                        match height {
+                            Ok(height) => {
+                                // Full: the cache has it; the node reads it at its next think.
+                                let _ = answers.try_send(HeightAnswer { block, height });
+                            }
+                            Err(e) => {
+                                debug!(target: LOG, "height of block {block}: {e}");
+                                thread::sleep(RETRY_PAUSE);
+                            }
+                        }
+                    }
+                })?;
+        }
+        Ok((
+            HeightLookup {
+                asks: Some(asks),
+                pending,
+            },
+            answered,
+        ))
+    }
+
+    /// Asks for a block's height; never blocks (a full queue or a block already asked for
+    /// is left for later).
+    pub fn ask(&self, block: Hash256) {
+        let Some(asks) = &self.asks else { return };
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() >= ASK_QUEUE || !pending.insert(block) {
+            return;
+        }
+        if asks.try_send(block).is_err() {
+            pending.remove(&block);
+        }
+    }
+
+    /// Stops the thread after the lookup in hand (it is not waited for, so that a stalled
+    /// bitcoind cannot hold up shutdown; it ends within one RPC timeout).
+    pub fn stop(mut self) {
+        self.asks.take();
+    }
+}
+
 fn is_not_found(e: &RpcError) -> bool {
     match e {
         RpcError::Rpc { code, message, .. } => {

@@ -167,11 +167,36 @@ impl std::error::Error for SubmitError {}
 
 /// The running submitter.
 pub struct Submitter {
-    blocks: Sender<BlockSubmission>,
+    handle: SubmitHandle,
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
     history: Arc<Mutex<VecDeque<SubmitResult>>>,
+}
+
+/// Where blocks go to be submitted, from any thread: a miner's thread hands its block
+/// here directly, waiting on nothing. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SubmitHandle {
+    blocks: Sender<BlockSubmission>,
     link: Option<BlockSender>,
+}
+
+impl SubmitHandle {
+    /// Queues a block for `submitblock` (and the link, if attached). Never blocks.
+    pub fn submit(&self, block: BlockSubmission) -> Result<(), SubmitError> {
+        if let Some(link) = &self.link {
+            link.send_block(block.bytes.clone());
+        }
+        let hash = block.hash;
+        match self.blocks.try_send(block) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                error!(target: LOG, "block {hash} not submitted: the submit queue is full");
+                Err(SubmitError::QueueFull(hash))
+            }
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped(hash)),
+        }
+    }
 }
 
 impl Submitter {
@@ -196,33 +221,26 @@ impl Submitter {
             .name("submitter".into())
             .spawn(move || worker.run(queue, &stop_rx))?;
         Ok(Submitter {
-            blocks,
+            handle: SubmitHandle { blocks, link: None },
             stop: Some(stop),
             thread: Some(thread),
             history,
-            link: None,
         })
     }
 
-    /// Also sends every block over this P2P link.
+    /// Also sends every block over this P2P link (handles taken afterwards do too).
     pub fn attach_link(&mut self, link: BlockSender) {
-        self.link = Some(link);
+        self.handle.link = Some(link);
+    }
+
+    /// A handle for other threads to submit blocks through.
+    pub fn handle(&self) -> SubmitHandle {
+        self.handle.clone()
     }
 
     /// Queues a block for `submitblock` (and the link, if attached). Never blocks.
     pub fn submit(&self, block: BlockSubmission) -> Result<(), SubmitError> {
-        if let Some(link) = &self.link {
-            link.send_block(block.bytes.clone());
-        }
-        let hash = block.hash;
-        match self.blocks.try_send(block) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                error!(target: LOG, "block {hash} not submitted: the submit queue is full");
-                Err(SubmitError::QueueFull(hash))
-            }
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped(hash)),
-        }
+        self.handle.submit(block)
     }
 
     /// The latest results, oldest first.

@@ -23,7 +23,7 @@ use log::{debug, error, info, warn};
 use crate::bitcoin::hash::Hash256;
 use crate::bitcoin::template::Template;
 use crate::bitcoind::feed::{Feed, FeedConfig, FeedError, SignalRefresh, refresh_on_sigusr1};
-use crate::bitcoind::heights::Heights;
+use crate::bitcoind::heights::{HeightAnswer, HeightLookup, Heights};
 use crate::bitcoind::link::{Link, LinkConfig, LinkEvent};
 use crate::bitcoind::rpc::{Client, RpcError};
 use crate::bitcoind::submit::{BlockSubmission, SubmitConfig, SubmitResult, Submitter};
@@ -101,21 +101,23 @@ impl std::error::Error for NodeError {}
 
 pub use crate::unix_now;
 
-/// Block heights for ranking: the cache, and bitcoind for a miss while it answers.
+/// Block heights for ranking: the cache; a miss is asked of bitcoind on the `heights`
+/// thread (never waited for) and counts as unknown until the answer comes back as an event.
 struct RankHeights<'a> {
     heights: &'a Heights,
+    lookup: &'a HeightLookup,
     highest: u32,
-    ask: bool,
 }
 
 impl BlockHeights for RankHeights<'_> {
     fn height(&self, block: &Hash256) -> u32 {
-        let h = match self.heights.cached(block) {
-            Some(h) => Some(h),
-            None if self.ask => self.heights.get(block).ok().flatten(),
-            None => None,
-        };
-        h.map_or(0, |h| u32::try_from(h).unwrap_or(u32::MAX))
+        match self.heights.cached(block) {
+            Some(h) => u32::try_from(h).unwrap_or(u32::MAX),
+            None => {
+                self.lookup.ask(*block);
+                0
+            }
+        }
     }
 
     fn highest(&self) -> u32 {
@@ -130,6 +132,7 @@ struct Node {
     template: Option<Arc<Template>>,
     best: Option<Hash256>,
     heights: Heights,
+    lookup: HeightLookup,
     feed: Feed,
     submitter: Submitter,
     history: History,
@@ -140,7 +143,8 @@ struct Node {
     addrs: Batch,
     /// Store writes that failed, kept and retried (`flush`).
     pending: PendingWrites,
-    workers: Workers,
+    /// `None` once stopped (at shutdown, before the last events are drained).
+    workers: Option<Workers>,
     /// What the current work was built from: the template's identity and the best share.
     work_from: Option<(usize, Option<Hash256>)>,
     readiness: Readiness,
@@ -152,6 +156,8 @@ struct Node {
     start_new_chain: bool,
     last_think: Instant,
     last_progress: Instant,
+    /// Shares came from peers since the last think.
+    dirty: bool,
     /// bitcoind's clock minus ours (seconds), from the newest template's `curtime`.
     clock_offset: i64,
 }
@@ -184,13 +190,14 @@ impl Node {
     fn on_miner(&mut self, event: MinerEvent) {
         let MinerEvent::Share(found) = event;
         let now = self.corrected_now();
-        // A block goes to bitcoind before anything else.
+        // A block went to bitcoind from the miner's thread (recorded here), or goes now.
         if let Some(block) = found.block.clone() {
             self.submit_block_at(
                 block,
                 u64::from(found.height),
                 &found.share.info.new_script,
                 now,
+                found.submitted,
             );
         }
         let hash = found.share.hash;
@@ -218,7 +225,9 @@ impl Node {
         match Work::build(&self.chain, &template, self.best, unix_now()) {
             Ok(work) => {
                 self.work_from = Some(key);
-                self.workers.publish(Arc::new(work));
+                if let Some(workers) = &self.workers {
+                    workers.publish(Arc::new(work));
+                }
             }
             Err(e) => warn!(target: LOG, "cannot build work: {e}"),
         }
@@ -251,7 +260,9 @@ impl Node {
                 ),
             }
             self.readiness = readiness;
-            self.workers.set_readiness(readiness);
+            if let Some(workers) = &self.workers {
+                workers.set_readiness(readiness);
+            }
         }
     }
 
@@ -277,6 +288,14 @@ impl Node {
         self.board.publish(status::fill(&inputs));
     }
 
+    /// A height asked for came: the ranking that missed it is done again.
+    fn on_height(&mut self, answer: HeightAnswer) {
+        if answer.height.is_some() {
+            self.chain.forget_scores();
+            self.dirty = true;
+        }
+    }
+
     fn on_submitted(&mut self, result: SubmitResult) {
         self.history
             .set_outcome(&result.hash, result.outcome.to_string());
@@ -298,6 +317,7 @@ impl Node {
                 self.sync.on_disconnect(id);
             }
             PeerEvent::Message { id, msg } => {
+                self.dirty = true;
                 let now = self.corrected_now();
                 let out = self
                     .sync
@@ -342,11 +362,12 @@ impl Node {
             .map_or(0, |t| t.height.saturating_sub(1));
         let heights = RankHeights {
             heights: &self.heights,
+            lookup: &self.lookup,
             highest,
-            ask: self.feed.status().reachable,
         };
         let current = self.template.as_ref().map(|t| t.previous_block);
         let think = self.chain.think(&heights, current, now);
+        self.dirty = false;
         for (hash, peer, why) in &think.bad {
             warn!(target: LOG, "share {hash} from peer {peer:?} failed verification: {why}");
         }
@@ -393,16 +414,18 @@ impl Node {
             .get(&hash)
             .map(|s| s.info.new_script.clone())
             .unwrap_or_default();
-        self.submit_block_at(block, height, &finder, now);
+        self.submit_block_at(block, height, &finder, now, false);
     }
 
-    /// Submits a block once (a block already recorded is not sent again).
+    /// Records a found block and submits it once (a block already recorded is not sent
+    /// again; one a miner's thread `submitted` is only recorded).
     fn submit_block_at(
         &mut self,
         block: crate::bitcoin::block::Block,
         height: u64,
         finder: &[u8],
         now: u64,
+        submitted: bool,
     ) {
         let hash = block.header.hash();
         let found = FoundBlock::new(
@@ -414,6 +437,10 @@ impl Node {
             &self.chain.network().bitcoin,
         );
         if !self.history.found(found) {
+            return;
+        }
+        if submitted {
+            info!(target: LOG, "BLOCK FOUND: {hash} at height {height}; submitted by the miner's thread");
             return;
         }
         info!(target: LOG, "BLOCK FOUND: {hash} at height {height}; submitting");
@@ -559,6 +586,7 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
     worker_cfg.worker_addr = config.worker_listen;
     worker_cfg.stratum_addr = config.stratum_listen;
     worker_cfg.fee_percent = config.fee;
+    worker_cfg.blocks = Some(submitter.handle());
     let routes: Arc<dyn WebRoutes> = web.clone();
     let (workers, miner_events) =
         Workers::start(worker_cfg, Some(routes)).map_err(NodeError::Worker)?;
@@ -573,12 +601,15 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
         web.set_miners(Arc::new(move || crate::web::miner_views(&stats())));
     }
 
+    let (lookup, height_answers) =
+        HeightLookup::start(feed.heights()).map_err(|e| NodeError::Spawn("heights", e))?;
     let node = Node {
         chain,
         store,
         template: None,
         best: None,
         heights: feed.heights(),
+        lookup,
         feed,
         submitter,
         history,
@@ -587,7 +618,7 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
         peers,
         addrs: Batch::default(),
         pending: PendingWrites::default(),
-        workers,
+        workers: Some(workers),
         work_from: None,
         // Announced at the first tick, whatever it is.
         readiness: Readiness::Ready,
@@ -598,6 +629,7 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
         start_new_chain: config.start_new_chain,
         last_think: Instant::now(),
         last_progress: Instant::now(),
+        dirty: false,
         clock_offset: 0,
     };
     if !matches!(node.payout.source, payout::Source::KeyFile { .. }) {
@@ -615,6 +647,7 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
         templates,
         results,
         link_events,
+        height_answers,
     };
     let thread = thread::Builder::new()
         .name("node".into())
@@ -640,6 +673,15 @@ struct Parts {
     templates: Receiver<Arc<Template>>,
     results: Receiver<SubmitResult>,
     link_events: Receiver<LinkEvent>,
+    height_answers: Receiver<HeightAnswer>,
+}
+
+/// A subsystem's channel closed: the node stops, naming it.
+fn died(name: &'static str) -> Option<Result<(), NodeError>> {
+    Some(Err(NodeError::Thread {
+        name,
+        cause: "its channel closed".into(),
+    }))
 }
 
 fn run(mut node: Node, parts: Parts, stop: Receiver<()>) -> Result<(), NodeError> {
@@ -648,71 +690,94 @@ fn run(mut node: Node, parts: Parts, stop: Receiver<()>) -> Result<(), NodeError
     let outcome = loop {
         let mut handled = 0;
         let mut stopped = None;
-        while handled < EVENTS_PER_THINK {
+        let mut ticked = false;
+        // Events until the batch is full or the tick: a flood cannot starve thinking.
+        // Every channel's end stops the node (a closed channel is always ready: ignoring
+        // it would spin the loop).
+        while handled < EVENTS_PER_THINK && stopped.is_none() {
             select! {
-                recv(stop) -> _ => { stopped = Some(Ok(())); break; }
+                recv(stop) -> _ => stopped = Some(Ok(())),
                 recv(parts.templates) -> t => match t {
                     Ok(t) => node.on_template(t),
-                    Err(_) => {
-                        stopped = Some(Err(NodeError::Thread {
-                            name: "template",
-                            cause: "its channel closed".into(),
-                        }));
-                        break;
-                    }
+                    Err(_) => stopped = died("template"),
                 },
                 recv(parts.peer_events) -> e => match e {
                     Ok(e) => node.on_peer(e),
-                    Err(_) => {
-                        stopped = Some(Err(NodeError::Thread {
-                            name: "p2p",
-                            cause: "its channel closed".into(),
-                        }));
-                        break;
-                    }
+                    Err(_) => stopped = died("p2p"),
                 },
                 recv(parts.miner_events) -> e => match e {
                     Ok(e) => node.on_miner(e),
-                    Err(_) => {
-                        stopped = Some(Err(NodeError::Thread {
-                            name: "worker",
-                            cause: "its channel closed".into(),
-                        }));
-                        break;
-                    }
+                    Err(_) => stopped = died("worker"),
                 },
-                recv(parts.results) -> r => if let Ok(r) = r { node.on_submitted(r) },
-                recv(parts.link_events) -> e => if let Ok(e) = e { node.on_link(e) },
-                recv(ticker) -> _ => break,
+                recv(parts.results) -> r => match r {
+                    Ok(r) => node.on_submitted(r),
+                    Err(_) => stopped = died("submitter"),
+                },
+                recv(parts.link_events) -> e => match e {
+                    Ok(e) => node.on_link(e),
+                    Err(_) => stopped = died("bitcoind_link"),
+                },
+                recv(parts.height_answers) -> a => match a {
+                    Ok(a) => node.on_height(a),
+                    Err(_) => stopped = died("heights"),
+                },
+                recv(ticker) -> _ => { ticked = true; break; }
             }
             handled += 1;
         }
         if let Some(outcome) = stopped {
             break outcome;
         }
-        node.think();
-        node.update_work();
-        node.update_readiness();
-        node.publish_status();
-        node.flush();
+        // Shares from peers are thought about after each batch (relays wait on it);
+        // readiness, the status page and the store once per tick.
+        if node.dirty || ticked {
+            node.think();
+            node.update_work();
+        }
+        if ticked {
+            node.update_readiness();
+            node.publish_status();
+            node.flush();
+        }
     };
-    info!(target: LOG, "stopping");
+    if let Err(e) = &outcome {
+        error!(target: LOG, "{e}; stopping");
+    } else {
+        info!(target: LOG, "stopping");
+    }
     let Parts {
-        p2p, usr1, link, ..
+        p2p,
+        usr1,
+        link,
+        miner_events,
+        peer_events,
+        ..
     } = parts;
+    // Stop accepting, and drain what the miners and peers sent before they stopped.
+    if let Some(workers) = node.workers.take() {
+        workers.stop();
+    }
     p2p.stop();
+    for e in miner_events.try_iter() {
+        node.on_miner(e);
+    }
+    for e in peer_events.try_iter() {
+        node.on_peer(e);
+    }
+    node.think();
+    // Then the store, then the bitcoind services.
+    node.flush();
     usr1.stop();
     if let Some(link) = link {
         link.stop();
     }
-    node.flush();
     let Node {
         submitter,
         feed,
-        workers,
+        lookup,
         ..
     } = node;
-    workers.stop();
+    lookup.stop();
     let feed_result = feed.stop();
     submitter.stop();
     if let Err(e) = feed_result {

@@ -857,6 +857,11 @@ impl ShareChain {
         }
     }
 
+    /// Forgets the heads' cached scores (a block height they read was unknown then).
+    pub fn forget_scores(&mut self) {
+        self.scores.clear();
+    }
+
     fn ranked(&mut self, heights: &dyn BlockHeights, now: u64) -> Vec<Hash256> {
         let highest = heights.highest();
         let cl = self.net.chain_length;

@@ -29,7 +29,7 @@ use log::info;
 
 use crate::bitcoin::block::Block;
 use crate::bitcoin::encode::Encode;
-use crate::bitcoind::submit::BlockSubmission;
+use crate::bitcoind::submit::{BlockSubmission, SubmitHandle};
 use crate::network::Network;
 use crate::sharechain::share::Share;
 
@@ -79,6 +79,9 @@ pub struct WorkerConfig {
     pub stratum_login: Duration,
     /// A Stratum miner that received nothing for this long gets its job again.
     pub stratum_keepalive: Duration,
+    /// Where a miner's thread submits a block it found, at once, before telling the node
+    /// (`None`: the node submits it).
+    pub blocks: Option<SubmitHandle>,
 }
 
 impl WorkerConfig {
@@ -103,6 +106,7 @@ impl WorkerConfig {
             stratum_idle: Duration::from_secs(600),
             stratum_login: Duration::from_secs(60),
             stratum_keepalive: Duration::from_secs(30),
+            blocks: None,
         }
     }
 
@@ -156,6 +160,9 @@ pub struct FoundShare {
     pub height: u32,
     /// The `Work::id` the job came from.
     pub work_id: u64,
+    /// The block went to bitcoind from the miner's thread already (the node only
+    /// records it).
+    pub submitted: bool,
     /// `address` or `address.worker`.
     pub miner: String,
 }

@@ -173,18 +173,28 @@ fn send_share(shared: &Shared, s: &Solution<'_>) -> Result<(), String> {
     } else {
         format!("{}.{}", s.user.address, s.user.worker)
     };
-    if found.block.is_some() {
-        info!(target: LOG, "block found by {miner}: {}", found.share.pow_hash);
-    } else {
-        info!(target: LOG, "share found by {miner}: {}", found.share.hash);
-    }
-    let event = MinerEvent::Share(Box::new(FoundShare {
+    let mut found = FoundShare {
         share: found.share,
         block: found.block,
         height: s.work.height,
         work_id: s.work.id,
+        submitted: false,
         miner,
-    }));
+    };
+    if found.block.is_some() {
+        info!(target: LOG, "block found by {}: {}", found.miner, found.share.pow_hash);
+        // The block goes to bitcoind from here: nothing on its way waits on the node
+        // thread, whose queue may be full.
+        if let (Some(blocks), Some(submission)) = (&shared.config.blocks, found.submission()) {
+            match blocks.submit(submission) {
+                Ok(()) => found.submitted = true,
+                Err(e) => warn!(target: LOG, "{e}; the node tries again"),
+            }
+        }
+    } else {
+        info!(target: LOG, "share found by {}: {}", found.miner, found.share.hash);
+    }
+    let event = MinerEvent::Share(Box::new(found));
     match shared.events.send_timeout(event, EVENT_WAIT) {
         Ok(()) => Ok(()),
         Err(SendTimeoutError::Timeout(_)) => {

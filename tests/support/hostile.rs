@@ -92,6 +92,15 @@ impl Hostile {
         }
     }
 
+    /// A connection already made (e.g. with [`connect_from`], which may fail).
+    pub fn from_stream(stream: TcpStream, framing: Framing) -> Hostile {
+        Hostile {
+            stream,
+            framing,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
     }
