@@ -282,3 +282,55 @@ fn a_bitcoind_that_never_answers_getblockheader_does_not_stop_shares_or_relays()
         "A never asked getblockheader, so this test tried nothing"
     );
 }
+
+#[test]
+fn the_last_share_a_miner_found_before_sigterm_is_in_the_store_afterwards() {
+    let bcoin = Bcoin::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProc::start("node", dir.path(), &args(bcoin, &["-a", ADDR]));
+    assert!(node.wait_http(Duration::from_secs(60)), "{}", node.dump());
+    let miner = MinerProc::start(&[
+        "--url".into(),
+        format!("stratum+tcp://127.0.0.1:{}", node.stratum),
+        "--user".into(),
+        ADDR.into(),
+        "--hashrate".into(),
+        "2000".into(),
+    ]);
+    let shares_found = |n: &NodeProc| {
+        n.log()
+            .iter()
+            .filter(|l| l.contains("share found by") || l.contains("block found by"))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || shares_found(&node) >= 3),
+        "no shares found:\n{}",
+        node.dump()
+    );
+    // SIGTERM while the miner is still finding shares.
+    let (status, took, log) = node.terminate();
+    drop(miner);
+    assert!(status.success(), "exit {status:?}:\n{}", log.join("\n"));
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    // The node names each share its miners found (also those drained at shutdown).
+    let last = log
+        .iter()
+        .filter_map(|l| l.split_once(" node] share ")?.1.split_once(" found by "))
+        .map(|(hash, _)| hash.to_string())
+        .next_back()
+        .expect("a share found");
+    let store = p2pool::store::Store::open(&dir.path().join("store"), "regtest").unwrap();
+    let stored: Vec<String> = store
+        .load_shares()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.hash.to_hex())
+        .collect();
+    assert!(
+        stored.contains(&last),
+        "the last share found, {last}, is not among the {} stored:\n{}",
+        stored.len(),
+        log.join("\n")
+    );
+}

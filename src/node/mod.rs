@@ -640,20 +640,24 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
     let (done_tx, done_rx) = bounded::<()>(0);
     let parts = Parts {
         p2p,
-        miner_events,
-        peer_events,
         usr1,
         link,
-        templates,
-        results,
-        link_events,
-        height_answers,
+        inputs: Inputs {
+            stop: stop_rx,
+            templates,
+            peer_events,
+            miner_events,
+            results,
+            link_events,
+            height_answers,
+            ticker: tick(TICK),
+        },
     };
     let thread = thread::Builder::new()
         .name("node".into())
         .spawn(move || {
             let _done = done_tx;
-            run(node, parts, stop_rx)
+            run(node, parts)
         })
         .map_err(|e| NodeError::Spawn("node", e))?;
     Ok(Running {
@@ -666,62 +670,82 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
 /// The subsystems the node thread stops when it ends.
 struct Parts {
     p2p: P2p,
-    miner_events: Receiver<MinerEvent>,
-    peer_events: Receiver<PeerEvent>,
     usr1: SignalRefresh,
     link: Option<Link>,
+    inputs: Inputs,
+}
+
+/// Every channel the node thread reads.
+struct Inputs {
+    stop: Receiver<()>,
     templates: Receiver<Arc<Template>>,
+    peer_events: Receiver<PeerEvent>,
+    miner_events: Receiver<MinerEvent>,
     results: Receiver<SubmitResult>,
     link_events: Receiver<LinkEvent>,
     height_answers: Receiver<HeightAnswer>,
+    ticker: Receiver<Instant>,
+}
+
+/// One thing for the node thread to handle.
+enum Input {
+    Template(Arc<Template>),
+    Peer(PeerEvent),
+    Miner(MinerEvent),
+    Submitted(SubmitResult),
+    Link(LinkEvent),
+    Height(HeightAnswer),
+    Tick,
+    Stop,
 }
 
 /// A subsystem's channel closed: the node stops, naming it.
-fn died(name: &'static str) -> Option<Result<(), NodeError>> {
-    Some(Err(NodeError::Thread {
+fn died(name: &'static str) -> NodeError {
+    NodeError::Thread {
         name,
         cause: "its channel closed".into(),
-    }))
+    }
 }
 
-fn run(mut node: Node, parts: Parts, stop: Receiver<()>) -> Result<(), NodeError> {
-    let ticker = tick(TICK);
+impl Inputs {
+    /// Waits for the next input. A closed channel is an error naming its subsystem (a
+    /// closed channel is always ready: ignoring it would spin the loop).
+    fn next(&self) -> Result<Input, NodeError> {
+        select! {
+            recv(self.stop) -> _ => Ok(Input::Stop),
+            recv(self.templates) -> t => t.map(Input::Template).map_err(|_| died("template")),
+            recv(self.peer_events) -> e => e.map(Input::Peer).map_err(|_| died("p2p")),
+            recv(self.miner_events) -> e => e.map(Input::Miner).map_err(|_| died("worker")),
+            recv(self.results) -> r => r.map(Input::Submitted).map_err(|_| died("submitter")),
+            recv(self.link_events) -> e => e.map(Input::Link).map_err(|_| died("bitcoind_link")),
+            recv(self.height_answers) -> a => a.map(Input::Height).map_err(|_| died("heights")),
+            recv(self.ticker) -> _ => Ok(Input::Tick),
+        }
+    }
+}
+
+fn run(mut node: Node, parts: Parts) -> Result<(), NodeError> {
     node.think();
+    let inputs = &parts.inputs;
     let outcome = loop {
         let mut handled = 0;
         let mut stopped = None;
         let mut ticked = false;
         // Events until the batch is full or the tick: a flood cannot starve thinking.
-        // Every channel's end stops the node (a closed channel is always ready: ignoring
-        // it would spin the loop).
-        while handled < EVENTS_PER_THINK && stopped.is_none() {
-            select! {
-                recv(stop) -> _ => stopped = Some(Ok(())),
-                recv(parts.templates) -> t => match t {
-                    Ok(t) => node.on_template(t),
-                    Err(_) => stopped = died("template"),
-                },
-                recv(parts.peer_events) -> e => match e {
-                    Ok(e) => node.on_peer(e),
-                    Err(_) => stopped = died("p2p"),
-                },
-                recv(parts.miner_events) -> e => match e {
-                    Ok(e) => node.on_miner(e),
-                    Err(_) => stopped = died("worker"),
-                },
-                recv(parts.results) -> r => match r {
-                    Ok(r) => node.on_submitted(r),
-                    Err(_) => stopped = died("submitter"),
-                },
-                recv(parts.link_events) -> e => match e {
-                    Ok(e) => node.on_link(e),
-                    Err(_) => stopped = died("bitcoind_link"),
-                },
-                recv(parts.height_answers) -> a => match a {
-                    Ok(a) => node.on_height(a),
-                    Err(_) => stopped = died("heights"),
-                },
-                recv(ticker) -> _ => { ticked = true; break; }
+        while handled < EVENTS_PER_THINK {
+            match inputs.next() {
+                Ok(Input::Stop) => stopped = Some(Ok(())),
+                Ok(Input::Template(t)) => node.on_template(t),
+                Ok(Input::Peer(e)) => node.on_peer(e),
+                Ok(Input::Miner(e)) => node.on_miner(e),
+                Ok(Input::Submitted(r)) => node.on_submitted(r),
+                Ok(Input::Link(e)) => node.on_link(e),
+                Ok(Input::Height(a)) => node.on_height(a),
+                Ok(Input::Tick) => ticked = true,
+                Err(e) => stopped = Some(Err(e)),
+            }
+            if stopped.is_some() || ticked {
+                break;
             }
             handled += 1;
         }
@@ -749,19 +773,17 @@ fn run(mut node: Node, parts: Parts, stop: Receiver<()>) -> Result<(), NodeError
         p2p,
         usr1,
         link,
-        miner_events,
-        peer_events,
-        ..
+        inputs,
     } = parts;
     // Stop accepting, and drain what the miners and peers sent before they stopped.
     if let Some(workers) = node.workers.take() {
         workers.stop();
     }
     p2p.stop();
-    for e in miner_events.try_iter() {
+    for e in inputs.miner_events.try_iter() {
         node.on_miner(e);
     }
-    for e in peer_events.try_iter() {
+    for e in inputs.peer_events.try_iter() {
         node.on_peer(e);
     }
     node.think();
@@ -784,4 +806,112 @@ fn run(mut node: Node, parts: Parts, stop: Receiver<()>) -> Result<(), NodeError
         error!(target: LOG, "{e}");
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The node's inputs, with the senders kept by the test.
+    struct Senders {
+        stop: Sender<()>,
+        templates: Sender<Arc<Template>>,
+        peer_events: Sender<PeerEvent>,
+        miner_events: Sender<MinerEvent>,
+        results: Sender<SubmitResult>,
+        link_events: Sender<LinkEvent>,
+        height_answers: Sender<HeightAnswer>,
+    }
+
+    fn inputs() -> (Inputs, Senders) {
+        let (stop, stop_rx) = bounded(1);
+        let (templates, templates_rx) = bounded(1);
+        let (peer_events, peer_rx) = bounded(1);
+        let (miner_events, miner_rx) = bounded(1);
+        let (results, results_rx) = bounded(1);
+        let (link_events, link_rx) = bounded(1);
+        let (height_answers, heights_rx) = bounded(1);
+        (
+            Inputs {
+                stop: stop_rx,
+                templates: templates_rx,
+                peer_events: peer_rx,
+                miner_events: miner_rx,
+                results: results_rx,
+                link_events: link_rx,
+                height_answers: heights_rx,
+                ticker: never(),
+            },
+            Senders {
+                stop,
+                templates,
+                peer_events,
+                miner_events,
+                results,
+                link_events,
+                height_answers,
+            },
+        )
+    }
+
+    fn name_of(e: NodeError) -> &'static str {
+        match e {
+            NodeError::Thread { name, .. } => name,
+            other => panic!("not a thread's end: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_subsystem_whose_channel_closes_stops_the_node_with_its_name() {
+        let names = [
+            "template",
+            "p2p",
+            "worker",
+            "submitter",
+            "bitcoind_link",
+            "heights",
+        ];
+        for (i, want) in names.iter().enumerate() {
+            let (inputs, s) = inputs();
+            let Senders {
+                stop,
+                templates,
+                peer_events,
+                miner_events,
+                results,
+                link_events,
+                height_answers,
+            } = s;
+            // Every sender but the i-th stays alive.
+            let mut alive: Vec<Box<dyn std::any::Any>> = vec![Box::new(stop)];
+            let senders: Vec<Box<dyn std::any::Any>> = vec![
+                Box::new(templates),
+                Box::new(peer_events),
+                Box::new(miner_events),
+                Box::new(results),
+                Box::new(link_events),
+                Box::new(height_answers),
+            ];
+            for (j, sender) in senders.into_iter().enumerate() {
+                if j != i {
+                    alive.push(sender);
+                }
+            }
+            match inputs.next() {
+                Err(e) => assert_eq!(name_of(e), *want),
+                Ok(_) => panic!("{want}: a closed channel was taken for an input"),
+            }
+            // Asked again, the same answer at once: the loop stops on it, never spins.
+            assert!(inputs.next().is_err());
+            drop(alive);
+        }
+    }
+
+    #[test]
+    fn a_dropped_stop_sender_is_a_stop_not_a_death() {
+        let (inputs, s) = inputs();
+        drop(s.stop);
+        assert!(matches!(inputs.next(), Ok(Input::Stop)));
+        drop(s.templates);
+    }
 }
