@@ -30,7 +30,8 @@ cleanup() {
 trap cleanup INT TERM EXIT
 
 say "building p2pool and the test miner (release)"
-cargo build --release --bin p2pool --bin p2pool-testminer
+# The test miner is a development binary: only the `testminer` feature builds it.
+cargo build --release --features testminer --bin p2pool --bin p2pool-testminer
 BIN=target/release
 
 say "starting a regtest bitcoin node (bcoin from npm; installed once into a cache)"

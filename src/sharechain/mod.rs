@@ -6,6 +6,7 @@ pub mod chain;
 pub mod forest;
 pub mod gentx;
 pub mod keyed;
+#[cfg(any(test, feature = "fixtures"))]
 pub mod sample;
 pub mod share;
 pub mod tracker;
