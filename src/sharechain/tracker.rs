@@ -454,10 +454,9 @@ impl Tracker {
                         .is_some_and(|&f| self.all.parent_idx(f) == Some(s))
                 })
             });
-        let mut window = match found {
-            Some(k) => windows.get(k).cloned().unwrap_or_default(),
-            None => Window::default(),
-        };
+        // Taken and moved, not copied: the window it was is one share away from this one,
+        // so it is cheap to derive again if asked for.
+        let mut window = found.and_then(|k| windows.remove(k)).unwrap_or_default();
         if let Some(&front) = window.shares.front()
             && front != s
         {
