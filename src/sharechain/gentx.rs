@@ -229,33 +229,50 @@ fn amounts<'a>(
 /// then by their bytes is ordering them by their bytes, with one integer comparison
 /// for most pairs instead of a `memcmp`.
 fn script_key(script: &[u8]) -> u64 {
-    let mut head = [0u8; 8];
-    let n = script.len().min(8);
-    head[..n].copy_from_slice(&script[..n]);
-    u64::from_be_bytes(head)
+    match script.first_chunk::<8>() {
+        Some(head) => u64::from_be_bytes(*head),
+        None => script
+            .iter()
+            .enumerate()
+            .fold(0, |key, (i, &b)| key | u64::from(b) << (56 - 8 * i)),
+    }
 }
 
-/// Scripts in byte order.
-fn by_script(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    (script_key(a), a).cmp(&(script_key(b), b))
+/// An amount to pay, with its script's [`script_key`] computed once: the selection and
+/// the sort below compare keys, and read a script's bytes only on a tie.
+#[derive(Debug, Clone, Copy)]
+struct Paid<'a> {
+    key: u64,
+    script: &'a [u8],
+    value: u64,
 }
 
-/// Largest amount first, ties broken by the larger script, as R's reverse sort by
-/// (amount, script).
-fn largest_first(a: &(&[u8], u64), b: &(&[u8], u64)) -> std::cmp::Ordering {
-    b.1.cmp(&a.1).then_with(|| by_script(b.0, a.0))
+impl Paid<'_> {
+    /// Scripts in byte order.
+    fn by_script(&self, other: &Paid<'_>) -> std::cmp::Ordering {
+        (self.key, self.script).cmp(&(other.key, other.script))
+    }
+
+    /// Largest amount first, ties broken by the larger script, as R's reverse sort by
+    /// (amount, script).
+    fn largest_first(&self, other: &Paid<'_>) -> std::cmp::Ordering {
+        other
+            .value
+            .cmp(&self.value)
+            .then_with(|| other.by_script(self))
+    }
 }
 
 /// Keeps the `keep` largest of `amount` (in no particular order) and returns the sum of
 /// the others.
-fn keep_largest(amount: &mut Vec<(&[u8], u64)>, keep: usize) -> u64 {
+fn keep_largest(amount: &mut Vec<Paid<'_>>, keep: usize) -> u64 {
     if amount.len() <= keep {
         return 0;
     }
     if keep > 0 {
-        amount.select_nth_unstable_by(keep - 1, largest_first);
+        amount.select_nth_unstable_by(keep - 1, Paid::largest_first);
     }
-    let rest = amount[keep..].iter().map(|(_, a)| a).sum();
+    let rest = amount[keep..].iter().map(|p| p.value).sum();
     amount.truncate(keep);
     rest
 }
@@ -266,31 +283,41 @@ fn keep_largest(amount: &mut Vec<(&[u8], u64)>, keep: usize) -> u64 {
 ///
 /// Only which scripts make the cut depends on the order by amount, so the largest are
 /// selected (linear time), not sorted.
-fn payout_outputs<'a>(mut amount: Vec<(&'a [u8], u64)>, rules: RuleSet) -> Vec<(&'a [u8], u64)> {
+fn payout_outputs<'a>(amount: Vec<(&'a [u8], u64)>, rules: RuleSet) -> Vec<(&'a [u8], u64)> {
     let cap = rules.max_payout_outputs();
     let Some(&(finder, _)) = amount.first() else {
         return amount;
     };
+    let mut paid: Vec<Paid<'a>> = amount
+        .into_iter()
+        .map(|(script, value)| Paid {
+            key: script_key(script),
+            script,
+            value,
+        })
+        .collect();
     let mut finder_value = None;
     match rules {
         RuleSet::Legacy2011 => {
             // The `cap` largest, the finder among them or not; the rest is not paid.
-            keep_largest(&mut amount, cap);
-            if let Some(k) = amount.iter().position(|(s, _)| *s == finder) {
-                finder_value = Some(amount.swap_remove(k).1);
+            keep_largest(&mut paid, cap);
+            if let Some(k) = paid.iter().position(|p| p.script == finder) {
+                finder_value = Some(paid.swap_remove(k).value);
             }
         }
         RuleSet::Modern => {
             // The finder and the `cap − 1` largest others; the rest is the finder's.
-            let value = amount.swap_remove(0).1;
-            let rest = keep_largest(&mut amount, cap.saturating_sub(1));
+            let value = paid.swap_remove(0).value;
+            let rest = keep_largest(&mut paid, cap.saturating_sub(1));
             finder_value = Some(value + rest);
         }
     }
-    amount.sort_unstable_by(|a, b| by_script(a.0, b.0));
-    amount.extend(finder_value.map(|v| (finder, v)));
-    amount.retain(|&(_, value)| value != 0);
-    amount
+    paid.sort_unstable_by(Paid::by_script);
+    paid.iter()
+        .map(|p| (p.script, p.value))
+        .chain(finder_value.map(|v| (finder, v)))
+        .filter(|&(_, value)| value != 0)
+        .collect()
 }
 
 /// The coinbase script: [BIP34 height push, modern only] ‖ IDENTIFIER ‖ share_data.
@@ -462,8 +489,10 @@ impl<'a> Plan<'a> {
         // The finder first, so that nothing needs to look for its script again.
         let mut dest_weights = Vec::with_capacity(window.by_script.len() + 1);
         dest_weights.push((req.new_script, this_weight));
+        // Keys first: most scripts differ from the finder's in their first 8 bytes.
+        let finder_key = script_key(req.new_script);
         for &(script, w) in &window.by_script {
-            if script == req.new_script {
+            if script_key(script) == finder_key && script == req.new_script {
                 dest_weights[0].1 += w;
             } else if !w.is_zero() {
                 dest_weights.push((script, w));
