@@ -2,9 +2,15 @@
 //! hundred payout scripts, stored in LMDB, then loaded by a fresh process.
 //!
 //! `cargo bench --bench sharechain` prints: start-up from the store to a best share
-//! (flags trusted), re-verifying the top CHAIN_LENGTH shares with flags distrusted, one
-//! new share verified at the tip, and resident memory after start-up; then think with
+//! (flags trusted), re-verifying the top CHAIN_LENGTH shares with flags distrusted, new
+//! shares verified at the tip (with and without building the generation transaction) and
+//! added with a think, and resident memory after start-up; then think with
 //! 8,000 unconnected shares held (issue 13).
+//!
+//! For profiling: `P2POOL_BENCH_DIR=DIR` keeps the generated store in DIR and reuses it on
+//! later runs (generating takes minutes); `P2POOL_BENCH_ONLY=tip` then measures only the
+//! new shares at the tip (`P2POOL_BENCH_ROUNDS` of them, 200 by default), under `perf
+//! record` or callgrind if wanted.
 
 mod common;
 
@@ -29,6 +35,9 @@ const SHARES: usize = 2 * CHAIN_LENGTH as usize + 10;
 const SCRIPTS: u32 = 300;
 const T0: u32 = 1_700_000_000;
 const MODE_ENV: &str = "P2POOL_BENCH_LOAD_DIR";
+const DIR_ENV: &str = "P2POOL_BENCH_DIR";
+const ONLY_ENV: &str = "P2POOL_BENCH_ONLY";
+const ROUNDS_ENV: &str = "P2POOL_BENCH_ROUNDS";
 
 fn net() -> Network {
     let mut net = Network::built_in("regtest").expect("regtest is built in");
@@ -124,6 +133,13 @@ fn generate(dir: &Path) {
 fn load(dir: &Path) {
     let net = net();
     let hs = HeightMap::default();
+    if std::env::var(ONLY_ENV).as_deref() == Ok("tip") {
+        let store = Store::open(dir, &net.name).expect("bench store opens");
+        let mut chain = ShareChain::load(net.clone(), &store, false).expect("bench chain loads");
+        let best = chain.think(&hs, None, now()).best;
+        tip(&mut chain, best);
+        return;
+    }
     let rss0 = rss_kib();
 
     let t = Instant::now();
@@ -161,26 +177,61 @@ fn load(dir: &Path) {
     );
     assert_eq!(think.best, Some(best));
 
-    // New shares at the tip: mine (untimed), then time verification and a whole think.
+    tip(&mut chain, think.best);
+}
+
+/// New shares at the tip, one at a time: mine (untimed), then time verification and a
+/// whole think. The first few after a load or a re-verify find no remembered window at
+/// the tip, so the median is the figure; the mean and the slowest are printed too.
+fn tip(chain: &mut ShareChain, best: Option<p2pool::bitcoin::hash::Hash256>) {
+    let net = net();
+    let hs = HeightMap::default();
+    let rounds: usize = std::env::var(ROUNDS_ENV)
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(200);
     let mut rng = Rng(42);
-    let mut prev = think.best;
-    let (mut check_total, mut think_total, rounds) = (0f64, 0f64, 50);
+    let mut prev = best;
+    let (mut checks, mut with_tx, mut thinks) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..rounds {
         let share = sample::mine(chain.tracker(), &net, &spec(prev, SHARES + i, &mut rng));
         prev = Some(share.hash);
+        // The clock goes on with the shares (one every 5 s).
+        let now = now() + 5 * i as u64;
+        // What the node's think does for a share that is not a block...
         let t = Instant::now();
-        verify::check(chain.tracker(), &net, &share, now() as i64).expect("tip share verifies");
-        check_total += t.elapsed().as_secs_f64();
-        chain.add(share, None, now());
+        verify::check_id(chain.tracker(), &net, &share, now as i64).expect("tip share verifies");
+        checks.push(t.elapsed().as_secs_f64() * 1e6);
+        // ...and with the generation transaction built (a block share, tests, work).
         let t = Instant::now();
-        let think = chain.think(&hs, None, now());
-        think_total += t.elapsed().as_secs_f64();
+        verify::check(chain.tracker(), &net, &share, now as i64).expect("tip share verifies");
+        with_tx.push(t.elapsed().as_secs_f64() * 1e6);
+        chain.add(share, None, now);
+        let t = Instant::now();
+        let think = chain.think(&hs, None, now);
+        thinks.push(t.elapsed().as_secs_f64() * 1e6);
         assert_eq!(think.best, prev);
     }
+    let summary = |mut v: Vec<f64>| {
+        let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+        v.sort_by(f64::total_cmp);
+        format!(
+            "median {:.1} µs (min {:.1}, mean {:.1}, max {:.1})",
+            v[v.len() / 2],
+            v[0],
+            mean,
+            v[v.len() - 1]
+        )
+    };
+    println!("new share at the tip, {rounds} rounds:");
+    println!("  verify (verify::check_id): {}", summary(checks));
     println!(
-        "new share at the tip: verify {:.1} µs; add + think (verify, score, rank, prune) {:.1} µs (mean of {rounds})",
-        check_total * 1e6 / rounds as f64,
-        think_total * 1e6 / rounds as f64
+        "  verify and build the gentx (verify::check): {}",
+        summary(with_tx)
+    );
+    println!(
+        "  add + think (verify, score, rank, prune): {}",
+        summary(thinks)
     );
 }
 
@@ -193,19 +244,28 @@ fn main() {
         return;
     }
     // `P2POOL_BENCH_ONLY=unconnected cargo bench --bench sharechain` skips the big chain.
-    if std::env::var("P2POOL_BENCH_ONLY").as_deref() == Ok("unconnected") {
+    if std::env::var(ONLY_ENV).as_deref() == Ok("unconnected") {
         unconnected();
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    generate(dir.path());
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = match std::env::var_os(DIR_ENV) {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => temp.path().to_path_buf(),
+    };
+    if !dir.join("data.mdb").exists() {
+        std::fs::create_dir_all(&dir).expect("bench dir");
+        generate(&dir);
+    }
     let exe = std::env::current_exe().expect("own path");
     let status = Command::new(exe)
-        .env(MODE_ENV, dir.path())
+        .env(MODE_ENV, &dir)
         .status()
         .expect("load process runs");
     assert!(status.success(), "load process failed");
-    unconnected();
+    if std::env::var(ONLY_ENV).as_deref() != Ok("tip") {
+        unconnected();
+    }
 }
 
 /// Think with 8,000 unconnected shares held (issue 13: under 5 ms), in three shapes: all

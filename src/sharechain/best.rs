@@ -56,7 +56,9 @@ pub struct Score {
 ///
 /// R takes the best of `work_k // (highest − maxh_k + 1)` over the window oldest first.
 /// The work only grows and the divisor only shrinks along the window, so that best is
-/// the last point whose divisor is still positive: one walk for the heights, one division.
+/// the last point whose divisor is still positive. Shares on one block share a height, so
+/// the window is read as runs of shares on one block (`Tracker::block_runs`, remembered
+/// from the last head scored): one height lookup and one addition per run.
 pub fn score(
     tracker: &Tracker,
     chain_length: u32,
@@ -65,53 +67,33 @@ pub fn score(
 ) -> Score {
     let verified = tracker.verified();
     let (height, last) = verified.height_and_last(Some(head));
-    let start = if last.is_some() {
-        verified.nth_parent(head, (chain_length / 2).min(height / 2))
-    } else {
-        Some(head)
-    };
-    let all = tracker.all();
-    let Some(start) = start.and_then(|h| all.idx(&h).map(|i| (h, i))) else {
+    if height == 0 {
+        // Not verified: nothing to score.
         return Score {
-            height: height.min(chain_length),
+            height: 0,
             work: U512::ZERO,
         };
-    };
-    // The window: `count` verified shares from `start` back (the verified chain is a run
-    // of the full chain), with the height each builds on, newest first.
-    let count = verified.height(&start.0).min(chain_length) as usize;
-    let mut seq: Vec<(u32, U512)> = Vec::with_capacity(count);
-    let mut cur = Some(start.1);
-    let mut last_block: Option<(Hash256, u32)> = None;
-    while let Some(i) = cur {
-        if seq.len() == count {
-            break;
-        }
-        let e = all.value_of(i);
-        let block = e.share.header.previous_block;
-        let h = match last_block {
-            Some((b, h)) if b == block => h,
-            _ => {
-                let h = heights.height(&block);
-                last_block = Some((block, h));
-                h
-            }
-        };
-        seq.push((h, e.attempts));
-        cur = all.parent_idx(i);
     }
+    // The window: up to CHAIN_LENGTH verified shares from `skip` below the head back (the
+    // verified chain is a run of the full chain).
+    let skip = if last.is_some() {
+        (chain_length / 2).min(height / 2)
+    } else {
+        0
+    };
+    let count = (height - skip).min(chain_length);
     let highest = heights.highest();
     let mut work = U512::ZERO;
     let mut max_height = 0u32;
     let mut divisor = None;
-    for &(h, attempts) in seq.iter().rev() {
-        max_height = max_height.max(h);
+    for run in tracker.block_runs(&head, skip, count) {
+        max_height = max_height.max(heights.height(&run.block));
         // Python divides by a non-positive number only when a referenced block is above
         // bitcoind's tip (a race with a new block); from there on nothing scores.
         if max_height > highest {
             break;
         }
-        work += attempts;
+        work += run.work;
         divisor = Some(u64::from(highest - max_height) + 1);
     }
     Score {
@@ -205,4 +187,121 @@ pub fn apply_stale_rule(
         return share.previous_hash();
     }
     Some(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bitcoin::hash::sha256d;
+    use crate::sharechain::sample::{self, Spec, legacy_net, payout};
+
+    /// R's score share by share: the walk `score` replaced.
+    fn score_by_walk(
+        tracker: &Tracker,
+        chain_length: u32,
+        head: Hash256,
+        heights: &dyn BlockHeights,
+    ) -> Score {
+        let verified = tracker.verified();
+        let (height, last) = verified.height_and_last(Some(head));
+        let start = if last.is_some() {
+            verified.nth_parent(head, (chain_length / 2).min(height / 2))
+        } else {
+            Some(head)
+        };
+        let Some(start) = start else {
+            return Score {
+                height: height.min(chain_length),
+                work: U512::ZERO,
+            };
+        };
+        let count = verified.height(&start).min(chain_length) as usize;
+        let seq: Vec<(u32, U512)> = tracker
+            .chain(Some(start))
+            .take(count)
+            .map(|e| (heights.height(&e.share.header.previous_block), e.attempts))
+            .collect();
+        let highest = heights.highest();
+        let (mut work, mut max_height, mut divisor) = (U512::ZERO, 0u32, None);
+        for &(h, attempts) in seq.iter().rev() {
+            max_height = max_height.max(h);
+            if max_height > highest {
+                break;
+            }
+            work += attempts;
+            divisor = Some(u64::from(highest - max_height) + 1);
+        }
+        Score {
+            height: height.min(chain_length),
+            work: divisor.map_or(U512::ZERO, |d| work / U512::from(d)),
+        }
+    }
+
+    fn block(n: u32) -> Hash256 {
+        sha256d(&n.to_le_bytes())
+    }
+
+    /// Mines a share on `prev` building on `block(b)` and adds it, verified.
+    fn grow(tracker: &mut Tracker, prev: Option<Hash256>, t: u32, b: u32) -> Hash256 {
+        let net = legacy_net(false);
+        let mut spec = Spec::new(prev, 1_600_000_000 + 10 * t, payout((t % 3) as u8));
+        spec.previous_block = block(b);
+        let share = sample::mine(tracker, &net, &spec);
+        let hash = share.hash;
+        tracker.add(share, 0, None);
+        tracker.mark_verified(hash);
+        hash
+    }
+
+    #[test]
+    fn remembered_block_runs_score_as_the_share_by_share_walk() {
+        let cl = legacy_net(false).chain_length;
+        let mut heights = HeightMap::default();
+        for b in 0..6 {
+            heights.heights.insert(block(b), 100 + 2 * b);
+        }
+        let mut tracker = Tracker::new();
+        let mut line: Vec<Hash256> = Vec::new();
+        let mut forks: Vec<Hash256> = Vec::new();
+        let check = |tracker: &Tracker, heights: &mut HeightMap, head: Hash256, step: u32| {
+            for highest in [99, 104, 108, 110, 111 + step % 3] {
+                heights.highest = highest;
+                assert_eq!(
+                    score(tracker, cl, head, heights),
+                    score_by_walk(tracker, cl, head, heights),
+                    "step {step}, highest {highest}"
+                );
+            }
+        };
+        for t in 0..60u32 {
+            // Blocks change every few shares and come back (0, 1, 2, 1, 3, ...).
+            let b = [0, 1, 2, 1, 3, 4, 4, 5][(t / 3 % 8) as usize];
+            let head = grow(&mut tracker, line.last().copied(), t, b);
+            line.push(head);
+            check(&tracker, &mut heights, head, t);
+            if t % 9 == 4 {
+                // A sibling of the head, scored, then the line goes on.
+                let parent = line.get(line.len().wrapping_sub(2)).copied();
+                let sibling = grow(&mut tracker, parent, t + 1000, b + 1);
+                forks.push(sibling);
+                check(&tracker, &mut heights, sibling, t);
+                check(&tracker, &mut heights, head, t);
+            }
+            if t == 30 {
+                // The tail goes, then a stale fork head, as pruning removes them.
+                tracker.remove(&line[0]);
+                tracker.remove(&line[1]);
+                let stale = forks.remove(0);
+                tracker.remove(&stale);
+                check(&tracker, &mut heights, head, t);
+            }
+        }
+        // Scoring older heads in any order.
+        for k in [59, 40, 41, 58, 12, 13, 59] {
+            check(&tracker, &mut heights, line[k], 100 + k as u32);
+        }
+        for &f in &forks {
+            check(&tracker, &mut heights, f, 200);
+        }
+    }
 }

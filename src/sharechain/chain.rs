@@ -526,8 +526,8 @@ impl ShareChain {
         let Some(share) = self.tracker.get(&hash) else {
             return Ok(());
         };
-        let generated = verify::check(&self.tracker, &self.net, share, now)?;
         if share.is_block() {
+            let generated = verify::check(&self.tracker, &self.net, share, now)?;
             match assemble_block(share, &generated.tx, self.net.rules) {
                 Ok(block) => out.blocks.push(block),
                 Err(fault) => {
@@ -535,6 +535,9 @@ impl ShareChain {
                     self.mutated.insert(hash);
                 }
             }
+        } else {
+            // Only a block needs the transaction itself.
+            verify::check_id(&self.tracker, &self.net, share, now)?;
         }
         let record = stored(
             share,

@@ -506,6 +506,21 @@ impl<T> Forest<T> {
         self.nth_parent_idx(i, n).map(|a| self.hash_of(a))
     }
 
+    /// The ancestor `n` generations above `hash` with the total attempts of the `n`
+    /// shares from `hash` down to it (the ancestor left out), if known: what
+    /// [`Forest::nth_parent`] and [`Forest::work`] give, in one walk.
+    pub fn nth_parent_with_work(&self, hash: &Hash256, n: u32) -> Option<(&T, U512)> {
+        let i = self.idx(hash)?;
+        if n >= self.height_of(i) {
+            return None;
+        }
+        let a = self.nth_parent_idx(i, n)?;
+        Some((
+            &self.node(a).value,
+            self.node(i).work.wrapping_sub(self.node(a).work),
+        ))
+    }
+
     /// Total attempts of the `n` shares from `start` back (fewer if fewer are known).
     pub fn work(&self, start: Hash256, n: u32) -> U512 {
         let Some(i) = self.idx(&start) else {

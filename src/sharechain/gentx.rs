@@ -9,8 +9,8 @@ use std::fmt;
 
 use ruint::aliases::{U256, U512};
 
-use crate::bitcoin::encode::WriteExt;
-use crate::bitcoin::hash::Hash256;
+use crate::bitcoin::encode::{Encode, WriteExt};
+use crate::bitcoin::hash::{Hash256, sha256d};
 use crate::bitcoin::script;
 use crate::bitcoin::target::{Bits, two_pow_256};
 use crate::bitcoin::tx::{OutPoint, Transaction, TxIn, TxOut};
@@ -131,16 +131,13 @@ pub fn next_target(
         return Ok(Bits::from_target_floor(net.max_target));
     };
     let lookbehind = net.target_lookbehind - 1;
-    let (Some(near), Some(far)) = (
+    let (Some(near), Some((far, attempts))) = (
         tracker.entry(&near_hash),
-        tracker
-            .nth_parent(near_hash, lookbehind)
-            .and_then(|h| tracker.entry(&h)),
+        tracker.all().nth_parent_with_work(&near_hash, lookbehind),
     ) else {
         // height >= lookbehind guarantees both are known.
         return Ok(Bits::from_target_floor(net.max_target));
     };
-    let attempts = tracker.work(near_hash, lookbehind);
     let mut dt = i64::from(near.share.timestamp()) - i64::from(far.share.timestamp());
     if dt == 0 {
         dt = 1;
@@ -194,70 +191,132 @@ fn credit<'a>(amount: &mut Vec<(&'a [u8], u64)>, script: &'a [u8], value: u64) {
 
 /// Splits `subsidy` by weight (§5.3): 396/400 by weight + 2/400 to the finder + 2/400
 /// and the rounding remainder to the donation script, or without donation 398/400 by
-/// weight + 2/400 and the remainder to the finder. `weights` has each script once.
+/// weight + 2/400 and the remainder to the finder. `weights` has each script once, the
+/// finder's first (at weight 0 if it has none: it is paid the fee all the same).
 fn amounts<'a>(
     subsidy: u64,
     weights: &[(&'a [u8], U512)],
     total: U512,
-    new_script: &'a [u8],
     donation: Option<&'a [u8]>,
 ) -> Result<Vec<(&'a [u8], u64)>, GentxError> {
     if total.is_zero() {
         return Err(GentxError::ZeroTotalWeight);
     }
     let by_weight = if donation.is_some() { 396u64 } else { 398 };
-    let mut amount: Vec<(&[u8], u64)> = Vec::with_capacity(weights.len() + 2);
+    let mut amount: Vec<(&[u8], u64)> = Vec::with_capacity(weights.len() + 1);
     for &(script, w) in weights {
         amount.push((script, share_of(subsidy, by_weight, w, total)));
     }
     let fee = subsidy * 2 / 400;
-    credit(&mut amount, new_script, fee);
+    let Some(finder) = amount.first_mut() else {
+        return Err(GentxError::ZeroTotalWeight); // unreachable: the finder is always there
+    };
+    finder.1 += fee;
+    let finder = finder.0;
     let remainder_to = match donation {
         Some(d) => {
             credit(&mut amount, d, fee);
             d
         }
-        None => new_script,
+        None => finder,
     };
     let paid: u64 = amount.iter().map(|(_, a)| a).sum();
     credit(&mut amount, remainder_to, subsidy.saturating_sub(paid));
     Ok(amount)
 }
 
-/// Chooses the paid outputs and their order (§5.4, and the modern 200-output cap).
-/// `amount` has each script once.
-fn payout_outputs(mut amount: Vec<(&[u8], u64)>, new_script: &[u8], rules: RuleSet) -> Vec<TxOut> {
+/// The first 8 bytes of a script, big-endian, zero-padded: ordering scripts by this and
+/// then by their bytes is ordering them by their bytes, with one integer comparison
+/// for most pairs instead of a `memcmp`.
+fn script_key(script: &[u8]) -> u64 {
+    match script.first_chunk::<8>() {
+        Some(head) => u64::from_be_bytes(*head),
+        None => script
+            .iter()
+            .enumerate()
+            .fold(0, |key, (i, &b)| key | u64::from(b) << (56 - 8 * i)),
+    }
+}
+
+/// An amount to pay, with its script's [`script_key`] computed once: the selection and
+/// the sort below compare keys, and read a script's bytes only on a tie.
+#[derive(Debug, Clone, Copy)]
+struct Paid<'a> {
+    key: u64,
+    script: &'a [u8],
+    value: u64,
+}
+
+impl Paid<'_> {
+    /// Scripts in byte order.
+    fn by_script(&self, other: &Paid<'_>) -> std::cmp::Ordering {
+        (self.key, self.script).cmp(&(other.key, other.script))
+    }
+
+    /// Largest amount first, ties broken by the larger script, as R's reverse sort by
+    /// (amount, script).
+    fn largest_first(&self, other: &Paid<'_>) -> std::cmp::Ordering {
+        other
+            .value
+            .cmp(&self.value)
+            .then_with(|| other.by_script(self))
+    }
+}
+
+/// Keeps the `keep` largest of `amount` (in no particular order) and returns the sum of
+/// the others.
+fn keep_largest(amount: &mut Vec<Paid<'_>>, keep: usize) -> u64 {
+    if amount.len() <= keep {
+        return 0;
+    }
+    if keep > 0 {
+        amount.select_nth_unstable_by(keep - 1, Paid::largest_first);
+    }
+    let rest = amount[keep..].iter().map(|p| p.value).sum();
+    amount.truncate(keep);
+    rest
+}
+
+/// Chooses the paid outputs and their order (§5.4, and the modern 200-output cap):
+/// `(script, value)` by script bytes, the finder last. `amount` has each script once,
+/// the finder's first.
+///
+/// Only which scripts make the cut depends on the order by amount, so the largest are
+/// selected (linear time), not sorted.
+fn payout_outputs<'a>(amount: Vec<(&'a [u8], u64)>, rules: RuleSet) -> Vec<(&'a [u8], u64)> {
     let cap = rules.max_payout_outputs();
-    // Largest first; ties broken by script bytes, as R's sort by (amount, script).
-    amount.sort_unstable_by(|a, b| (b.1, b.0).cmp(&(a.1, a.0)));
-    let mut kept: Vec<(&[u8], u64)> = match rules {
+    let Some(&(finder, _)) = amount.first() else {
+        return amount;
+    };
+    let mut paid: Vec<Paid<'a>> = amount
+        .into_iter()
+        .map(|(script, value)| Paid {
+            key: script_key(script),
+            script,
+            value,
+        })
+        .collect();
+    let mut finder_value = None;
+    match rules {
         RuleSet::Legacy2011 => {
-            amount.truncate(cap);
-            amount
+            // The `cap` largest, the finder among them or not; the rest is not paid.
+            keep_largest(&mut paid, cap);
+            if let Some(k) = paid.iter().position(|p| p.script == finder) {
+                finder_value = Some(paid.swap_remove(k).value);
+            }
         }
         RuleSet::Modern => {
-            let mut finder = 0u64;
-            let mut kept = Vec::with_capacity(cap.min(amount.len()));
-            for (script, a) in amount {
-                if script == new_script {
-                    finder += a;
-                } else if kept.len() < cap - 1 {
-                    kept.push((script, a));
-                } else {
-                    finder += a;
-                }
-            }
-            kept.push((new_script, finder));
-            kept
+            // The finder and the `cap − 1` largest others; the rest is the finder's.
+            let value = paid.swap_remove(0).value;
+            let rest = keep_largest(&mut paid, cap.saturating_sub(1));
+            finder_value = Some(value + rest);
         }
-    };
-    kept.sort_unstable_by(|a, b| (a.0 == new_script, a.0).cmp(&(b.0 == new_script, b.0)));
-    kept.into_iter()
+    }
+    paid.sort_unstable_by(Paid::by_script);
+    paid.iter()
+        .map(|p| (p.script, p.value))
+        .chain(finder_value.map(|v| (finder, v)))
         .filter(|&(_, value)| value != 0)
-        .map(|(script, value)| TxOut {
-            value,
-            script_pubkey: script.to_vec(),
-        })
         .collect()
 }
 
@@ -300,13 +359,38 @@ pub fn window<'t>(
     previous: Option<Hash256>,
     block_bits: Bits,
 ) -> Result<Window<'t>, GentxError> {
+    window_with(tracker, net, previous, block_bits, None)
+}
+
+/// [`window`] with `target`, what [`next_target`] gives for `previous`, computed
+/// already (verification compares it with the claim before anything else).
+pub fn window_with_target<'t>(
+    tracker: &'t Tracker,
+    net: &Network,
+    previous: Option<Hash256>,
+    block_bits: Bits,
+    target: Bits,
+) -> Result<Window<'t>, GentxError> {
+    window_with(tracker, net, previous, block_bits, Some(target))
+}
+
+fn window_with<'t>(
+    tracker: &'t Tracker,
+    net: &Network,
+    previous: Option<Hash256>,
+    block_bits: Bits,
+    target: Option<Bits>,
+) -> Result<Window<'t>, GentxError> {
     let (height, last) = tracker.height_and_last(previous);
     if let Some(missing) = last
         && height < net.chain_length
     {
         return Err(GentxError::NotEnoughHistory { height, missing });
     }
-    let target = next_target(tracker, net, previous)?;
+    let target = match target {
+        Some(t) => t,
+        None => next_target(tracker, net, previous)?,
+    };
     let own_attempts = target.average_attempts();
     let max_weight = match net.weight_cap {
         WeightCap::Block => Some(U512::from(net.spread) * block_bits.average_attempts()),
@@ -349,66 +433,165 @@ pub fn build_generation(
     window: &Window<'_>,
     req: &GentxRequest<'_>,
 ) -> Result<Generated, GentxError> {
-    let share_data = ShareData {
-        previous_share_hash: window.previous_share_hash,
-        target: window.target,
-        nonce: req.nonce.to_vec(),
-    };
-    let this_weight = window.weights.this_weight;
-    let mut dest_weights = Vec::with_capacity(window.by_script.len() + 1);
-    dest_weights.extend_from_slice(&window.by_script);
-    match dest_weights.iter_mut().find(|(s, _)| *s == req.new_script) {
-        Some((_, w)) => *w += this_weight,
-        None => dest_weights.push((req.new_script, this_weight)),
-    }
-    dest_weights.retain(|(_, w)| !w.is_zero());
-    let total_weight = this_weight + window.weights.other_total;
-
-    let amount = amounts(
-        req.subsidy,
-        &dest_weights,
-        total_weight,
-        req.new_script,
-        net.donation_script.as_deref(),
-    )?;
-    let payouts = payout_outputs(amount, req.new_script, net.rules);
-
-    let script_sig = coinbase_script(net, &share_data, req.modern.as_ref());
-    if script_sig.len() > MAX_COINBASE_SCRIPT_LEN {
-        return Err(GentxError::CoinbaseScriptTooLong {
-            len: script_sig.len(),
-        });
-    }
-    let commitment = req.modern.as_ref().and_then(ModernFields::commitment);
-    let mut outputs = Vec::with_capacity(payouts.len() + 1);
-    if let Some(c) = commitment {
-        outputs.push(TxOut {
-            value: 0,
-            script_pubkey: script::witness_commitment_script(&c),
-        });
-    }
-    outputs.extend(payouts);
-    let tx = Transaction {
-        version: 1,
-        inputs: vec![TxIn {
-            previous_output: OutPoint::NULL,
-            script_sig,
-            sequence: 0xffff_ffff,
-            // The witness reserved value, only when the block carries a commitment.
-            witness: if commitment.is_some() {
-                vec![vec![0; 32]]
-            } else {
-                vec![]
-            },
-        }],
-        outputs,
-        lock_time: 0,
-    };
+    let plan = Plan::new(net, window, req)?;
     Ok(Generated {
-        tx,
-        share_data,
+        tx: plan.transaction(),
+        share_data: plan.share_data,
         weights: window.weights.clone(),
     })
+}
+
+/// What verification needs of a generation transaction: its txid and its size without
+/// witness (which the block size limit counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GenerationId {
+    pub txid: Hash256,
+    pub stripped_size: usize,
+}
+
+/// The txid and stripped size of the transaction [`build_generation`] builds, from its
+/// bytes written once: no `Transaction`, no copy of each payout script.
+pub fn generation_id(
+    net: &Network,
+    window: &Window<'_>,
+    req: &GentxRequest<'_>,
+) -> Result<GenerationId, GentxError> {
+    let bytes = Plan::new(net, window, req)?.stripped_bytes();
+    Ok(GenerationId {
+        txid: sha256d(&bytes),
+        stripped_size: bytes.len(),
+    })
+}
+
+/// A generation transaction decided but not written: its coinbase script, witness
+/// commitment and payouts (scripts borrowed from the window and the request). Written as
+/// a `Transaction` for work and blocks, or straight to bytes for verification.
+struct Plan<'a> {
+    share_data: ShareData,
+    script_sig: Vec<u8>,
+    commitment: Option<[u8; 32]>,
+    /// `(script, value)`, in output order.
+    payouts: Vec<(&'a [u8], u64)>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(
+        net: &'a Network,
+        window: &Window<'a>,
+        req: &GentxRequest<'a>,
+    ) -> Result<Plan<'a>, GentxError> {
+        let share_data = ShareData {
+            previous_share_hash: window.previous_share_hash,
+            target: window.target,
+            nonce: req.nonce.to_vec(),
+        };
+        let this_weight = window.weights.this_weight;
+        // The finder first, so that nothing needs to look for its script again.
+        let mut dest_weights = Vec::with_capacity(window.by_script.len() + 1);
+        dest_weights.push((req.new_script, this_weight));
+        // Keys first: most scripts differ from the finder's in their first 8 bytes.
+        let finder_key = script_key(req.new_script);
+        for &(script, w) in &window.by_script {
+            if script_key(script) == finder_key && script == req.new_script {
+                dest_weights[0].1 += w;
+            } else if !w.is_zero() {
+                dest_weights.push((script, w));
+            }
+        }
+        let total_weight = this_weight + window.weights.other_total;
+
+        let amount = amounts(
+            req.subsidy,
+            &dest_weights,
+            total_weight,
+            net.donation_script.as_deref(),
+        )?;
+        let payouts = payout_outputs(amount, net.rules);
+
+        let script_sig = coinbase_script(net, &share_data, req.modern.as_ref());
+        if script_sig.len() > MAX_COINBASE_SCRIPT_LEN {
+            return Err(GentxError::CoinbaseScriptTooLong {
+                len: script_sig.len(),
+            });
+        }
+        Ok(Plan {
+            share_data,
+            script_sig,
+            commitment: req.modern.as_ref().and_then(ModernFields::commitment),
+            payouts,
+        })
+    }
+
+    fn transaction(&self) -> Transaction {
+        let mut outputs = Vec::with_capacity(self.payouts.len() + 1);
+        if let Some(c) = &self.commitment {
+            outputs.push(TxOut {
+                value: 0,
+                script_pubkey: script::witness_commitment_script(c),
+            });
+        }
+        outputs.extend(self.payouts.iter().map(|&(script, value)| TxOut {
+            value,
+            script_pubkey: script.to_vec(),
+        }));
+        Transaction {
+            version: 1,
+            inputs: vec![TxIn {
+                previous_output: OutPoint::NULL,
+                script_sig: self.script_sig.clone(),
+                sequence: 0xffff_ffff,
+                // The witness reserved value, only when the block carries a commitment.
+                witness: if self.commitment.is_some() {
+                    vec![vec![0; 32]]
+                } else {
+                    vec![]
+                },
+            }],
+            outputs,
+            lock_time: 0,
+        }
+    }
+
+    /// `self.transaction().to_stripped_bytes()`, written directly (a test holds the two
+    /// equal).
+    fn stripped_bytes(&self) -> Vec<u8> {
+        let commitment = self
+            .commitment
+            .map(|c| script::witness_commitment_script(&c));
+        let outputs = self.payouts.len() + usize::from(commitment.is_some());
+        let size = 4
+            + 1
+            + 36
+            + 9
+            + self.script_sig.len()
+            + 4
+            + 9
+            + self
+                .payouts
+                .iter()
+                .map(|(script, _)| 8 + 9 + script.len())
+                .sum::<usize>()
+            + commitment.as_ref().map_or(0, |c| 8 + 9 + c.len())
+            + 4;
+        let mut out = Vec::with_capacity(size);
+        out.put_u32_le(1); // version
+        out.put_compact_size(1);
+        OutPoint::NULL.txid.encode_to(&mut out);
+        out.put_u32_le(OutPoint::NULL.vout);
+        out.put_var_bytes(&self.script_sig);
+        out.put_u32_le(0xffff_ffff); // sequence
+        out.put_compact_size(outputs as u64);
+        if let Some(c) = &commitment {
+            out.put_u64_le(0);
+            out.put_var_bytes(c);
+        }
+        for &(script, value) in &self.payouts {
+            out.put_u64_le(value);
+            out.put_var_bytes(script);
+        }
+        out.put_u32_le(0); // lock time
+        out
+    }
 }
 
 #[cfg(test)]
@@ -422,17 +605,33 @@ mod tests {
         new_script: &[u8],
         donation: Option<&[u8]>,
     ) -> Result<BTreeMap<Vec<u8>, u64>, GentxError> {
-        let w: Vec<(&[u8], U512)> = weights.iter().map(|(s, w)| (s.as_slice(), *w)).collect();
-        amounts(subsidy, &w, total, new_script, donation)
+        let mut w: Vec<(&[u8], U512)> = vec![(new_script, U512::ZERO)];
+        for (s, &weight) in weights {
+            if s.as_slice() == new_script {
+                w[0].1 = weight;
+            } else {
+                w.push((s, weight));
+            }
+        }
+        amounts(subsidy, &w, total, donation)
             .map(|v| v.into_iter().map(|(s, a)| (s.to_vec(), a)).collect())
     }
 
     fn outputs_of(amount: BTreeMap<Vec<u8>, u64>, finder: &[u8], rules: RuleSet) -> Vec<TxOut> {
-        payout_outputs(
-            amount.iter().map(|(s, a)| (s.as_slice(), *a)).collect(),
-            finder,
-            rules,
-        )
+        let mut list: Vec<(&[u8], u64)> = vec![(finder, amount.get(finder).copied().unwrap_or(0))];
+        list.extend(
+            amount
+                .iter()
+                .filter(|(s, _)| s.as_slice() != finder)
+                .map(|(s, a)| (s.as_slice(), *a)),
+        );
+        payout_outputs(list, rules)
+            .into_iter()
+            .map(|(script, value)| TxOut {
+                value,
+                script_pubkey: script.to_vec(),
+            })
+            .collect()
     }
     use crate::sharechain::sample::{self, Spec, legacy_net, modern_net, payout};
 
@@ -736,6 +935,135 @@ mod tests {
         let g = generate_transaction(&tracker, &net, &none).unwrap();
         assert_eq!(g.tx.outputs.len(), 1);
         assert!(!g.tx.has_witness());
+    }
+
+    /// §5.4 as it was first written: sort everything by amount, then the kept by script.
+    fn outputs_by_sorting(
+        mut amount: Vec<(&[u8], u64)>,
+        new_script: &[u8],
+        rules: RuleSet,
+    ) -> Vec<(Vec<u8>, u64)> {
+        let cap = rules.max_payout_outputs();
+        amount.sort_unstable_by(|a, b| (b.1, b.0).cmp(&(a.1, a.0)));
+        let mut kept: Vec<(&[u8], u64)> = match rules {
+            RuleSet::Legacy2011 => {
+                amount.truncate(cap);
+                amount
+            }
+            RuleSet::Modern => {
+                let mut finder = 0u64;
+                let mut kept = Vec::new();
+                for (script, a) in amount {
+                    if script == new_script {
+                        finder += a;
+                    } else if kept.len() < cap - 1 {
+                        kept.push((script, a));
+                    } else {
+                        finder += a;
+                    }
+                }
+                kept.push((new_script, finder));
+                kept
+            }
+        };
+        kept.sort_unstable_by(|a, b| (a.0 == new_script, a.0).cmp(&(b.0 == new_script, b.0)));
+        kept.into_iter()
+            .filter(|&(_, v)| v != 0)
+            .map(|(s, v)| (s.to_vec(), v))
+            .collect()
+    }
+
+    #[test]
+    fn selecting_the_largest_pays_what_sorting_everything_paid() {
+        // Scripts of several lengths sharing long prefixes, amounts with many ties and
+        // zeros, around both caps.
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for case in 0..60 {
+            let rules = if case % 3 == 0 {
+                RuleSet::Legacy2011
+            } else {
+                RuleSet::Modern
+            };
+            let n = match case % 4 {
+                0 => 5,
+                1 => 199 + (next() % 4) as usize,
+                2 => 300,
+                _ => rules.max_payout_outputs() + (next() % 3) as usize,
+            };
+            let mut scripts: Vec<Vec<u8>> = (0..n)
+                .map(|_| {
+                    let len = [1, 7, 8, 9, 25, 34][(next() % 6) as usize];
+                    let mut s = vec![0x76u8; len];
+                    for b in s.iter_mut().skip((next() % 10) as usize) {
+                        *b = (next() % 3) as u8;
+                    }
+                    s
+                })
+                .collect();
+            scripts.sort();
+            scripts.dedup();
+            let amount: Vec<(&[u8], u64)> = scripts
+                .iter()
+                .map(|s| (s.as_slice(), next() % 4 * 1000))
+                .collect();
+            let finder = amount[(next() % amount.len() as u64) as usize].0;
+            let mut finder_first = vec![(finder, 0)];
+            for &(s, a) in &amount {
+                if s == finder {
+                    finder_first[0].1 = a;
+                } else {
+                    finder_first.push((s, a));
+                }
+            }
+            let got: Vec<(Vec<u8>, u64)> = payout_outputs(finder_first, rules)
+                .into_iter()
+                .map(|(s, v)| (s.to_vec(), v))
+                .collect();
+            assert_eq!(
+                got,
+                outputs_by_sorting(amount, finder, rules),
+                "case {case}"
+            );
+        }
+    }
+
+    #[test]
+    fn generation_bytes_written_directly_are_the_transactions() {
+        let scripts: Vec<Vec<u8>> = (1..8).map(payout).collect();
+        for net in [legacy_net(true), modern_net()] {
+            let (tracker, hashes) = sample::chain(&net, 14, 10, &scripts);
+            for (commitment, script) in [([0; 32], payout(3)), ([7; 32], script::p2pk(&[4; 65]))] {
+                let req = GentxRequest {
+                    previous_share_hash: hashes.last().copied(),
+                    new_script: &script,
+                    subsidy: 5_000_000_000,
+                    nonce: b"nonce",
+                    block_bits: Bits(0x1f1fffff),
+                    modern: (net.rules == RuleSet::Modern).then_some(ModernFields {
+                        block_height: 300,
+                        witness_commitment: commitment,
+                    }),
+                };
+                let window =
+                    window(&tracker, &net, req.previous_share_hash, req.block_bits).unwrap();
+                let plan = Plan::new(&net, &window, &req).unwrap();
+                let tx = build_generation(&net, &window, &req).unwrap().tx;
+                assert_eq!(plan.stripped_bytes(), tx.to_stripped_bytes());
+                assert_eq!(
+                    generation_id(&net, &window, &req).unwrap(),
+                    GenerationId {
+                        txid: tx.txid(),
+                        stripped_size: tx.stripped_size()
+                    }
+                );
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! remembered for the last few starting shares, and a share's window is derived from its
 //! parent's: one share in at the top, a few out at the bottom. So verifying a share on
 //! top of the last one costs a handful of map updates instead of a walk of CHAIN_LENGTH.
+//!
+//! Scoring a head (§6.4) reads the Bitcoin block of every share in a stretch of up to
+//! CHAIN_LENGTH shares that starts CHAIN_LENGTH/2 below it. The path from a head down
+//! through that stretch is remembered the same way (`Tracker::block_runs`): a new head on
+//! top of the last moves the stretch by one share at each end.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -20,6 +25,9 @@ use super::share::Share;
 
 /// Windows remembered (each a few tens of kilobytes at CHAIN_LENGTH 17280).
 const WINDOW_CACHE: usize = 8;
+/// Paths below heads remembered for scoring (each about 100 KB at CHAIN_LENGTH 17280):
+/// one per verified tree a think scores, and a few trees at most compete.
+const PATH_CACHE: usize = 4;
 
 /// A known share and what the tracker knows about it.
 #[derive(Debug, Clone)]
@@ -177,12 +185,108 @@ impl Window {
     }
 }
 
+/// Consecutive shares building on one Bitcoin block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRun {
+    /// The block they build on (`previous_block` of their headers).
+    pub block: Hash256,
+    pub shares: u32,
+    /// Their total expected hashes.
+    pub work: U512,
+}
+
+/// The ancestors of one share, with the block runs of a stretch of them.
+#[derive(Debug, Default)]
+struct Path {
+    /// The share, then its parent, and so on: `path[j]` is its `j`-th ancestor.
+    path: VecDeque<Idx>,
+    /// The stretch `path[from..to]` that `runs` covers.
+    from: usize,
+    to: usize,
+    /// Newest first; no run is empty and neighbours build on different blocks.
+    runs: VecDeque<BlockRun>,
+}
+
+impl Path {
+    fn run_of(all: &Forest<Entry>, i: Idx) -> BlockRun {
+        BlockRun {
+            block: all.value_of(i).share.header.previous_block,
+            shares: 1,
+            work: all.attempts_of(i),
+        }
+    }
+
+    /// Adds `path[j]` as the newest share of the stretch (`front`) or the oldest.
+    fn push(&mut self, all: &Forest<Entry>, j: usize, front: bool) {
+        let share = Path::run_of(all, self.path[j]);
+        let end = if front {
+            self.runs.front_mut()
+        } else {
+            self.runs.back_mut()
+        };
+        match end {
+            Some(run) if run.block == share.block => {
+                run.shares += 1;
+                run.work += share.work;
+            }
+            _ if front => self.runs.push_front(share),
+            _ => self.runs.push_back(share),
+        }
+    }
+
+    /// Takes `path[j]`, the newest share of the stretch (`front`) or the oldest, out.
+    fn pop(&mut self, all: &Forest<Entry>, j: usize, front: bool) {
+        let share = Path::run_of(all, self.path[j]);
+        let end = if front {
+            self.runs.front_mut()
+        } else {
+            self.runs.back_mut()
+        };
+        let Some(run) = end else { return };
+        run.shares -= 1;
+        run.work -= share.work;
+        if run.shares == 0 {
+            if front {
+                self.runs.pop_front();
+            } else {
+                self.runs.pop_back();
+            }
+        }
+    }
+
+    /// Moves the stretch to `path[from..to]`, share by share at each end when the two
+    /// overlap, else anew.
+    fn cover(&mut self, all: &Forest<Entry>, from: usize, to: usize) {
+        if from >= self.to || to <= self.from {
+            self.runs.clear();
+            (self.from, self.to) = (from, from);
+        }
+        while self.from > from {
+            self.from -= 1;
+            self.push(all, self.from, true);
+        }
+        while self.from < from {
+            self.pop(all, self.from, true);
+            self.from += 1;
+        }
+        while self.to < to {
+            self.push(all, self.to, false);
+            self.to += 1;
+        }
+        while self.to > to {
+            self.to -= 1;
+            self.pop(all, self.to, false);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Tracker {
     all: Forest<Entry>,
     verified: Forest<()>,
     scripts: Scripts,
     windows: RefCell<VecDeque<Window>>,
+    paths: RefCell<VecDeque<Path>>,
 }
 
 impl Tracker {
@@ -252,6 +356,14 @@ impl Tracker {
                 windows.clear();
             } else {
                 windows.retain(|w| !w.touches(i));
+            }
+            // A path runs through parent links: only its first share can be a head and
+            // only its last a tail.
+            let mut paths = self.paths.borrow_mut();
+            if middle {
+                paths.clear();
+            } else {
+                paths.retain(|p| p.path.front() != Some(&i) && p.path.back() != Some(&i));
             }
         }
         self.verified.remove(hash);
@@ -342,10 +454,9 @@ impl Tracker {
                         .is_some_and(|&f| self.all.parent_idx(f) == Some(s))
                 })
             });
-        let mut window = match found {
-            Some(k) => windows.get(k).cloned().unwrap_or_default(),
-            None => Window::default(),
-        };
+        // Taken and moved, not copied: the window it was is one share away from this one,
+        // so it is cheap to derive again if asked for.
+        let mut window = found.and_then(|k| windows.remove(k)).unwrap_or_default();
         if let Some(&front) = window.shares.front()
             && front != s
         {
@@ -376,6 +487,68 @@ impl Tracker {
             windows.push_back(window);
         }
         (out, total)
+    }
+
+    /// The `count` shares from the `k`-th ancestor of `head` back (fewer where the known
+    /// chain ends first) as runs of consecutive shares on one Bitcoin block, oldest first.
+    ///
+    /// The path below a head is remembered, so for a head on top of (or beside) one asked
+    /// about before this costs a few share reads, not a walk of `k + count`.
+    pub fn block_runs(&self, head: &Hash256, k: u32, count: u32) -> Vec<BlockRun> {
+        let Some(h) = self.all.idx(head) else {
+            return Vec::new();
+        };
+        let all = &self.all;
+        let parent = all.parent_idx(h);
+        let mut paths = self.paths.borrow_mut();
+        let found = paths
+            .iter()
+            .position(|p| p.path.front() == Some(&h))
+            .or_else(|| {
+                paths.iter().position(|p| {
+                    p.path.front().is_some_and(|&f| {
+                        parent.is_some() && (Some(f) == parent || all.parent_idx(f) == parent)
+                    })
+                })
+            });
+        let mut p = found.and_then(|k| paths.remove(k)).unwrap_or_default();
+        match p.path.front() {
+            Some(&f) if f == h => {}
+            Some(&f) if Some(f) == parent => {
+                p.path.push_front(h);
+                p.from += 1;
+                p.to += 1;
+            }
+            // A sibling: the same ancestors; the stretch moves by one if it held the
+            // sibling itself.
+            Some(_) => {
+                if p.from == 0 && p.to > 0 {
+                    p.pop(all, 0, true);
+                    p.from = 1;
+                }
+                p.path[0] = h;
+            }
+            None => p.path.push_back(h),
+        }
+        let (k, count) = (k as usize, count as usize);
+        let want = k.saturating_add(count);
+        while p.path.len() < want {
+            let Some(next) = p.path.back().and_then(|&b| all.parent_idx(b)) else {
+                break;
+            };
+            p.path.push_back(next);
+        }
+        let to = want.min(p.path.len());
+        let from = k.min(to);
+        p.cover(all, from, to);
+        // What lies below the stretch is read again only if a later call asks for more.
+        p.path.truncate(to.max(1));
+        let out = p.runs.iter().rev().copied().collect();
+        if paths.len() >= PATH_CACHE {
+            paths.pop_front();
+        }
+        paths.push_back(p);
+        out
     }
 }
 

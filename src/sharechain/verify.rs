@@ -10,7 +10,7 @@ use crate::bitcoin::target::Bits;
 use crate::bitcoin::tx::Transaction;
 use crate::network::{Network, RuleSet};
 
-use super::gentx::{self, Generated, GentxError, GentxRequest};
+use super::gentx::{self, Generated, GenerationId, GentxError, GentxRequest, Window};
 use super::share::Share;
 use super::tracker::Tracker;
 
@@ -158,6 +158,61 @@ pub fn check(
     share: &Share,
     now: i64,
 ) -> Result<Generated, VerifyError> {
+    let window = checked_window(tracker, net, share, now)?;
+    let generated = gentx::build_generation(net, &window, &request(share)).map_err(|source| {
+        VerifyError::Generation {
+            hash: share.hash,
+            source,
+        }
+    })?;
+    let id = GenerationId {
+        txid: generated.tx.txid(),
+        stripped_size: generated.tx.stripped_size(),
+    };
+    check_generation(net, share, window.target, id)?;
+    Ok(generated)
+}
+
+/// [`check`] without building the generation transaction: the same verdict, with only
+/// the transaction's txid and size, which is what verifying a share needs (the
+/// transaction itself is needed only to assemble a block share's block).
+pub fn check_id(
+    tracker: &Tracker,
+    net: &Network,
+    share: &Share,
+    now: i64,
+) -> Result<GenerationId, VerifyError> {
+    let window = checked_window(tracker, net, share, now)?;
+    let id = gentx::generation_id(net, &window, &request(share)).map_err(|source| {
+        VerifyError::Generation {
+            hash: share.hash,
+            source,
+        }
+    })?;
+    check_generation(net, share, window.target, id)?;
+    Ok(id)
+}
+
+/// What the share claims, for regenerating its generation transaction.
+fn request(share: &Share) -> GentxRequest<'_> {
+    let info = &share.info;
+    GentxRequest {
+        previous_share_hash: info.share_data.previous_share_hash,
+        new_script: &info.new_script,
+        subsidy: info.subsidy,
+        nonce: &info.share_data.nonce,
+        block_bits: share.header.bits,
+        modern: info.modern,
+    }
+}
+
+/// The timestamp checks and the retarget, then the generation window of the share.
+fn checked_window<'t>(
+    tracker: &'t Tracker,
+    net: &Network,
+    share: &Share,
+    now: i64,
+) -> Result<Window<'t>, VerifyError> {
     let hash = share.hash;
     let timestamp = share.timestamp();
     if let Some(prev) = share.previous_hash()
@@ -183,7 +238,7 @@ pub fn check(
     // Only with the retarget window known: otherwise the history is what is missing.
     let previous = info.share_data.previous_share_hash;
     let (height, last) = tracker.height_and_last(previous);
-    if last.is_none() || height >= net.target_lookbehind {
+    let window = if last.is_none() || height >= net.target_lookbehind {
         let computed = gentx::next_target(tracker, net, previous)
             .map_err(|source| VerifyError::Generation { hash, source })?;
         if info.share_data.target != computed {
@@ -193,46 +248,49 @@ pub fn check(
                 computed,
             });
         }
-    }
-    let generated = gentx::generate_transaction(
-        tracker,
-        net,
-        &GentxRequest {
-            previous_share_hash: info.share_data.previous_share_hash,
-            new_script: &info.new_script,
-            subsidy: info.subsidy,
-            nonce: &info.share_data.nonce,
-            block_bits: share.header.bits,
-            modern: info.modern,
-        },
-    )
-    .map_err(|source| VerifyError::Generation { hash, source })?;
-    let computed = generated.share_data.target;
-    if info.share_data.target != computed {
+        // The target is computed once: the window takes it.
+        gentx::window_with_target(tracker, net, previous, share.header.bits, computed)
+    } else {
+        gentx::window(tracker, net, previous, share.header.bits)
+    };
+    window.map_err(|source| VerifyError::Generation { hash, source })
+}
+
+/// The checks on the regenerated generation transaction `id` of a window whose share
+/// target is `target`: the claimed target, the merkle root, and for a block share its
+/// transactions and size.
+fn check_generation(
+    net: &Network,
+    share: &Share,
+    target: Bits,
+    id: GenerationId,
+) -> Result<(), VerifyError> {
+    let hash = share.hash;
+    let claimed = share.info.share_data.target;
+    if claimed != target {
         return Err(VerifyError::WrongTarget {
             hash,
-            claimed: info.share_data.target,
-            computed,
+            claimed,
+            computed: target,
         });
     }
-    let gentx_txid = generated.tx.txid();
-    if merkle::apply_branch(gentx_txid, &share.merkle_branch) != share.header.merkle_root {
+    if merkle::apply_branch(id.txid, &share.merkle_branch) != share.header.merkle_root {
         return Err(VerifyError::MerkleRootMismatch { hash });
     }
     if let Some(other_txs) = &share.other_txs {
         let mut txids = Vec::with_capacity(other_txs.len() + 1);
-        txids.push(gentx_txid);
+        txids.push(id.txid);
         txids.extend(other_txs.iter().map(Transaction::txid));
         // Fix 5: a list that repeats a txid is a mutated copy (CVE-2012-2459). The share
         // hash does not commit to the list, so the share stands on its share1a form; the
         // block is never submitted from this copy (`chain::assemble_block`).
         if has_duplicate(&txids) {
-            return Ok(generated);
+            return Ok(());
         }
         if merkle::root(&txids) != share.header.merkle_root {
             return Err(VerifyError::BlockMerkleRootMismatch { hash });
         }
-        let size = stripped_block_size(&generated.tx, other_txs);
+        let size = stripped_block_size(id.stripped_size, other_txs);
         let max = match net.rules {
             RuleSet::Legacy2011 => LEGACY_MAX_BLOCK_SIZE,
             RuleSet::Modern => MODERN_MAX_STRIPPED_SIZE,
@@ -241,7 +299,7 @@ pub fn check(
             return Err(VerifyError::BlockTooLarge { hash, size, max });
         }
     }
-    Ok(generated)
+    Ok(())
 }
 
 /// Whether a list of txids names one transaction twice.
@@ -251,10 +309,10 @@ pub fn has_duplicate(txids: &[Hash256]) -> bool {
 }
 
 /// The block's size without witnesses: header, transaction count, transactions.
-fn stripped_block_size(gentx: &Transaction, other_txs: &[Transaction]) -> usize {
+fn stripped_block_size(gentx_size: usize, other_txs: &[Transaction]) -> usize {
     let count = other_txs.len() as u64 + 1;
     80 + crate::bitcoin::encode::compact_size_len(count)
-        + gentx.stripped_size()
+        + gentx_size
         + other_txs
             .iter()
             .map(Transaction::stripped_size)
