@@ -5,12 +5,12 @@
 //! P2P, miners) and returns a `Running` node; `Running::stop` (SIGINT/SIGTERM) stops them
 //! in reverse order and flushes the store.
 
+pub mod core;
 pub mod history;
 pub mod payout;
 pub mod status;
 pub mod sync;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,24 +20,24 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, never, select, tick};
 use log::{debug, error, info, warn};
 
-use crate::bitcoin::hash::Hash256;
 use crate::bitcoin::template::Template;
-use crate::bitcoind::feed::{Feed, FeedConfig, FeedError, SignalRefresh, refresh_on_sigusr1};
-use crate::bitcoind::heights::{HeightAnswer, HeightLookup, Heights};
+use crate::bitcoind::feed::{
+    Feed, FeedConfig, FeedError, FeedStatus, SignalRefresh, refresh_on_sigusr1,
+};
+use crate::bitcoind::heights::{HeightAnswer, HeightLookup};
 use crate::bitcoind::link::{Link, LinkConfig, LinkEvent};
 use crate::bitcoind::rpc::{Client, RpcError};
-use crate::bitcoind::submit::{BlockSubmission, SubmitConfig, SubmitResult, Submitter};
+use crate::bitcoind::submit::{SubmitConfig, SubmitResult, Submitter};
 use crate::config::Config;
 use crate::p2p::{P2p, P2pConfig, P2pError, PeerEvent, Peers};
-use crate::sharechain::best::BlockHeights;
-use crate::sharechain::chain::{LoadError, ShareChain, Think};
-use crate::store::{Batch, PendingWrites, Store, StoreError};
+use crate::sharechain::chain::{LoadError, ShareChain};
+use crate::store::{PendingWrites, Store, StoreError};
 use crate::web::Web;
 use crate::web::status::StatusBoard;
-use crate::worker::{MinerEvent, Readiness, WebRoutes, Work, WorkerConfig, WorkerError, Workers};
-use sync::ShareSync;
+use crate::worker::{MinerEvent, WebRoutes, WorkerConfig, WorkerError, Workers};
 
-use history::{FoundBlock, History};
+use core::{Core, Effect, Event, Settings};
+use history::History;
 use payout::{Payout, PayoutError};
 
 const LOG: &str = "node";
@@ -45,8 +45,6 @@ const LOG: &str = "node";
 const TICK: Duration = Duration::from_secs(1);
 /// Events handled before the node thinks, so a flood cannot starve thinking.
 const EVENTS_PER_THINK: usize = 64;
-/// How often the share and peer counts are logged.
-const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 /// Why the node could not start or stopped by itself.
 #[derive(Debug)]
@@ -101,369 +99,130 @@ impl std::error::Error for NodeError {}
 
 pub use crate::unix_now;
 
-/// Block heights for ranking: the cache; a miss is asked of bitcoind on the `heights`
-/// thread (never waited for) and counts as unknown until the answer comes back as an event.
-struct RankHeights<'a> {
-    heights: &'a Heights,
-    lookup: &'a HeightLookup,
-    highest: u32,
-}
-
-impl BlockHeights for RankHeights<'_> {
-    fn height(&self, block: &Hash256) -> u32 {
-        match self.heights.cached(block) {
-            Some(h) => u32::try_from(h).unwrap_or(u32::MAX),
-            None => {
-                self.lookup.ask(*block);
-                0
-            }
-        }
-    }
-
-    fn highest(&self) -> u32 {
-        self.highest
-    }
-}
-
-/// The state the node thread owns.
-struct Node {
-    chain: ShareChain,
+/// What the node thread drives besides its [`Core`]: the store and the subsystems'
+/// handles, through which the core's effects are carried out.
+struct Services {
     store: Store,
-    template: Option<Arc<Template>>,
-    best: Option<Hash256>,
-    heights: Heights,
+    /// Store writes that failed, kept and retried.
+    pending: PendingWrites,
+    submitter: Submitter,
     lookup: HeightLookup,
     feed: Feed,
-    submitter: Submitter,
-    history: History,
-    payout: Payout,
-    sync: ShareSync,
     peers: Peers,
-    /// Address-book changes waiting for the next store write.
-    addrs: Batch,
-    /// Store writes that failed, kept and retried (`flush`).
-    pending: PendingWrites,
     /// `None` once stopped (at shutdown, before the last events are drained).
     workers: Option<Workers>,
-    /// What the current work was built from: the template's identity and the best share.
-    work_from: Option<(usize, Option<Hash256>)>,
-    readiness: Readiness,
-    /// Shares found by this node's miners.
-    local: HashSet<Hash256>,
     board: StatusBoard,
-    started_at: u64,
-    fee_percent: f64,
-    start_new_chain: bool,
-    last_think: Instant,
-    last_progress: Instant,
-    /// Shares came from peers since the last think.
-    dirty: bool,
-    /// bitcoind's clock minus ours (seconds), from the newest template's `curtime`.
-    clock_offset: i64,
+    p2p: Option<P2p>,
+    usr1: SignalRefresh,
+    link: Option<Link>,
 }
 
-impl Node {
-    fn on_template(&mut self, template: Arc<Template>) {
-        let new_block = self
-            .template
-            .as_ref()
-            .is_none_or(|t| t.previous_block != template.previous_block);
-        self.heights.insert(
-            template.previous_block,
-            u64::from(template.height.saturating_sub(1)),
-        );
-        self.clock_offset = i64::from(template.cur_time) - unix_now() as i64;
-        if new_block {
-            info!(
-                target: LOG,
-                "new work from bitcoind: block {} on {}, {} transactions",
-                template.height,
-                template.previous_block,
-                template.transactions.len()
-            );
-        }
-        self.template = Some(template);
-        self.think();
-        self.update_work();
+/// Where the node loop's effects go, and what it stops: the real services, or a test's.
+pub trait Outputs {
+    /// Carries out the core's effects, in order.
+    fn apply(&mut self, effects: Vec<Effect>);
+    /// The feed's view of bitcoind, read at each tick.
+    fn feed_status(&self) -> FeedStatus;
+    /// After each batch and tick: a look at the core (tests record what they assert on),
+    /// with the longest the core took on one event of the batch.
+    fn observe(&mut self, _core: &Core, _longest: Duration) {}
+    /// Stops accepting miners and peers; their queued events are then handled.
+    fn stop_accepting(&mut self);
+    /// Stops what is left, after the last store write.
+    fn stop(self);
+}
+
+impl Outputs for Services {
+    fn apply(&mut self, effects: Vec<Effect>) {
+        Services::apply(self, effects);
     }
 
-    fn on_miner(&mut self, event: MinerEvent) {
-        let MinerEvent::Share(found) = event;
-        let now = self.corrected_now();
-        // A block went to bitcoind from the miner's thread (recorded here), or goes now.
-        if let Some(block) = found.block.clone() {
-            self.submit_block_at(
-                block,
-                u64::from(found.height),
-                &found.share.info.new_script,
-                now,
-                found.submitted,
-            );
-        }
-        let hash = found.share.hash;
-        info!(
-            target: LOG,
-            "share {hash} found by {}{}",
-            found.miner,
-            if found.block.is_some() { " (a block)" } else { "" }
-        );
-        self.local.insert(hash);
-        self.chain.add(found.share, None, now);
-        self.think();
-        self.update_work();
+    fn feed_status(&self) -> FeedStatus {
+        self.feed.status()
     }
 
-    /// Builds and hands out new work when the template or the best share changed.
-    fn update_work(&mut self) {
-        let Some(template) = self.template.clone() else {
-            return;
-        };
-        let key = (Arc::as_ptr(&template) as usize, self.best);
-        if self.work_from == Some(key) {
-            return;
+    fn stop_accepting(&mut self) {
+        if let Some(workers) = self.workers.take() {
+            workers.stop();
         }
-        match Work::build(&self.chain, &template, self.best, unix_now()) {
-            Ok(work) => {
-                self.work_from = Some(key);
-                if let Some(workers) = &self.workers {
-                    workers.publish(Arc::new(work));
-                }
-            }
-            Err(e) => warn!(target: LOG, "cannot build work: {e}"),
+        if let Some(p2p) = self.p2p.take() {
+            p2p.stop();
         }
     }
 
-    /// Whether miners may mine, as R decides it.
-    fn update_readiness(&mut self) {
-        let net = self.chain.network();
-        let readiness = if self.template.is_none() || !self.feed.status().reachable {
-            Readiness::NoBitcoind
-        } else if net.persist && !self.start_new_chain && self.peers.count() == 0 {
-            Readiness::NoPeers
-        } else if net.persist && !self.start_new_chain && self.best.is_none() {
-            Readiness::DownloadingShares
-        } else {
-            Readiness::Ready
-        };
-        if readiness != self.readiness {
-            match readiness.message() {
-                None => info!(target: LOG, "serving miners"),
-                Some(why) => warn!(
-                    target: LOG,
-                    "not serving miners: {why}{}",
-                    if matches!(readiness, Readiness::NoPeers | Readiness::DownloadingShares) {
-                        " (this network persists: connect to a node with -n, or start a new \
-                         share chain with --start-new-chain)"
-                    } else {
-                        ""
-                    }
-                ),
-            }
-            self.readiness = readiness;
-            if let Some(workers) = &self.workers {
-                workers.set_readiness(readiness);
-            }
+    fn stop(self) {
+        self.usr1.stop();
+        if let Some(link) = self.link {
+            link.stop();
         }
-    }
-
-    /// Publishes the state for the web.
-    fn publish_status(&self) {
-        let inputs = status::Inputs {
-            chain: &self.chain,
-            best: self.best,
-            template: self.template.as_deref(),
-            feed: self.feed.status(),
-            history: &self.history,
-            local: &self.local,
-            started_at: self.started_at,
-            now: unix_now(),
-            ready: match self.readiness.message() {
-                None => Ok(()),
-                Some(why) => Err(why.to_string()),
-            },
-            fee_percent: self.fee_percent,
-            payout_address: &self.payout.address,
-            peers: self.peers.count(),
-        };
-        self.board.publish(status::fill(&inputs));
-    }
-
-    /// A height asked for came: the ranking that missed it is done again.
-    fn on_height(&mut self, answer: HeightAnswer) {
-        if answer.height.is_some() {
-            self.chain.forget_scores();
-            self.dirty = true;
-        }
-    }
-
-    fn on_submitted(&mut self, result: SubmitResult) {
-        self.history
-            .set_outcome(&result.hash, result.outcome.to_string());
-    }
-
-    fn on_peer(&mut self, event: PeerEvent) {
-        match event {
-            PeerEvent::Connected { id, info } => info!(
-                target: LOG,
-                "peer {id} connected: {} {} ({}, version {}, mode {})",
-                if info.inbound { "from" } else { "to" },
-                info.addr,
-                info.sub_version,
-                info.version,
-                info.mode
-            ),
-            PeerEvent::Disconnected { id } => {
-                debug!(target: LOG, "peer {id} disconnected");
-                self.sync.on_disconnect(id);
-            }
-            PeerEvent::Message { id, msg } => {
-                self.dirty = true;
-                let now = self.corrected_now();
-                let out = self
-                    .sync
-                    .on_message(id, msg, &mut self.chain, &self.peers, now);
-                for block in out.blocks {
-                    self.submit_block(block, now);
-                }
-            }
-            PeerEvent::Addrs(changes) => {
-                self.addrs.put_addrs.extend(changes.put);
-                self.addrs.remove_addrs.extend(changes.remove);
-            }
-        }
-    }
-
-    fn on_link(&mut self, event: LinkEvent) {
-        match event {
-            LinkEvent::Connected {
-                user_agent,
-                start_height,
-                ..
-            } => info!(
-                target: LOG,
-                "P2P link to bitcoind up: {user_agent} at height {start_height}"
-            ),
-            LinkEvent::Disconnected(why) => debug!(target: LOG, "P2P link to bitcoind down: {why}"),
-            other => debug!(target: LOG, "P2P link: {other:?}"),
-        }
-    }
-
-    /// Our clock corrected to bitcoind's (the future-timestamp rule reads it).
-    fn corrected_now(&self) -> u64 {
-        (unix_now() as i64).saturating_add(self.clock_offset).max(0) as u64
-    }
-
-    /// Verification, best share and pruning; then what follows from them.
-    fn think(&mut self) -> Think {
-        let now = self.corrected_now();
-        let highest = self
-            .template
-            .as_ref()
-            .map_or(0, |t| t.height.saturating_sub(1));
-        let heights = RankHeights {
-            heights: &self.heights,
-            lookup: &self.lookup,
-            highest,
-        };
-        let current = self.template.as_ref().map(|t| t.previous_block);
-        let think = self.chain.think(&heights, current, now);
-        self.dirty = false;
-        for (hash, peer, why) in &think.bad {
-            warn!(target: LOG, "share {hash} from peer {peer:?} failed verification: {why}");
-        }
-        for block in &think.blocks {
-            self.submit_block(block.clone(), now);
-        }
-        self.sync.after_think(&think, &self.chain, &self.peers, now);
-        if think.best != self.best {
-            self.best = think.best;
-            if let Some(best) = self.best {
-                let (height, _) = self.chain.tracker().height_and_last(Some(best));
-                debug!(target: LOG, "best share {best} at height {height}");
-            }
-        }
-        self.last_think = Instant::now();
-        if self.last_progress.elapsed() >= PROGRESS_EVERY {
-            self.last_progress = Instant::now();
-            let p = ShareSync::progress(&self.chain);
-            info!(
-                target: LOG,
-                "shares: have {} of ~{} ({} verified), best {}; peers: {}",
-                p.have,
-                p.want,
-                p.verified,
-                self.best.map_or("none".to_string(), |b| b.to_hex()),
-                self.peers.count()
-            );
-        }
-        think
-    }
-
-    fn submit_block(&mut self, block: crate::bitcoin::block::Block, now: u64) {
-        let hash = block.header.hash();
-        let height = self
-            .heights
-            .cached(&block.header.previous_block)
-            .map(|h| h + 1)
-            .or(self.template.as_ref().map(|t| u64::from(t.height)))
-            .unwrap_or(0);
-        // A share's hash is its header's hash: the block and the share share it.
-        let finder = self
-            .chain
-            .tracker()
-            .get(&hash)
-            .map(|s| s.info.new_script.clone())
-            .unwrap_or_default();
-        self.submit_block_at(block, height, &finder, now, false);
-    }
-
-    /// Records a found block and submits it once (a block already recorded is not sent
-    /// again; one a miner's thread `submitted` is only recorded).
-    fn submit_block_at(
-        &mut self,
-        block: crate::bitcoin::block::Block,
-        height: u64,
-        finder: &[u8],
-        now: u64,
-        submitted: bool,
-    ) {
-        let hash = block.header.hash();
-        let found = FoundBlock::new(
-            &block,
-            height,
-            hash,
-            finder,
-            now,
-            &self.chain.network().bitcoin,
-        );
-        if !self.history.found(found) {
-            return;
-        }
-        if submitted {
-            info!(target: LOG, "BLOCK FOUND: {hash} at height {height}; submitted by the miner's thread");
-            return;
-        }
-        info!(target: LOG, "BLOCK FOUND: {hash} at height {height}; submitting");
-        let bytes = crate::bitcoin::encode::Encode::to_bytes(&block);
-        if let Err(e) = self
-            .submitter
-            .submit(BlockSubmission::new(&block.header, height, bytes))
-        {
+        self.lookup.stop();
+        let feed_result = self.feed.stop();
+        self.submitter.stop();
+        if let Err(e) = feed_result {
             error!(target: LOG, "{e}");
         }
     }
+}
 
-    /// Writes this tick's changes, with any earlier ones the store failed to take, in one
-    /// transaction; what fails stays pending and is retried at the next tick.
-    fn flush(&mut self) {
-        let mut batch = self.chain.take_batch();
-        let addrs = std::mem::take(&mut self.addrs);
-        batch.put_addrs = addrs.put_addrs;
-        batch.remove_addrs = addrs.remove_addrs;
-        self.history.write_to(&mut batch);
-        for note in self.pending.write(&mut self.store, batch, unix_now()) {
-            log::log!(target: LOG, note.level, "{}", note.message);
+impl Services {
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send { peer, frame } => {
+                    self.peers.send_frame(peer, frame);
+                }
+                Effect::Score {
+                    peer,
+                    points,
+                    reason,
+                    close: true,
+                } => self.peers.punish(peer, points, &reason),
+                Effect::Score {
+                    peer,
+                    points,
+                    reason,
+                    close: false,
+                } => self.peers.add_ban_score(peer, points, &reason),
+                Effect::BestShare(best) => self.peers.set_best_share(best),
+                Effect::Work(work) => {
+                    if let Some(workers) = &self.workers {
+                        workers.publish(work);
+                    }
+                }
+                Effect::Readiness(r) => {
+                    if let Some(workers) = &self.workers {
+                        workers.set_readiness(r);
+                    }
+                }
+                Effect::Submit(block) => {
+                    if let Err(e) = self.submitter.submit(block) {
+                        error!(target: LOG, "{e}");
+                    }
+                }
+                Effect::Store(batch) => {
+                    for note in self.pending.write(&mut self.store, batch, unix_now()) {
+                        log::log!(target: LOG, note.level, "{}", note.message);
+                    }
+                }
+                Effect::Status(status) => self.board.publish(*status),
+                Effect::AskHeight(block) => self.lookup.ask(block),
+            }
         }
+    }
+}
+
+fn on_link(event: LinkEvent) {
+    match event {
+        LinkEvent::Connected {
+            user_agent,
+            start_height,
+            ..
+        } => info!(
+            target: LOG,
+            "P2P link to bitcoind up: {user_agent} at height {start_height}"
+        ),
+        LinkEvent::Disconnected(why) => debug!(target: LOG, "P2P link to bitcoind down: {why}"),
+        other => debug!(target: LOG, "P2P link: {other:?}"),
     }
 }
 
@@ -603,61 +362,55 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
 
     let (lookup, height_answers) =
         HeightLookup::start(feed.heights()).map_err(|e| NodeError::Spawn("heights", e))?;
-    let node = Node {
+    if !matches!(payout.source, payout::Source::KeyFile { .. }) {
+        info!(target: LOG, "paying to {}", payout.address);
+    }
+    let core = Core::new(
         chain,
+        history,
+        Settings {
+            fee_percent: config.fee,
+            start_new_chain: config.start_new_chain,
+            payout_address: payout.address.clone(),
+            our_mode: if config.low_bandwidth {
+                crate::p2p::MODE_LOW_BANDWIDTH
+            } else {
+                crate::p2p::MODE_NORMAL
+            },
+            started_at: unix_now(),
+        },
+    );
+    let services = Services {
         store,
-        template: None,
-        best: None,
-        heights: feed.heights(),
+        pending: PendingWrites::default(),
+        submitter,
         lookup,
         feed,
-        submitter,
-        history,
-        payout,
-        sync: ShareSync::new(net.clone()),
         peers,
-        addrs: Batch::default(),
-        pending: PendingWrites::default(),
         workers: Some(workers),
-        work_from: None,
-        // Announced at the first tick, whatever it is.
-        readiness: Readiness::Ready,
-        local: HashSet::new(),
         board,
-        started_at: unix_now(),
-        fee_percent: config.fee,
-        start_new_chain: config.start_new_chain,
-        last_think: Instant::now(),
-        last_progress: Instant::now(),
-        dirty: false,
-        clock_offset: 0,
+        p2p: Some(p2p),
+        usr1,
+        link,
     };
-    if !matches!(node.payout.source, payout::Source::KeyFile { .. }) {
-        info!(target: LOG, "paying to {}", node.payout.address);
-    }
 
     let (stop_tx, stop_rx) = bounded::<()>(0);
     let (done_tx, done_rx) = bounded::<()>(0);
-    let parts = Parts {
-        p2p,
-        usr1,
-        link,
-        inputs: Inputs {
-            stop: stop_rx,
-            templates,
-            peer_events,
-            miner_events,
-            results,
-            link_events,
-            height_answers,
-            ticker: tick(TICK),
-        },
+    let inputs = Inputs {
+        stop: stop_rx,
+        templates,
+        peer_events,
+        miner_events,
+        results,
+        link_events,
+        height_answers,
+        ticker: tick(TICK),
     };
     let thread = thread::Builder::new()
         .name("node".into())
         .spawn(move || {
             let _done = done_tx;
-            run(node, parts)
+            run(core, inputs, services)
         })
         .map_err(|e| NodeError::Spawn("node", e))?;
     Ok(Running {
@@ -667,24 +420,18 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
     })
 }
 
-/// The subsystems the node thread stops when it ends.
-struct Parts {
-    p2p: P2p,
-    usr1: SignalRefresh,
-    link: Option<Link>,
-    inputs: Inputs,
-}
-
-/// Every channel the node thread reads.
-struct Inputs {
-    stop: Receiver<()>,
-    templates: Receiver<Arc<Template>>,
-    peer_events: Receiver<PeerEvent>,
-    miner_events: Receiver<MinerEvent>,
-    results: Receiver<SubmitResult>,
-    link_events: Receiver<LinkEvent>,
-    height_answers: Receiver<HeightAnswer>,
-    ticker: Receiver<Instant>,
+/// Every channel the node thread reads (a test passes `never()` for what it lacks).
+pub struct Inputs {
+    /// A message or the sender's drop stops the node.
+    pub stop: Receiver<()>,
+    pub templates: Receiver<Arc<Template>>,
+    pub peer_events: Receiver<PeerEvent>,
+    pub miner_events: Receiver<MinerEvent>,
+    pub results: Receiver<SubmitResult>,
+    pub link_events: Receiver<LinkEvent>,
+    pub height_answers: Receiver<HeightAnswer>,
+    /// The tick: think, readiness, status and the store write.
+    pub ticker: Receiver<Instant>,
 }
 
 /// One thing for the node thread to handle.
@@ -724,27 +471,44 @@ impl Inputs {
     }
 }
 
-fn run(mut node: Node, parts: Parts) -> Result<(), NodeError> {
-    node.think();
-    let inputs = &parts.inputs;
+/// The node thread: each input goes to the core and the core's effects are carried out;
+/// at the end, the stop order. Returns why the node stopped.
+pub fn run(mut core: Core, inputs: Inputs, mut outputs: impl Outputs) -> Result<(), NodeError> {
     let outcome = loop {
         let mut handled = 0;
         let mut stopped = None;
-        let mut ticked = false;
+        let mut longest = Duration::ZERO;
         // Events until the batch is full or the tick: a flood cannot starve thinking.
         while handled < EVENTS_PER_THINK {
-            match inputs.next() {
-                Ok(Input::Stop) => stopped = Some(Ok(())),
-                Ok(Input::Template(t)) => node.on_template(t),
-                Ok(Input::Peer(e)) => node.on_peer(e),
-                Ok(Input::Miner(e)) => node.on_miner(e),
-                Ok(Input::Submitted(r)) => node.on_submitted(r),
-                Ok(Input::Link(e)) => node.on_link(e),
-                Ok(Input::Height(a)) => node.on_height(a),
-                Ok(Input::Tick) => ticked = true,
-                Err(e) => stopped = Some(Err(e)),
-            }
-            if stopped.is_some() || ticked {
+            let now = unix_now();
+            let event = match inputs.next() {
+                Ok(Input::Stop) => {
+                    stopped = Some(Ok(()));
+                    break;
+                }
+                Err(e) => {
+                    stopped = Some(Err(e));
+                    break;
+                }
+                Ok(Input::Link(e)) => {
+                    on_link(e);
+                    continue;
+                }
+                Ok(Input::Template(t)) => Event::Template(t),
+                Ok(Input::Peer(e)) => Event::Peer(e),
+                Ok(Input::Miner(e)) => Event::Miner(e),
+                Ok(Input::Submitted(r)) => Event::Submitted(r),
+                Ok(Input::Height(a)) => Event::Height(a),
+                Ok(Input::Tick) => Event::Tick {
+                    feed: outputs.feed_status(),
+                },
+            };
+            let tick = matches!(event, Event::Tick { .. });
+            let started = Instant::now();
+            let effects = core.on(event, now);
+            longest = longest.max(started.elapsed());
+            outputs.apply(effects);
+            if tick {
                 break;
             }
             handled += 1;
@@ -752,59 +516,30 @@ fn run(mut node: Node, parts: Parts) -> Result<(), NodeError> {
         if let Some(outcome) = stopped {
             break outcome;
         }
-        // Shares from peers are thought about after each batch (relays wait on it);
-        // readiness, the status page and the store once per tick.
-        if node.dirty || ticked {
-            node.think();
-            node.update_work();
-        }
-        if ticked {
-            node.update_readiness();
-            node.publish_status();
-            node.flush();
-        }
+        let started = Instant::now();
+        let effects = core.on(Event::BatchEnd, unix_now());
+        longest = longest.max(started.elapsed());
+        outputs.apply(effects);
+        outputs.observe(&core, longest);
     };
     if let Err(e) = &outcome {
         error!(target: LOG, "{e}; stopping");
     } else {
         info!(target: LOG, "stopping");
     }
-    let Parts {
-        p2p,
-        usr1,
-        link,
-        inputs,
-    } = parts;
-    // Stop accepting, and drain what the miners and peers sent before they stopped.
-    if let Some(workers) = node.workers.take() {
-        workers.stop();
-    }
-    p2p.stop();
+    // Stop accepting, and take what the miners and peers sent before they stopped.
+    outputs.stop_accepting();
+    let now = unix_now();
     for e in inputs.miner_events.try_iter() {
-        node.on_miner(e);
+        outputs.apply(core.on(Event::Miner(e), now));
     }
     for e in inputs.peer_events.try_iter() {
-        node.on_peer(e);
+        outputs.apply(core.on(Event::Peer(e), now));
     }
-    node.think();
     // Then the store, then the bitcoind services.
-    node.flush();
-    usr1.stop();
-    if let Some(link) = link {
-        link.stop();
-    }
-    let Node {
-        submitter,
-        feed,
-        lookup,
-        ..
-    } = node;
-    lookup.stop();
-    let feed_result = feed.stop();
-    submitter.stop();
-    if let Err(e) = feed_result {
-        error!(target: LOG, "{e}");
-    }
+    outputs.apply(core.on(Event::Stop, now));
+    outputs.observe(&core, Duration::ZERO);
+    outputs.stop();
     outcome
 }
 

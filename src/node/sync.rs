@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
@@ -23,7 +22,7 @@ use crate::p2p::{MODE_LOW_BANDWIDTH, PeerId, chance, random_u64, score};
 
 const LOG: &str = "p2p";
 /// How long requests and peer heads are remembered (R: 300 s).
-const MEMORY: Duration = Duration::from_secs(300);
+const MEMORY: u64 = 300;
 /// Ancestors asked for with a missing share (R asked 2000; servers clamp to 1000).
 const REQUEST_PARENTS: u64 = 1000;
 /// R's clamp: at most 1000 // len(hashes) parents per hash.
@@ -51,6 +50,51 @@ const PER_PEER_ASKED: usize = 1_000;
 const PER_PEER_HEADS: usize = 200;
 /// Unknown hashes of one share0s asked for (R: all of them).
 const MAX_ANNOUNCED_ASKED: usize = 100;
+/// What share sync needs of the peers: the real [`Peers`] handle, or the node core's
+/// record of peers that turns each call into an effect.
+pub trait PeerPort {
+    /// The network's framing, to build a frame once for many peers.
+    fn framing(&self) -> &Framing;
+    /// Handshaken peers with the mode each link runs in (the lower of both sides').
+    fn connected(&self) -> Vec<(PeerId, u32)>;
+    fn is_up(&self, id: PeerId) -> bool;
+    fn send(&mut self, id: PeerId, msg: &Message) -> bool;
+    fn send_frame(&mut self, id: PeerId, frame: Arc<[u8]>) -> bool;
+    /// Adds to the peer's ban score and disconnects it.
+    fn punish(&mut self, id: PeerId, points: u32, reason: &str);
+    /// Adds to the peer's ban score; disconnects only once its address is banned.
+    fn add_ban_score(&mut self, id: PeerId, points: u32, reason: &str);
+    /// Our best share, for the `version` we send.
+    fn set_best_share(&mut self, best: Option<Hash256>);
+}
+
+impl PeerPort for Peers {
+    fn framing(&self) -> &Framing {
+        Peers::framing(self)
+    }
+    fn connected(&self) -> Vec<(PeerId, u32)> {
+        Peers::connected(self)
+    }
+    fn is_up(&self, id: PeerId) -> bool {
+        Peers::is_up(self, id)
+    }
+    fn send(&mut self, id: PeerId, msg: &Message) -> bool {
+        Peers::send(self, id, msg)
+    }
+    fn send_frame(&mut self, id: PeerId, frame: Arc<[u8]>) -> bool {
+        Peers::send_frame(self, id, frame)
+    }
+    fn punish(&mut self, id: PeerId, points: u32, reason: &str) {
+        Peers::punish(self, id, points, reason)
+    }
+    fn add_ban_score(&mut self, id: PeerId, points: u32, reason: &str) {
+        Peers::add_ban_score(self, id, points, reason)
+    }
+    fn set_best_share(&mut self, best: Option<Hash256>) {
+        Peers::set_best_share(self, best)
+    }
+}
+
 /// Shares relayed at most per change of the best share; older ones are fetched by peers.
 const RELAY_MAX: usize = 100;
 
@@ -68,15 +112,17 @@ pub struct SyncOutcome {
 pub struct ShareSync {
     net: Network,
     /// Hash → (last request, requests so far).
-    requested: HashMap<Hash256, (Instant, u32)>,
+    requested: HashMap<Hash256, (u64, u32)>,
     /// First share of a batch → the peers that sent it, and when last.
-    peer_heads: HashMap<Hash256, (Instant, Vec<PeerId>)>,
+    peer_heads: HashMap<Hash256, (u64, Vec<PeerId>)>,
     /// Shares of the best chain already relayed.
     relayed: HashSet<Hash256>,
     last_best: Option<Hash256>,
-    last_cleanup: Instant,
+    last_cleanup: u64,
+    /// The time of the call in hand (Unix seconds, from the caller: no clock here).
+    now: u64,
     /// Per peer: (window start, announced hashes asked for, heads noted) in this window.
-    quota: HashMap<PeerId, (Instant, usize, usize)>,
+    quota: HashMap<PeerId, (u64, usize, usize)>,
 }
 
 /// How far the chain is: R's "Have: n/~2·CHAIN_LENGTH".
@@ -95,7 +141,8 @@ impl ShareSync {
             peer_heads: HashMap::new(),
             relayed: HashSet::new(),
             last_best: None,
-            last_cleanup: Instant::now(),
+            last_cleanup: 0,
+            now: 0,
             quota: HashMap::new(),
         }
     }
@@ -114,9 +161,10 @@ impl ShareSync {
         peer: PeerId,
         msg: Message,
         chain: &mut ShareChain,
-        peers: &Peers,
+        peers: &mut dyn PeerPort,
         now: u64,
     ) -> SyncOutcome {
+        self.now = now;
         match msg {
             Message::Share1as(list) => {
                 let built: Vec<_> = list
@@ -162,7 +210,7 @@ impl ShareSync {
         peer: PeerId,
         built: Vec<Result<Share, ShareError>>,
         chain: &mut ShareChain,
-        peers: &Peers,
+        peers: &mut dyn PeerPort,
         now: u64,
     ) -> SyncOutcome {
         let mut out = SyncOutcome::default();
@@ -230,10 +278,10 @@ impl ShareSync {
     }
 
     /// This peer's quota window, started anew after `MEMORY`.
-    fn quota(&mut self, peer: PeerId) -> &mut (Instant, usize, usize) {
-        let now = Instant::now();
+    fn quota(&mut self, peer: PeerId) -> &mut (u64, usize, usize) {
+        let now = self.now;
         let q = self.quota.entry(peer).or_insert((now, 0, 0));
-        if now.duration_since(q.0) >= MEMORY {
+        if now.saturating_sub(q.0) >= MEMORY {
             *q = (now, 0, 0);
         }
         q
@@ -251,19 +299,25 @@ impl ShareSync {
         let e = self
             .peer_heads
             .entry(hash)
-            .or_insert_with(|| (Instant::now(), Vec::new()));
-        e.0 = Instant::now();
+            .or_insert_with(|| (self.now, Vec::new()));
+        e.0 = self.now;
         if !e.1.contains(&peer) {
             e.1.push(peer);
         }
     }
 
     /// share0s: ask the announcer for the unknown hashes not asked for lately.
-    fn on_hashes(&mut self, peer: PeerId, hashes: &[Hash256], chain: &ShareChain, peers: &Peers) {
+    fn on_hashes(
+        &mut self,
+        peer: PeerId,
+        hashes: &[Hash256],
+        chain: &ShareChain,
+        peers: &mut dyn PeerPort,
+    ) {
         if let Some(first) = hashes.first() {
             self.note_head(*first, peer);
         }
-        let now = Instant::now();
+        let now = self.now;
         let wanted: Vec<Hash256> = hashes
             .iter()
             .take(MAX_ANNOUNCED)
@@ -295,17 +349,17 @@ impl ShareSync {
     }
 
     /// R's throttle: a hash is asked again only after 10 × 1.5^count seconds.
-    fn may_request(&self, hash: &Hash256, now: Instant) -> bool {
+    fn may_request(&self, hash: &Hash256, now: u64) -> bool {
         match self.requested.get(hash) {
             None => true,
             Some((last, count)) => {
-                let wait = Duration::from_secs_f64(10.0 * 1.5f64.powi((*count).min(30) as i32));
-                now.saturating_duration_since(*last) >= wait
+                let wait = 10.0 * 1.5f64.powi((*count).min(30) as i32);
+                now.saturating_sub(*last) as f64 >= wait
             }
         }
     }
 
-    fn mark_requested(&mut self, hash: Hash256, now: Instant) {
+    fn mark_requested(&mut self, hash: Hash256, now: u64) {
         let e = self.requested.entry(hash).or_insert((now, 0));
         e.0 = now;
         e.1 += 1;
@@ -313,8 +367,14 @@ impl ShareSync {
 
     /// After the node's think: punish senders of bad shares, ask for missing shares,
     /// announce our best share and relay the best chain's new shares.
-    pub fn after_think(&mut self, think: &Think, chain: &ShareChain, peers: &Peers, now: u64) {
-        let _ = now;
+    pub fn after_think(
+        &mut self,
+        think: &Think,
+        chain: &ShareChain,
+        peers: &mut dyn PeerPort,
+        now: u64,
+    ) {
+        self.now = now;
         for (hash, peer, err) in &think.bad {
             // A share from the future by our clock may be honest clock skew: removed, not
             // scored.
@@ -355,11 +415,11 @@ impl ShareSync {
         hint: Option<PeerId>,
         hash: Hash256,
         chain: &ShareChain,
-        peers: &Peers,
+        peers: &mut dyn PeerPort,
         connected: &[(PeerId, u32)],
         stops: &[Hash256],
     ) {
-        let now = Instant::now();
+        let now = self.now;
         if chain.tracker().contains(&hash) || !self.may_request(&hash, now) {
             return;
         }
@@ -407,7 +467,7 @@ impl ShareSync {
         &mut self,
         best: Option<Hash256>,
         chain: &ShareChain,
-        peers: &Peers,
+        peers: &mut dyn PeerPort,
         connected: &[(PeerId, u32)],
     ) {
         let fresh: Vec<Hash256> = chain
@@ -427,7 +487,7 @@ impl ShareSync {
         if connected.is_empty() {
             return;
         }
-        let framing = peers.framing();
+        let framing = &peers.framing().clone();
         for hash in fresh {
             let Some(entry) = chain.tracker().entry(&hash) else {
                 continue;
@@ -465,15 +525,15 @@ impl ShareSync {
     }
 
     fn cleanup(&mut self, chain: &ShareChain) {
-        let now = Instant::now();
-        if now.duration_since(self.last_cleanup) < Duration::from_secs(10) {
+        let now = self.now;
+        if now.saturating_sub(self.last_cleanup) < 10 {
             return;
         }
         self.last_cleanup = now;
         self.requested
-            .retain(|_, (at, _)| now.duration_since(*at) < MEMORY);
+            .retain(|_, (at, _)| now.saturating_sub(*at) < MEMORY);
         self.peer_heads
-            .retain(|_, (at, _)| now.duration_since(*at) < MEMORY);
+            .retain(|_, (at, _)| now.saturating_sub(*at) < MEMORY);
         if self.relayed.len() > 2 * chain.tracker().len() + RELAY_MAX {
             self.relayed.retain(|h| chain.tracker().contains(h));
         }
@@ -519,7 +579,7 @@ fn serve(
     parents: u64,
     stops: &[Hash256],
     chain: &ShareChain,
-    peers: &Peers,
+    peers: &mut dyn PeerPort,
 ) {
     if hashes.is_empty() || !peers.is_up(peer) {
         return;
@@ -550,7 +610,8 @@ fn serve(
         return;
     }
     debug!(target: LOG, "sending {} shares to peer {peer}", out.len());
-    for frame in share_frames(peers.framing(), &out) {
+    let framing = &peers.framing().clone();
+    for frame in share_frames(framing, &out) {
         if !peers.send_frame(peer, frame.into()) {
             return;
         }

@@ -222,6 +222,8 @@ pub enum PeerEvent {
     Connected { id: PeerId, info: PeerInfo },
     /// A peer that was `Connected` is gone.
     Disconnected { id: PeerId },
+    /// A connected peer said `setmode` (its own mode; the link uses `min(ours, theirs)`).
+    Mode { id: PeerId, mode: u32 },
     /// share0s, share1as, share1bs or getshares, for [`ShareSync::on_message`]. The best
     /// share hash of a peer's `version` arrives as a one-hash share0s, as R handles it.
     Message { id: PeerId, msg: Message },

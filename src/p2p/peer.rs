@@ -456,6 +456,11 @@ fn handle(
             {
                 info.mode = mode;
             }
+            // The node keeps its own record of each link's mode.
+            shared
+                .events
+                .send(PeerEvent::Mode { id, mode }.into())
+                .map_err(|_| End::Closed)?;
         }
         Message::Ping | Message::Unknown { .. } => {}
         Message::AddrMe { port } => {

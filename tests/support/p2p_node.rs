@@ -1,6 +1,7 @@
-//! A small node made of real parts for the p2p tests and bench: a `ShareChain`, a
-//! `ShareSync` and a `P2p` driven by a loop on its own thread that thinks after new
-//! shares (and at least every 200 ms), as the node thread does.
+//! A node made of real parts for the p2p tests and bench: the node's own `Core` (share
+//! chain, share sync, every decision) driven by the node's own loop (`node::run`), with a
+//! real `P2p` and no bitcoind: no templates, and effects meant for miners, bitcoind and
+//! the store recorded instead of carried out.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -8,15 +9,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded, select};
+use crossbeam_channel::{Sender, bounded, never, tick};
 
 use p2pool::bitcoin::hash::Hash256;
+use p2pool::bitcoind::feed::FeedStatus;
 use p2pool::network::Network;
-use p2pool::node::sync::ShareSync;
-use p2pool::p2p::{P2p, P2pConfig, PeerEvent, Peers, unix_now};
-use p2pool::sharechain::best::HeightMap;
+use p2pool::node::core::{Core, Effect, Settings};
+use p2pool::node::history::History;
+use p2pool::node::{Inputs, Outputs, run};
+use p2pool::p2p::{MODE_NORMAL, P2p, P2pConfig, Peers, unix_now};
 use p2pool::sharechain::chain::{Limits, ShareChain};
 use p2pool::sharechain::share::Share;
+use p2pool::worker::{FoundShare, MinerEvent};
 
 /// What the node loop publishes after each think.
 #[derive(Debug, Clone, Default)]
@@ -41,15 +45,12 @@ pub struct NodeState {
     pub longest_think: Duration,
 }
 
-enum Cmd {
-    Inject(Vec<Share>),
-    Stop,
-}
-
 pub struct TestNode {
     pub addr: SocketAddr,
     pub peers: Peers,
-    cmds: Sender<Cmd>,
+    /// Shares "found by local miners", as the worker side would send them.
+    miners: Sender<MinerEvent>,
+    stop: Option<Sender<()>>,
     state: Arc<Mutex<NodeState>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -78,20 +79,49 @@ impl TestNode {
     pub fn start_limited(cfg: P2pConfig, limits: Limits) -> TestNode {
         let mut chain = ShareChain::new(cfg.net.clone());
         chain.set_limits(limits);
-        let (p2p, events) = P2p::start(cfg).expect("p2p starts");
+        let (p2p, peer_events) = P2p::start(cfg).expect("p2p starts");
         let addr = p2p.local_addr();
         let peers = p2p.peers();
-        let (cmds, cmd_rx) = bounded(16);
+        let core = Core::new(
+            chain,
+            History::default(),
+            Settings {
+                fee_percent: 0.0,
+                start_new_chain: true,
+                payout_address: String::new(),
+                our_mode: MODE_NORMAL,
+                started_at: unix_now(),
+            },
+        );
+        let (miners, miner_events) = bounded(1024);
+        let (stop, stop_rx) = bounded(0);
+        let inputs = Inputs {
+            stop: stop_rx,
+            templates: never(),
+            peer_events,
+            miner_events,
+            results: never(),
+            link_events: never(),
+            height_answers: never(),
+            ticker: tick(Duration::from_millis(200)),
+        };
         let state = Arc::new(Mutex::new(NodeState::default()));
-        let s = state.clone();
+        let outputs = TestOutputs {
+            p2p: Some(p2p),
+            peers: peers.clone(),
+            state: state.clone(),
+        };
         let thread = thread::Builder::new()
-            .name("test_node".into())
-            .spawn(move || node_loop(p2p, events, cmd_rx, chain, s))
+            .name("node".into())
+            .spawn(move || {
+                let _ = run(core, inputs, outputs);
+            })
             .expect("node thread starts");
         TestNode {
             addr,
             peers,
-            cmds,
+            miners,
+            stop: Some(stop),
             state,
             thread: Some(thread),
         }
@@ -99,7 +129,19 @@ impl TestNode {
 
     /// Adds shares as if mined here.
     pub fn inject(&self, shares: Vec<Share>) {
-        self.cmds.send(Cmd::Inject(shares)).expect("node loop runs");
+        for share in shares {
+            let found = FoundShare {
+                share,
+                block: None,
+                height: 0,
+                work_id: 0,
+                submitted: false,
+                miner: "test".into(),
+            };
+            self.miners
+                .send(MinerEvent::Share(Box::new(found)))
+                .expect("node loop runs");
+        }
     }
 
     pub fn state(&self) -> NodeState {
@@ -141,7 +183,7 @@ impl TestNode {
     }
 
     fn shutdown(&mut self) {
-        let _ = self.cmds.send(Cmd::Stop);
+        self.stop.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -154,80 +196,71 @@ impl Drop for TestNode {
     }
 }
 
-fn node_loop(
-    p2p: P2p,
-    events: Receiver<PeerEvent>,
-    cmds: Receiver<Cmd>,
-    mut chain: ShareChain,
+/// The effects a test looks at, recorded; the P2P ones carried out.
+struct TestOutputs {
+    p2p: Option<P2p>,
+    peers: Peers,
     state: Arc<Mutex<NodeState>>,
-) {
-    let peers = p2p.peers();
-    let mut sync = ShareSync::new(chain.network().clone());
-    let heights = HeightMap::default();
-    let mut dirty = false;
-    let mut last_think = Instant::now() - Duration::from_secs(1);
-    loop {
-        let wait = if dirty {
-            Duration::from_millis(5)
-        } else {
-            Duration::from_millis(200)
-        };
-        select! {
-            recv(events) -> ev => match ev {
-                Ok(PeerEvent::Message { id, msg }) => {
-                    let out = sync.on_message(id, msg, &mut chain, &peers, unix_now());
-                    dirty |= out.added > 0;
-                    state.lock().unwrap().blocks += out.blocks.len();
+}
+
+impl Outputs for TestOutputs {
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send { peer, frame } => {
+                    self.peers.send_frame(peer, frame);
                 }
-                Ok(PeerEvent::Connected { .. }) => state.lock().unwrap().connected_events += 1,
-                Ok(PeerEvent::Disconnected { id }) => {
-                    sync.on_disconnect(id);
-                    state.lock().unwrap().disconnected_events += 1;
-                }
-                Ok(PeerEvent::Addrs(changes)) => {
-                    let mut s = state.lock().unwrap();
-                    s.stored_addrs.extend(changes.put.iter().map(|(a, _)| *a));
-                }
-                Err(_) => break,
-            },
-            recv(cmds) -> cmd => match cmd {
-                Ok(Cmd::Inject(shares)) => {
-                    for share in shares {
-                        chain.add(share, None, unix_now());
+                Effect::Score {
+                    peer,
+                    points,
+                    reason,
+                    close,
+                } => {
+                    if close {
+                        self.peers.punish(peer, points, &reason);
+                    } else {
+                        self.peers.add_ban_score(peer, points, &reason);
                     }
-                    dirty = true;
                 }
-                Ok(Cmd::Stop) | Err(_) => break,
-            },
-            default(wait) => {}
-        }
-        // Drain what is already queued before thinking, as a busy node would.
-        if !events.is_empty() && last_think.elapsed() < Duration::from_millis(100) {
-            continue;
-        }
-        if (dirty && last_think.elapsed() >= Duration::from_millis(5))
-            || last_think.elapsed() >= Duration::from_millis(200)
-        {
-            let now = unix_now();
-            let started = Instant::now();
-            let think = chain.think(&heights, None, now);
-            let took = started.elapsed();
-            sync.after_think(&think, &chain, &peers, now);
-            let _ = chain.take_batch();
-            dirty = false;
-            last_think = Instant::now();
-            let mut s = state.lock().unwrap();
-            s.unconnected = chain.unconnected().shares;
-            s.unconnected_bytes = chain.unconnected().bytes;
-            s.bad += think.bad.len();
-            s.expired += think.expired.iter().map(|(_, n)| n).sum::<usize>();
-            s.longest_think = s.longest_think.max(took);
-            s.best = think.best;
-            s.shares = chain.tracker().len();
-            s.verified = chain.tracker().verified_count();
-            s.blocks += think.blocks.len();
-            s.thinks += 1;
+                Effect::BestShare(best) => self.peers.set_best_share(best),
+                Effect::Submit(_) => self.state.lock().unwrap().blocks += 1,
+                Effect::Store(batch) => {
+                    let mut s = self.state.lock().unwrap();
+                    s.stored_addrs
+                        .extend(batch.put_addrs.iter().map(|(a, _)| *a));
+                }
+                Effect::Work(_) | Effect::Readiness(_) | Effect::Status(_) => {}
+                Effect::AskHeight(_) => {}
+            }
         }
     }
-    p2p.stop();
+
+    fn feed_status(&self) -> FeedStatus {
+        FeedStatus::default()
+    }
+
+    fn observe(&mut self, core: &Core, longest: Duration) {
+        let chain = core.chain();
+        let totals = core.totals();
+        let mut s = self.state.lock().unwrap();
+        s.best = core.best();
+        s.shares = chain.tracker().len();
+        s.verified = chain.tracker().verified_count();
+        s.unconnected = chain.unconnected().shares;
+        s.unconnected_bytes = chain.unconnected().bytes;
+        s.bad = totals.bad as usize;
+        s.expired = totals.expired as usize;
+        s.thinks = totals.thinks as usize;
+        s.connected_events = totals.peers_connected as usize;
+        s.disconnected_events = totals.peers_disconnected as usize;
+        s.longest_think = s.longest_think.max(longest);
+    }
+
+    fn stop_accepting(&mut self) {
+        if let Some(p2p) = self.p2p.take() {
+            p2p.stop();
+        }
+    }
+
+    fn stop(self) {}
 }

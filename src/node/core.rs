@@ -1,0 +1,863 @@
+//! The node's state and every decision it makes, as a pure state machine: [`Core::on`]
+//! takes one [`Event`] and the time, and returns the [`Effect`]s to carry out. No
+//! sockets, threads, channels, RPC or clock here: `node::run` feeds it events from the
+//! subsystems' channels and carries its effects out, and tests feed it events directly.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use log::{debug, info, warn};
+
+use crate::bitcoin::block::Block;
+use crate::bitcoin::encode::Encode;
+use crate::bitcoin::frame::Framing;
+use crate::bitcoin::hash::Hash256;
+use crate::bitcoin::template::Template;
+use crate::bitcoind::feed::FeedStatus;
+use crate::bitcoind::heights::HeightAnswer;
+use crate::bitcoind::submit::{BlockSubmission, SubmitResult};
+use crate::p2p::message::Message;
+use crate::p2p::{PeerEvent, PeerId};
+use crate::sharechain::best::BlockHeights;
+use crate::sharechain::chain::{ShareChain, Think};
+use crate::store::Batch;
+use crate::web::status::PoolStatus;
+use crate::worker::{MinerEvent, Readiness, Work};
+
+use super::history::{FoundBlock, History};
+use super::status;
+use super::sync::{PeerPort, ShareSync};
+
+const LOG: &str = "node";
+/// How often the share and peer counts are logged (seconds).
+const PROGRESS_EVERY: u64 = 30;
+/// Block heights remembered before the map starts afresh (a payout window spans a few
+/// hundred Bitcoin blocks at most).
+const HEIGHTS_CAP: usize = 4096;
+
+/// Something that happened, for the core to decide on.
+#[derive(Debug)]
+pub enum Event {
+    /// A new block template from the feed.
+    Template(Arc<Template>),
+    Peer(PeerEvent),
+    Miner(MinerEvent),
+    /// bitcoind's answer to a block submission.
+    Submitted(SubmitResult),
+    /// A block height asked for with [`Effect::AskHeight`].
+    Height(HeightAnswer),
+    /// The end of a batch of events: think if shares came in it.
+    BatchEnd,
+    /// Once a second, with the feed's view of bitcoind: think, readiness, status, store.
+    Tick {
+        feed: FeedStatus,
+    },
+    /// Shutting down: the last think and store write.
+    Stop,
+}
+
+/// Something the core decided, for `node::run` to carry out.
+#[derive(Debug)]
+pub enum Effect {
+    /// A frame to one peer (full queue: the peer is dropped as too slow).
+    Send {
+        peer: PeerId,
+        frame: Arc<[u8]>,
+    },
+    /// Ban score for a peer; `close`: disconnect it too.
+    Score {
+        peer: PeerId,
+        points: u32,
+        reason: String,
+        close: bool,
+    },
+    /// Our best share, for the `version` we send.
+    BestShare(Option<Hash256>),
+    /// New work for the miners.
+    Work(Arc<Work>),
+    Readiness(Readiness),
+    /// A block to bitcoind.
+    Submit(BlockSubmission),
+    /// Writes for the store, in one transaction.
+    Store(Batch),
+    Status(Box<PoolStatus>),
+    /// A block height the ranking missed; answered with [`Event::Height`].
+    AskHeight(Hash256),
+}
+
+/// Counts since the start, for the status and for tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub thinks: u64,
+    /// Shares removed as invalid (with their descendants counted once, at the top).
+    pub bad: u64,
+    /// Unconnected shares dropped at their deadline.
+    pub expired: u64,
+    pub peers_connected: u64,
+    pub peers_disconnected: u64,
+}
+
+/// What the core is started with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub fee_percent: f64,
+    pub start_new_chain: bool,
+    pub payout_address: String,
+    /// Our own P2P mode (normal or low bandwidth).
+    pub our_mode: u32,
+    pub started_at: u64,
+}
+
+/// The peers as the core knows them from `PeerEvent`s; share sync's calls become effects.
+struct Outbox<'a> {
+    framing: &'a Framing,
+    our_mode: u32,
+    peers: &'a BTreeMap<PeerId, u32>,
+    effects: &'a mut Vec<Effect>,
+}
+
+impl PeerPort for Outbox<'_> {
+    fn framing(&self) -> &Framing {
+        self.framing
+    }
+
+    fn connected(&self) -> Vec<(PeerId, u32)> {
+        self.peers
+            .iter()
+            .map(|(id, mode)| (*id, (*mode).min(self.our_mode)))
+            .collect()
+    }
+
+    fn is_up(&self, id: PeerId) -> bool {
+        self.peers.contains_key(&id)
+    }
+
+    fn send(&mut self, id: PeerId, msg: &Message) -> bool {
+        match msg.to_frame(self.framing) {
+            Ok(frame) => self.send_frame(id, frame.into()),
+            Err(e) => {
+                warn!(target: LOG, "cannot encode {} for peer {id}: {e}", msg.command());
+                false
+            }
+        }
+    }
+
+    fn send_frame(&mut self, id: PeerId, frame: Arc<[u8]>) -> bool {
+        if !self.peers.contains_key(&id) {
+            return false;
+        }
+        self.effects.push(Effect::Send { peer: id, frame });
+        true
+    }
+
+    fn punish(&mut self, id: PeerId, points: u32, reason: &str) {
+        self.effects.push(Effect::Score {
+            peer: id,
+            points,
+            reason: reason.to_string(),
+            close: true,
+        });
+    }
+
+    fn add_ban_score(&mut self, id: PeerId, points: u32, reason: &str) {
+        self.effects.push(Effect::Score {
+            peer: id,
+            points,
+            reason: reason.to_string(),
+            close: false,
+        });
+    }
+
+    fn set_best_share(&mut self, best: Option<Hash256>) {
+        self.effects.push(Effect::BestShare(best));
+    }
+}
+
+/// Block heights for ranking from the core's map; misses are collected to be asked for.
+struct RankHeights<'a> {
+    heights: &'a HashMap<Hash256, u64>,
+    highest: u32,
+    missed: std::cell::RefCell<Vec<Hash256>>,
+}
+
+impl BlockHeights for RankHeights<'_> {
+    fn height(&self, block: &Hash256) -> u32 {
+        match self.heights.get(block) {
+            Some(h) => u32::try_from(*h).unwrap_or(u32::MAX),
+            None => {
+                self.missed.borrow_mut().push(*block);
+                0
+            }
+        }
+    }
+
+    fn highest(&self) -> u32 {
+        self.highest
+    }
+}
+
+/// The node's state: the share chain, share sync, the current template and work, found
+/// blocks, and what it knows of peers and bitcoind.
+pub struct Core {
+    chain: ShareChain,
+    sync: ShareSync,
+    history: History,
+    settings: Settings,
+    framing: Framing,
+    template: Option<Arc<Template>>,
+    best: Option<Hash256>,
+    /// Block heights by hash, from templates and answers.
+    heights: HashMap<Hash256, u64>,
+    /// Heights asked for and not answered yet.
+    asked: HashSet<Hash256>,
+    /// Connected peers and the mode each said.
+    peers: BTreeMap<PeerId, u32>,
+    /// Address-book changes waiting for the next store write.
+    addrs: Batch,
+    /// What the current work was built from: the template's identity and the best share.
+    work_from: Option<(usize, Option<Hash256>)>,
+    readiness: Option<Readiness>,
+    /// Shares found by this node's miners.
+    local: HashSet<Hash256>,
+    feed: FeedStatus,
+    /// Shares came from peers since the last think.
+    dirty: bool,
+    last_progress: u64,
+    /// bitcoind's clock minus ours (seconds), from the newest template's `curtime`.
+    clock_offset: i64,
+    totals: Totals,
+}
+
+impl Core {
+    pub fn new(chain: ShareChain, history: History, settings: Settings) -> Core {
+        let net = chain.network().clone();
+        Core {
+            framing: net.framing(),
+            sync: ShareSync::new(net),
+            chain,
+            history,
+            last_progress: settings.started_at,
+            settings,
+            template: None,
+            best: None,
+            heights: HashMap::new(),
+            asked: HashSet::new(),
+            peers: BTreeMap::new(),
+            addrs: Batch::default(),
+            work_from: None,
+            readiness: None,
+            local: HashSet::new(),
+            feed: FeedStatus::default(),
+            dirty: false,
+            clock_offset: 0,
+            totals: Totals::default(),
+        }
+    }
+
+    pub fn chain(&self) -> &ShareChain {
+        &self.chain
+    }
+
+    pub fn best(&self) -> Option<Hash256> {
+        self.best
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    pub fn totals(&self) -> Totals {
+        self.totals
+    }
+
+    /// Handles one event at `now` (Unix seconds, the node's own clock).
+    pub fn on(&mut self, event: Event, now: u64) -> Vec<Effect> {
+        let mut out = Vec::new();
+        match event {
+            Event::Template(t) => self.on_template(t, now, &mut out),
+            Event::Peer(e) => self.on_peer(e, now, &mut out),
+            Event::Miner(e) => self.on_miner(e, now, &mut out),
+            Event::Submitted(r) => self.history.set_outcome(&r.hash, r.outcome.to_string()),
+            Event::Height(a) => self.on_height(a),
+            Event::BatchEnd => {
+                if self.dirty {
+                    self.think(now, &mut out);
+                    self.update_work(now, &mut out);
+                }
+            }
+            Event::Tick { feed } => {
+                self.feed = feed;
+                self.think(now, &mut out);
+                self.update_work(now, &mut out);
+                self.update_readiness(&mut out);
+                self.publish_status(now, &mut out);
+                self.write(&mut out);
+            }
+            Event::Stop => {
+                self.think(now, &mut out);
+                self.write(&mut out);
+            }
+        }
+        out
+    }
+
+    fn on_template(&mut self, template: Arc<Template>, now: u64, out: &mut Vec<Effect>) {
+        let new_block = self
+            .template
+            .as_ref()
+            .is_none_or(|t| t.previous_block != template.previous_block);
+        self.remember_height(
+            template.previous_block,
+            u64::from(template.height.saturating_sub(1)),
+        );
+        self.clock_offset = i64::from(template.cur_time) - now as i64;
+        if new_block {
+            info!(
+                target: LOG,
+                "new work from bitcoind: block {} on {}, {} transactions",
+                template.height,
+                template.previous_block,
+                template.transactions.len()
+            );
+        }
+        self.template = Some(template);
+        self.think(now, out);
+        self.update_work(now, out);
+    }
+
+    fn on_miner(&mut self, event: MinerEvent, now: u64, out: &mut Vec<Effect>) {
+        let MinerEvent::Share(found) = event;
+        let corrected = self.corrected(now);
+        // A block went to bitcoind from the miner's thread (recorded here), or goes now.
+        if let Some(block) = found.block.clone() {
+            self.found_block(
+                block,
+                u64::from(found.height),
+                &found.share.info.new_script,
+                corrected,
+                found.submitted,
+                out,
+            );
+        }
+        let hash = found.share.hash;
+        info!(
+            target: LOG,
+            "share {hash} found by {}{}",
+            found.miner,
+            if found.block.is_some() { " (a block)" } else { "" }
+        );
+        self.local.insert(hash);
+        self.chain.add(found.share, None, corrected);
+        self.think(now, out);
+        self.update_work(now, out);
+    }
+
+    fn on_peer(&mut self, event: PeerEvent, now: u64, out: &mut Vec<Effect>) {
+        match event {
+            PeerEvent::Connected { id, info } => {
+                info!(
+                    target: LOG,
+                    "peer {id} connected: {} {} ({}, version {}, mode {})",
+                    if info.inbound { "from" } else { "to" },
+                    info.addr,
+                    info.sub_version,
+                    info.version,
+                    info.mode
+                );
+                self.peers.insert(id, info.mode);
+                self.totals.peers_connected += 1;
+            }
+            PeerEvent::Mode { id, mode } => {
+                if let Some(m) = self.peers.get_mut(&id) {
+                    *m = mode;
+                }
+            }
+            PeerEvent::Disconnected { id } => {
+                debug!(target: LOG, "peer {id} disconnected");
+                self.peers.remove(&id);
+                self.totals.peers_disconnected += 1;
+                self.sync.on_disconnect(id);
+            }
+            PeerEvent::Message { id, msg } => {
+                self.dirty = true;
+                let corrected = self.corrected(now);
+                let mut port = Outbox {
+                    framing: &self.framing,
+                    our_mode: self.settings.our_mode,
+                    peers: &self.peers,
+                    effects: out,
+                };
+                let sync = self
+                    .sync
+                    .on_message(id, msg, &mut self.chain, &mut port, corrected);
+                for block in sync.blocks {
+                    self.submit_block(block, corrected, out);
+                }
+            }
+            PeerEvent::Addrs(changes) => {
+                self.addrs.put_addrs.extend(changes.put);
+                self.addrs.remove_addrs.extend(changes.remove);
+            }
+        }
+    }
+
+    /// A height asked for came: the ranking that missed it is done again.
+    fn on_height(&mut self, answer: HeightAnswer) {
+        self.asked.remove(&answer.block);
+        if let Some(h) = answer.height {
+            self.remember_height(answer.block, h);
+            self.chain.forget_scores();
+            self.dirty = true;
+        }
+    }
+
+    fn remember_height(&mut self, block: Hash256, height: u64) {
+        if self.heights.len() >= HEIGHTS_CAP && !self.heights.contains_key(&block) {
+            self.heights.clear();
+        }
+        self.heights.insert(block, height);
+    }
+
+    /// Our clock corrected to bitcoind's (the future-timestamp rule reads it).
+    fn corrected(&self, now: u64) -> u64 {
+        (now as i64).saturating_add(self.clock_offset).max(0) as u64
+    }
+
+    /// Verification, best share and pruning; then what follows from them.
+    fn think(&mut self, now: u64, out: &mut Vec<Effect>) -> Think {
+        let corrected = self.corrected(now);
+        let heights = RankHeights {
+            heights: &self.heights,
+            highest: self
+                .template
+                .as_ref()
+                .map_or(0, |t| t.height.saturating_sub(1)),
+            missed: Default::default(),
+        };
+        let current = self.template.as_ref().map(|t| t.previous_block);
+        let think = self.chain.think(&heights, current, corrected);
+        self.dirty = false;
+        self.totals.thinks += 1;
+        self.totals.bad += think.bad.len() as u64;
+        self.totals.expired += think.expired.iter().map(|(_, n)| *n as u64).sum::<u64>();
+        for block in heights.missed.into_inner() {
+            if self.asked.insert(block) {
+                out.push(Effect::AskHeight(block));
+            }
+        }
+        for (hash, peer, why) in &think.bad {
+            warn!(target: LOG, "share {hash} from peer {peer:?} failed verification: {why}");
+        }
+        for block in &think.blocks {
+            self.submit_block(block.clone(), corrected, out);
+        }
+        let mut port = Outbox {
+            framing: &self.framing,
+            our_mode: self.settings.our_mode,
+            peers: &self.peers,
+            effects: out,
+        };
+        self.sync
+            .after_think(&think, &self.chain, &mut port, corrected);
+        if think.best != self.best {
+            self.best = think.best;
+            if let Some(best) = self.best {
+                let (height, _) = self.chain.tracker().height_and_last(Some(best));
+                debug!(target: LOG, "best share {best} at height {height}");
+            }
+        }
+        if now >= self.last_progress + PROGRESS_EVERY {
+            self.last_progress = now;
+            let p = ShareSync::progress(&self.chain);
+            info!(
+                target: LOG,
+                "shares: have {} of ~{} ({} verified), best {}; peers: {}",
+                p.have,
+                p.want,
+                p.verified,
+                self.best.map_or("none".to_string(), |b| b.to_hex()),
+                self.peers.len()
+            );
+        }
+        think
+    }
+
+    /// Builds and hands out new work when the template or the best share changed.
+    fn update_work(&mut self, now: u64, out: &mut Vec<Effect>) {
+        let Some(template) = self.template.clone() else {
+            return;
+        };
+        let key = (Arc::as_ptr(&template) as usize, self.best);
+        if self.work_from == Some(key) {
+            return;
+        }
+        match Work::build(&self.chain, &template, self.best, now) {
+            Ok(work) => {
+                self.work_from = Some(key);
+                out.push(Effect::Work(Arc::new(work)));
+            }
+            Err(e) => warn!(target: LOG, "cannot build work: {e}"),
+        }
+    }
+
+    /// Whether miners may mine, as R decides it.
+    fn update_readiness(&mut self, out: &mut Vec<Effect>) {
+        let net = self.chain.network();
+        let readiness = if self.template.is_none() || !self.feed.reachable {
+            Readiness::NoBitcoind
+        } else if net.persist && !self.settings.start_new_chain && self.peers.is_empty() {
+            Readiness::NoPeers
+        } else if net.persist && !self.settings.start_new_chain && self.best.is_none() {
+            Readiness::DownloadingShares
+        } else {
+            Readiness::Ready
+        };
+        if self.readiness == Some(readiness) {
+            return;
+        }
+        match readiness.message() {
+            None => info!(target: LOG, "serving miners"),
+            Some(why) => warn!(
+                target: LOG,
+                "not serving miners: {why}{}",
+                if matches!(readiness, Readiness::NoPeers | Readiness::DownloadingShares) {
+                    " (this network persists: connect to a node with -n, or start a new \
+                     share chain with --start-new-chain)"
+                } else {
+                    ""
+                }
+            ),
+        }
+        self.readiness = Some(readiness);
+        out.push(Effect::Readiness(readiness));
+    }
+
+    /// The state for the web.
+    fn publish_status(&self, now: u64, out: &mut Vec<Effect>) {
+        let inputs = status::Inputs {
+            chain: &self.chain,
+            best: self.best,
+            template: self.template.as_deref(),
+            feed: self.feed.clone(),
+            history: &self.history,
+            local: &self.local,
+            started_at: self.settings.started_at,
+            now,
+            ready: match self.readiness.and_then(Readiness::message) {
+                None => Ok(()),
+                Some(why) => Err(why.to_string()),
+            },
+            fee_percent: self.settings.fee_percent,
+            payout_address: &self.settings.payout_address,
+            peers: self.peers.len(),
+        };
+        out.push(Effect::Status(Box::new(status::fill(&inputs))));
+    }
+
+    /// A block found in a peer's share: recorded and submitted once.
+    fn submit_block(&mut self, block: Block, now: u64, out: &mut Vec<Effect>) {
+        let hash = block.header.hash();
+        let height = self
+            .heights
+            .get(&block.header.previous_block)
+            .map(|h| h + 1)
+            .or(self.template.as_ref().map(|t| u64::from(t.height)))
+            .unwrap_or(0);
+        // A share's hash is its header's hash: the block and the share share it.
+        let finder = self
+            .chain
+            .tracker()
+            .get(&hash)
+            .map(|s| s.info.new_script.clone())
+            .unwrap_or_default();
+        self.found_block(block, height, &finder, now, false, out);
+    }
+
+    /// Records a found block and submits it once (a block already recorded is not sent
+    /// again; one a miner's thread `submitted` is only recorded).
+    fn found_block(
+        &mut self,
+        block: Block,
+        height: u64,
+        finder: &[u8],
+        now: u64,
+        submitted: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let hash = block.header.hash();
+        let found = FoundBlock::new(
+            &block,
+            height,
+            hash,
+            finder,
+            now,
+            &self.chain.network().bitcoin,
+        );
+        if !self.history.found(found) {
+            return;
+        }
+        if submitted {
+            info!(target: LOG, "BLOCK FOUND: {hash} at height {height}; submitted by the miner's thread");
+            return;
+        }
+        info!(target: LOG, "BLOCK FOUND: {hash} at height {height}; submitting");
+        out.push(Effect::Submit(BlockSubmission::new(
+            &block.header,
+            height,
+            block.to_bytes(),
+        )));
+    }
+
+    /// This tick's store writes: the chain's, the address book's and the history's.
+    fn write(&mut self, out: &mut Vec<Effect>) {
+        let mut batch = self.chain.take_batch();
+        let addrs = std::mem::take(&mut self.addrs);
+        batch.put_addrs = addrs.put_addrs;
+        batch.remove_addrs = addrs.remove_addrs;
+        self.history.write_to(&mut batch);
+        // Even empty: the writer retries what the store failed to take before.
+        out.push(Effect::Store(batch));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bitcoin::hash::sha256d;
+    use crate::p2p::{MODE_NORMAL, PeerInfo};
+    use crate::sharechain::sample::{self, modern_net, payout};
+    use crate::worker::FoundShare;
+
+    const NOW: u64 = 1_600_001_000;
+
+    fn core() -> Core {
+        Core::new(
+            ShareChain::new(modern_net()),
+            History::default(),
+            Settings {
+                fee_percent: 0.0,
+                start_new_chain: false,
+                payout_address: "test".into(),
+                our_mode: MODE_NORMAL,
+                started_at: NOW,
+            },
+        )
+    }
+
+    fn template(previous: Hash256, height: u32) -> Arc<Template> {
+        let value = serde_json::json!({
+            "version": 0x2000_0000,
+            "previousblockhash": previous.to_hex(),
+            "height": height,
+            "bits": "207fffff",
+            "curtime": NOW,
+            "mintime": NOW - 600,
+            "coinbasevalue": 5_000_000_000u64,
+            "transactions": [],
+            "rules": ["csv", "!segwit"],
+            "sigoplimit": 80000,
+            "sizelimit": 4000000,
+            "weightlimit": 4000000,
+        });
+        Arc::new(Template::from_value(&value).expect("test template"))
+    }
+
+    fn connect(core: &mut Core, id: PeerId) -> Vec<Effect> {
+        let info = PeerInfo {
+            addr: ([10, 0, 0, id as u8], 9333).into(),
+            inbound: true,
+            version: 3502,
+            sub_version: "test".into(),
+            nonce: id,
+            mode: MODE_NORMAL,
+            connected_at: NOW,
+        };
+        core.on(Event::Peer(PeerEvent::Connected { id, info }), NOW)
+    }
+
+    fn sends_to(effects: &[Effect], peer: PeerId) -> usize {
+        effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Send { peer: p, .. } if *p == peer))
+            .count()
+    }
+
+    fn reachable() -> FeedStatus {
+        FeedStatus {
+            reachable: true,
+            ..FeedStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_template_gives_work_and_a_tick_gives_readiness_status_and_a_store_write() {
+        let mut core = core();
+        let effects = core.on(Event::Template(template(sha256d(b"tip"), 101)), NOW);
+        assert!(
+            effects.iter().any(|e| matches!(e, Effect::Work(_))),
+            "{effects:?}"
+        );
+        // The same template again builds nothing new.
+        let again = core.on(Event::BatchEnd, NOW);
+        assert!(!again.iter().any(|e| matches!(e, Effect::Work(_))));
+        let tick = core.on(Event::Tick { feed: reachable() }, NOW + 1);
+        assert!(
+            tick.iter()
+                .any(|e| matches!(e, Effect::Readiness(Readiness::Ready)))
+        );
+        assert!(tick.iter().any(|e| matches!(e, Effect::Status(_))));
+        assert!(tick.iter().any(|e| matches!(e, Effect::Store(_))));
+        // Readiness is said once, when it changes.
+        let tick = core.on(Event::Tick { feed: reachable() }, NOW + 2);
+        assert!(!tick.iter().any(|e| matches!(e, Effect::Readiness(_))));
+        let tick = core.on(
+            Event::Tick {
+                feed: FeedStatus::default(),
+            },
+            NOW + 3,
+        );
+        assert!(
+            tick.iter()
+                .any(|e| matches!(e, Effect::Readiness(Readiness::NoBitcoind)))
+        );
+    }
+
+    #[test]
+    fn shares_from_a_peer_are_verified_relayed_to_the_others_and_written_at_the_tick() {
+        let net = modern_net();
+        let (tracker, hashes) = sample::chain(&net, 5, 10, &[payout(1), payout(2)]);
+        let shares: Vec<_> = hashes
+            .iter()
+            .map(|h| tracker.get(h).expect("sample share").to_share1a())
+            .collect();
+        let mut core = core();
+        connect(&mut core, 1);
+        connect(&mut core, 2);
+        let msg = Message::Share1as(shares);
+        let mut effects = core.on(Event::Peer(PeerEvent::Message { id: 1, msg }), NOW);
+        effects.extend(core.on(Event::BatchEnd, NOW));
+        assert_eq!(core.best(), hashes.last().copied());
+        assert!(
+            sends_to(&effects, 2) > 0,
+            "relayed to the other peer: {effects:?}"
+        );
+        assert_eq!(sends_to(&effects, 1), 0, "never back to its sender");
+        assert!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::BestShare(b) if *b == hashes.last().copied()))
+        );
+        let tick = core.on(Event::Tick { feed: reachable() }, NOW + 1);
+        let stored: Vec<Hash256> = tick
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Store(b) => Some(b.put_shares.iter().map(|s| s.hash)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        for h in &hashes {
+            assert!(stored.contains(h), "share {h} written");
+        }
+    }
+
+    #[test]
+    fn a_forged_share_from_a_peer_closes_it_with_a_ban_score() {
+        let net = modern_net();
+        let mut forged = sample::cheap_share1a(&net, None, 1);
+        forged.info.share_data.target = crate::bitcoin::target::Bits(0x2100ffff);
+        let mut core = core();
+        connect(&mut core, 7);
+        let msg = Message::Share1as(vec![forged]);
+        let effects = core.on(Event::Peer(PeerEvent::Message { id: 7, msg }), NOW);
+        assert!(
+            effects.iter().any(|e| matches!(
+                e,
+                Effect::Score {
+                    peer: 7,
+                    close: true,
+                    ..
+                }
+            )),
+            "{effects:?}"
+        );
+    }
+
+    #[test]
+    fn a_block_a_miner_submitted_is_recorded_not_resubmitted_and_one_it_did_not_is_submitted_once()
+    {
+        let net = modern_net();
+        let (tracker, hashes) = sample::chain(&net, 1, 10, &[payout(1)]);
+        let share = tracker.get(&hashes[0]).expect("share").clone();
+        let block = Block {
+            header: share.header,
+            txs: vec![],
+        };
+        let found = |submitted: bool| {
+            Event::Miner(MinerEvent::Share(Box::new(FoundShare {
+                share: share.clone(),
+                block: Some(block.clone()),
+                height: 101,
+                work_id: 1,
+                submitted,
+                miner: "m".into(),
+            })))
+        };
+        let submits = |effects: &[Effect]| {
+            effects
+                .iter()
+                .filter(|e| matches!(e, Effect::Submit(_)))
+                .count()
+        };
+        let mut a = core();
+        assert_eq!(submits(&a.on(found(true), NOW)), 0);
+        assert_eq!(a.history().blocks.len(), 1, "recorded all the same");
+        let mut b = core();
+        assert_eq!(submits(&b.on(found(false), NOW)), 1);
+        assert_eq!(submits(&b.on(found(false), NOW)), 0, "once");
+    }
+
+    #[test]
+    fn a_height_the_ranking_misses_is_asked_once_and_its_answer_makes_it_think_again() {
+        let net = modern_net();
+        let (tracker, hashes) = sample::chain(&net, 3, 10, &[payout(1)]);
+        let block = tracker
+            .get(&hashes[0])
+            .expect("share")
+            .header
+            .previous_block;
+        let mut core = core();
+        connect(&mut core, 1);
+        let shares = hashes
+            .iter()
+            .map(|h| tracker.get(h).expect("share").to_share1a())
+            .collect();
+        let msg = Message::Share1as(shares);
+        let mut effects = core.on(Event::Peer(PeerEvent::Message { id: 1, msg }), NOW);
+        effects.extend(core.on(Event::BatchEnd, NOW));
+        let asks = |effects: &[Effect]| {
+            effects
+                .iter()
+                .filter(|e| matches!(e, Effect::AskHeight(b) if *b == block))
+                .count()
+        };
+        assert_eq!(asks(&effects), 1, "{effects:?}");
+        // Not asked again while the question is open.
+        let tick = core.on(Event::Tick { feed: reachable() }, NOW + 1);
+        assert_eq!(asks(&tick), 0);
+        let thinks = core.totals().thinks;
+        core.on(
+            Event::Height(HeightAnswer {
+                block,
+                height: Some(100),
+            }),
+            NOW + 2,
+        );
+        core.on(Event::BatchEnd, NOW + 2);
+        assert_eq!(
+            core.totals().thinks,
+            thinks + 1,
+            "the answer is thought about"
+        );
+    }
+}
