@@ -233,8 +233,7 @@ fn getwork_miner_with_long_polling_finds_shares_and_blocks_that_bcoin_accepts() 
     });
     let block = Block::from_bytes(&bitcoind.block_at(accepted.height)).unwrap();
     assert_eq!(block.hash(), accepted.hash);
-    let chain = node.chain.lock().unwrap();
-    assert!(chain.tracker().verified_count() >= 1);
+    assert!(wait_until_verified(&node), "no share of the chain verified");
     let stats = node.workers.stats();
     let mine = stats
         .iter()
@@ -288,29 +287,32 @@ fn stratum_miners_on_two_addresses_are_both_paid_by_pplns_in_blocks_bcoin_accept
     drop((miner_a, miner_b));
     let block = Block::from_bytes(&bitcoind.block_at(result.height)).unwrap();
     assert_eq!(block.hash(), result.hash);
-    let chain = node.chain.lock().unwrap();
-    let tracker = chain.tracker();
-    let share = node
-        .view()
-        .shares
-        .iter()
-        .filter_map(|h| tracker.get(h))
-        .find(|s| s.pow_hash == result.hash)
-        .cloned()
-        .expect("the block's share is in the chain");
-    let expected = gentx::generate_transaction(
-        tracker,
-        &net,
-        &GentxRequest {
-            previous_share_hash: share.previous_hash(),
-            new_script: &share.info.new_script,
-            subsidy: share.info.subsidy,
-            nonce: &share.info.share_data.nonce,
-            block_bits: share.header.bits,
-            modern: share.info.modern,
-        },
-    )
-    .unwrap();
+    let share = wait_for("the block's share in the chain", || {
+        let v = node.view();
+        v.shares
+            .iter()
+            .filter_map(|h| v.tracked.get(h))
+            .find(|s| s.pow_hash == result.hash)
+            .cloned()
+    });
+    let expected = {
+        let net = net.clone();
+        node.inspect(move |core| {
+            gentx::generate_transaction(
+                core.chain().tracker(),
+                &net,
+                &GentxRequest {
+                    previous_share_hash: share.previous_hash(),
+                    new_script: &share.info.new_script,
+                    subsidy: share.info.subsidy,
+                    nonce: &share.info.share_data.nonce,
+                    block_bits: share.header.bits,
+                    modern: share.info.modern,
+                },
+            )
+            .unwrap()
+        })
+    };
     let coinbase = &block.txs[0];
     assert_eq!(coinbase.outputs, expected.tx.outputs);
     let paid: Vec<&Vec<u8>> = coinbase.outputs.iter().map(|o| &o.script_pubkey).collect();
@@ -1055,8 +1057,7 @@ fn stratum_version_rolling_submits_ntime_bounds_and_clean_jobs_on_a_new_best_sha
         node.view().shares.first().copied()
     });
     {
-        let chain = node.chain.lock().unwrap();
-        let share = chain.tracker().get(&hash).expect("share tracked").clone();
+        let share = wait_for("the share tracked", || node.share(&hash));
         assert_eq!(share.header.version & VERSION_MASK, rolled);
     }
     // The new best share (not a new block) cleans the jobs: same previous block, clean.
@@ -1247,9 +1248,8 @@ fn a_fee_of_100_percent_makes_every_job_pay_the_node() {
         let v = node.view();
         (v.shares.len() >= 2).then(|| v.shares.clone())
     });
-    let chain = node.chain.lock().unwrap();
     for h in &shares {
-        let share = chain.tracker().get(h).expect("tracked");
+        let share = wait_for("the share tracked", || node.share(h));
         assert_eq!(share.info.new_script, node_script, "the fee pays the node");
     }
 }
@@ -1315,4 +1315,16 @@ fn vardiff_raises_a_fast_miners_difficulty_and_plus_diff_fixes_it_once_shares_ar
         (told - wanted).abs() <= wanted * 1e-6,
         "+DIFF {wanted} but told {told} (easiest {easiest})"
     );
+}
+
+/// Waits until the node's chain holds a verified share.
+fn wait_until_verified(node: &WorkerNode) -> bool {
+    let until = std::time::Instant::now() + WITHIN;
+    while std::time::Instant::now() < until {
+        if node.view().verified >= 1 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }

@@ -1,28 +1,34 @@
-//! A small node loop made of real parts, for the worker tests (and for the lead to reuse):
-//! a `ShareChain` on an easy network, the real template `Feed` and `Submitter` against a
-//! bcoin regtest node (or templates pushed by the test), and the real `Workers`. Found
-//! blocks are submitted at once, shares added and thought about, and new work published
-//! whenever the best share or the template changes, as the node thread will.
+//! The node's own loop (`node::run`) and `Core` with the real `Workers`, for the worker
+//! tests: a share chain on an easy network, the real template `Feed` and `Submitter`
+//! against a bcoin regtest node (or templates pushed by the test), no peers and no store.
+//! What the tests read (work, shares, blocks, submission results) is recorded in a `View`.
 #![allow(dead_code)]
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender, bounded, select, tick};
+use crossbeam_channel::{Receiver, Sender, bounded, never, tick};
 use p2pool::bitcoin::chain::ChainParams;
 use p2pool::bitcoin::hash::Hash256;
 use p2pool::bitcoin::template::Template;
-use p2pool::bitcoind::feed::{Feed, FeedConfig};
+use p2pool::bitcoind::feed::{Feed, FeedConfig, FeedStatus};
 use p2pool::bitcoind::rpc::Client;
-use p2pool::bitcoind::submit::{BlockSubmission, SubmitConfig, SubmitResult, Submitter};
+use p2pool::bitcoind::submit::{SubmitConfig, SubmitResult, Submitter};
 use p2pool::network::{Network, RuleSet, WeightCap};
-use p2pool::sharechain::best::HeightMap;
+use p2pool::node::core::{Core, Effect, Settings};
+use p2pool::node::history::History;
+use p2pool::node::{Inputs, Outputs, run};
+use p2pool::p2p::MODE_NORMAL;
 use p2pool::sharechain::chain::ShareChain;
+use p2pool::sharechain::share::Share;
 use p2pool::worker::{MinerEvent, Readiness, Work, WorkerConfig, Workers};
 use ruint::aliases::U256;
 use serde_json::json;
+
+/// A look at the node's core from a test, run on the node thread between batches.
+type Probe = Box<dyn FnOnce(&Core) + Send>;
 
 /// An easy regtest network: shares at 2^238 (about 260,000 hashes), a target that does not
 /// move for the first 100,000 shares, a 30-share payout window, bcoin's addresses.
@@ -80,18 +86,21 @@ pub struct View {
     pub works: u64,
     pub last_work: Option<Arc<Work>>,
     pub work_errors: Vec<String>,
+    /// The local shares as the chain holds them, and its verified count.
+    pub tracked: HashMap<Hash256, Share>,
+    pub verified: usize,
 }
 
 pub struct WorkerNode {
     pub net: Network,
     pub workers: Arc<Workers>,
-    pub chain: Arc<Mutex<ShareChain>>,
     pub view: Arc<Mutex<View>>,
     /// Pushes a template (static mode only).
     pub templates: Option<Sender<Arc<Template>>>,
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
     feed: Option<Feed>,
+    probes: Sender<Probe>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -119,7 +128,6 @@ impl WorkerNode {
         configure(&mut config);
         let (workers, events) = Workers::start(config, None).expect("workers start");
         let workers = Arc::new(workers);
-        let chain = Arc::new(Mutex::new(ShareChain::new(net.clone())));
         let view = Arc::new(Mutex::new(View::default()));
         let (stop_tx, stop_rx) = bounded::<()>(0);
         let (results_tx, results_rx) = bounded::<SubmitResult>(64);
@@ -149,39 +157,80 @@ impl WorkerNode {
                 (None, None, rx, Some(tx))
             }
         };
-        let thread = {
-            let workers = workers.clone();
-            let chain = chain.clone();
-            let view = view.clone();
-            thread::Builder::new()
-                .name("test_node".into())
-                .spawn(move || {
-                    run(
-                        &workers,
-                        &chain,
-                        &view,
-                        &templates_rx,
-                        &events,
-                        &results_rx,
-                        &stop_rx,
-                        submitter.as_ref(),
-                    );
-                    if let Some(s) = submitter {
-                        s.stop();
-                    }
-                })
-                .expect("node thread")
+        // The test's record of found shares and results, on their way to the node.
+        let miner_events = forward(events, view.clone(), |v, e: &MinerEvent| {
+            let MinerEvent::Share(found) = e;
+            v.shares.push(found.share.hash);
+        });
+        // Without a submitter nothing answers (a closed channel would stop the node).
+        let results = if submitter.is_some() {
+            forward(results_rx, view.clone(), |v, r: &SubmitResult| {
+                v.results.push(r.clone())
+            })
+        } else {
+            never()
         };
+        let core = Core::new(
+            ShareChain::new(net.clone()),
+            History::default(),
+            Settings {
+                fee_percent: 0.0,
+                start_new_chain: true,
+                payout_address: String::new(),
+                our_mode: MODE_NORMAL,
+                started_at: unix_now(),
+            },
+        );
+        let inputs = Inputs {
+            stop: stop_rx,
+            templates: templates_rx,
+            peer_events: never(),
+            miner_events,
+            results,
+            link_events: never(),
+            height_answers: never(),
+            ticker: tick(Duration::from_millis(500)),
+        };
+        let (probes, probes_rx) = bounded(16);
+        let outputs = TestOutputs {
+            workers: workers.clone(),
+            view: view.clone(),
+            submitter,
+            probes: probes_rx,
+        };
+        let thread = thread::Builder::new()
+            .name("node".into())
+            .spawn(move || {
+                let _ = run(core, inputs, outputs);
+            })
+            .expect("node thread");
         WorkerNode {
             net,
             workers,
-            chain,
             view,
             templates: templates_tx,
             stop: Some(stop_tx),
             thread: Some(thread),
             feed,
+            probes,
         }
+    }
+
+    /// Runs `f` on the node's core (between two batches, within a tick) and returns its
+    /// answer.
+    pub fn inspect<R: Send + 'static>(&self, f: impl FnOnce(&Core) -> R + Send + 'static) -> R {
+        let (tx, rx) = bounded(1);
+        let probe: Probe = Box::new(move |core| {
+            let _ = tx.send(f(core));
+        });
+        self.probes.send(probe).expect("node loop runs");
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the node answers a probe within a tick")
+    }
+
+    /// A local share as the chain holds it.
+    pub fn share(&self, hash: &Hash256) -> Option<Share> {
+        self.view().tracked.get(hash).cloned()
     }
 
     pub fn view(&self) -> MutexGuard<'_, View> {
@@ -222,100 +271,89 @@ impl Drop for WorkerNode {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run(
-    workers: &Workers,
-    chain: &Mutex<ShareChain>,
-    view: &Mutex<View>,
-    templates: &Receiver<Arc<Template>>,
-    events: &Receiver<MinerEvent>,
-    results: &Receiver<SubmitResult>,
-    stop: &Receiver<()>,
-    submitter: Option<&Submitter>,
-) {
-    let mut template: Option<Arc<Template>> = None;
-    let mut heights = HeightMap::default();
-    let mut best: Option<Hash256> = None;
-    let mut submitted: HashSet<Hash256> = HashSet::new();
-    let ticker = tick(Duration::from_millis(500));
-    let publish =
-        |template: &Arc<Template>, best: Option<Hash256>, chain: &ShareChain| match Work::build(
-            chain,
-            template,
-            best,
-            unix_now(),
-        ) {
-            Ok(work) => {
-                let work = Arc::new(work);
-                let mut v = lock(view);
-                v.works += 1;
-                v.last_work = Some(work.clone());
-                v.best = best;
-                drop(v);
-                workers.publish(work);
+/// Passes `rx`'s items on to the returned receiver, recording each in the view first.
+fn forward<T: Send + 'static>(
+    rx: Receiver<T>,
+    view: Arc<Mutex<View>>,
+    record: impl Fn(&mut View, &T) + Send + 'static,
+) -> Receiver<T> {
+    let (tx, out) = bounded(1024);
+    thread::spawn(move || {
+        for item in rx {
+            record(&mut lock(&view), &item);
+            if tx.send(item).is_err() {
+                return;
             }
-            Err(e) => lock(view).work_errors.push(e.to_string()),
-        };
-    loop {
-        let mut rebuild = false;
-        select! {
-            recv(templates) -> t => {
-                let Ok(t) = t else { return };
-                heights.heights.insert(t.previous_block, t.height.saturating_sub(1));
-                heights.highest = heights.highest.max(t.height.saturating_sub(1));
-                template = Some(t);
-                rebuild = true;
-            }
-            recv(events) -> e => {
-                let Ok(MinerEvent::Share(found)) = e else { return };
-                // A block goes to bitcoind before anything else.
-                if let (Some(submission), Some(submitter)) = (found.submission(), submitter) {
-                    submitted.insert(submission.hash);
-                    lock(view).blocks.push(submission.hash);
-                    let _ = submitter.submit(submission);
+        }
+    });
+    out
+}
+
+/// The node's effects on the worker side carried out, the rest recorded or left alone
+/// (readiness stays the test's to set).
+struct TestOutputs {
+    workers: Arc<Workers>,
+    view: Arc<Mutex<View>>,
+    submitter: Option<Submitter>,
+    probes: Receiver<Probe>,
+}
+
+impl Outputs for TestOutputs {
+    fn apply(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Work(work) => {
+                    let mut v = lock(&self.view);
+                    v.works += 1;
+                    v.last_work = Some(work.clone());
+                    v.best = work.best;
+                    drop(v);
+                    self.workers.publish(work);
                 }
-                let hash = found.share.hash;
-                lock(chain).add(found.share, None, unix_now());
-                lock(view).shares.push(hash);
-                rebuild = true;
-            }
-            recv(results) -> r => {
-                if let Ok(r) = r {
-                    lock(view).results.push(r);
+                Effect::Submit(block) => {
+                    lock(&self.view).blocks.push(block.hash);
+                    if let Some(s) = &self.submitter {
+                        let _ = s.submit(block);
+                    }
                 }
-            }
-            recv(ticker) -> _ => rebuild = true,
-            recv(stop) -> _ => return,
-        }
-        if !rebuild {
-            continue;
-        }
-        let Some(t) = template.clone() else {
-            continue;
-        };
-        let mut c = lock(chain);
-        let think = c.think(&heights, Some(t.previous_block), unix_now());
-        for block in think.blocks {
-            let hash = block.hash();
-            if submitted.insert(hash)
-                && let Some(submitter) = submitter
-            {
-                let bytes = p2pool::bitcoin::encode::Encode::to_bytes(&block);
-                let _ = submitter.submit(BlockSubmission::new(
-                    &block.header,
-                    u64::from(t.height),
-                    bytes,
-                ));
+                _ => {}
             }
         }
-        let new_best = think.best;
-        let changed_template = lock(view)
-            .last_work
-            .as_ref()
-            .is_none_or(|w| !Arc::ptr_eq(&w.template, &t));
-        if new_best != best || changed_template {
-            best = new_best;
-            publish(&t, best, &c);
+    }
+
+    fn feed_status(&self) -> FeedStatus {
+        FeedStatus {
+            reachable: true,
+            ..FeedStatus::default()
+        }
+    }
+
+    fn observe(&mut self, core: &Core, _longest: Duration) {
+        for probe in self.probes.try_iter() {
+            probe(core);
+        }
+
+        let tracker = core.chain().tracker();
+        let mut v = lock(&self.view);
+        v.verified = tracker.verified_count();
+        let missing: Vec<Hash256> = v
+            .shares
+            .iter()
+            .filter(|h| !v.tracked.contains_key(*h))
+            .copied()
+            .collect();
+        for h in missing {
+            if let Some(share) = tracker.get(&h) {
+                v.tracked.insert(h, share.clone());
+            }
+        }
+    }
+
+    fn stop_accepting(&mut self) {}
+
+    fn stop(self) {
+        if let Some(s) = self.submitter {
+            s.stop();
         }
     }
 }
