@@ -32,6 +32,18 @@ fn args(bcoin: &Bcoin, extra: &[&str]) -> Vec<String> {
     a
 }
 
+/// The test miner on `node`'s Stratum port at `hashrate` hashes a second.
+fn stratum_miner(node: &NodeProc, hashrate: u32) -> MinerProc {
+    MinerProc::start(&[
+        "--url".into(),
+        format!("stratum+tcp://127.0.0.1:{}", node.stratum),
+        "--user".into(),
+        ADDR.into(),
+        "--hashrate".into(),
+        hashrate.to_string(),
+    ])
+}
+
 /// Milliseconds since midnight of a log line's timestamp (`[2026-12-03T18:50:00.123Z …`).
 fn log_millis(line: &str) -> Option<u64> {
     let t = line.split_once('T')?.1.get(..12)?;
@@ -99,14 +111,7 @@ fn blocks_found_while_peers_flood_the_node_thread_reach_bitcoind_within_a_second
         thread::spawn(move || flood(to, net, stop, sent))
     };
     let start_height = bcoin.height();
-    let miner = MinerProc::start(&[
-        "--url".into(),
-        format!("stratum+tcp://127.0.0.1:{}", node.stratum),
-        "--user".into(),
-        ADDR.into(),
-        "--hashrate".into(),
-        "2000".into(),
-    ]);
+    let miner = stratum_miner(&node, 2000);
     let found = |n: &NodeProc| {
         n.log()
             .iter()
@@ -238,14 +243,7 @@ fn a_bitcoind_that_never_answers_getblockheader_does_not_stop_shares_or_relays()
     // named and must ask bitcoind their heights.
     let b = NodeProc::start("b", db.path(), &args(bcoin, &["-a", ADDR]));
     assert!(b.wait_http(Duration::from_secs(60)), "{}", b.dump());
-    let _miner = MinerProc::start(&[
-        "--url".into(),
-        format!("stratum+tcp://127.0.0.1:{}", b.stratum),
-        "--user".into(),
-        ADDR.into(),
-        "--hashrate".into(),
-        "1000".into(),
-    ]);
+    let _miner = stratum_miner(&b, 1000);
     assert!(
         wait_until(Duration::from_secs(60), || shares_of(&b) >= 10),
         "B found no shares:\n{}",
@@ -289,14 +287,7 @@ fn the_last_share_a_miner_found_before_sigterm_is_in_the_store_afterwards() {
     let dir = tempfile::tempdir().unwrap();
     let node = NodeProc::start("node", dir.path(), &args(bcoin, &["-a", ADDR]));
     assert!(node.wait_http(Duration::from_secs(60)), "{}", node.dump());
-    let miner = MinerProc::start(&[
-        "--url".into(),
-        format!("stratum+tcp://127.0.0.1:{}", node.stratum),
-        "--user".into(),
-        ADDR.into(),
-        "--hashrate".into(),
-        "2000".into(),
-    ]);
+    let miner = stratum_miner(&node, 2000);
     let shares_found = |n: &NodeProc| {
         n.log()
             .iter()
