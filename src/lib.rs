@@ -14,6 +14,7 @@
 //! | [`web`] | the dashboard and JSON API, served on the worker port |
 //! | [`node`] | the node: share sync, found blocks, status, and the one thread that owns pool state |
 //! | [`config`], [`logging`] | the command line and the logs |
+//! | [`thread`] | one way to start a thread (named, its end logged) and to lock a mutex |
 
 pub mod bitcoin;
 pub mod bitcoind;
@@ -24,6 +25,7 @@ pub mod node;
 pub mod p2p;
 pub mod sharechain;
 pub mod store;
+pub mod thread;
 pub mod web;
 pub mod worker;
 

@@ -50,20 +50,18 @@ fn main() -> ExitCode {
     };
     let handle = signals.handle();
     let (sig_tx, sig_rx) = bounded::<i32>(4);
-    let signal_thread = std::thread::Builder::new()
-        .name("signal".into())
-        .spawn(move || {
-            for sig in signals.forever() {
-                if sig == SIGHUP {
-                    reopen.request();
-                    info!(target: "node", "SIGHUP: reopening the log file");
-                    continue;
-                }
-                if sig_tx.send(sig).is_err() {
-                    break;
-                }
+    let signal_thread = p2pool::thread::spawn("signal", move || {
+        for sig in signals.forever() {
+            if sig == SIGHUP {
+                reopen.request();
+                info!(target: "node", "SIGHUP: reopening the log file");
+                continue;
             }
-        });
+            if sig_tx.send(sig).is_err() {
+                break;
+            }
+        }
+    });
     if let Err(e) = signal_thread {
         error!(target: "node", "cannot start the signal thread: {e}");
         return ExitCode::FAILURE;

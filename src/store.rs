@@ -1041,7 +1041,7 @@ struct Registration {
 
 impl Registration {
     fn claim(path: &Path) -> Result<Registration, StoreError> {
-        let mut open = OPEN_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = crate::thread::lock(&OPEN_DIRS);
         if open.iter().any(|p| p == path) {
             return Err(StoreError::AlreadyOpen {
                 path: path.to_path_buf(),
@@ -1056,7 +1056,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut open = OPEN_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = crate::thread::lock(&OPEN_DIRS);
         open.retain(|p| p != &self.path);
     }
 }

@@ -16,10 +16,11 @@ use std::net::TcpStream;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use p2pool::bitcoin::hash::sha256d;
+use p2pool::thread::lock;
 use p2pool::worker::getwork::swap4;
 use p2pool::worker::http::base64_encode;
 use p2pool::worker::miners::difficulty_to_target;
@@ -97,6 +98,12 @@ fn parse_args() -> Options {
     }
     o.threads = o.threads.clamp(1, 8);
     o
+}
+
+/// Starts a named thread (through `p2pool::thread`); panics if it cannot, as
+/// `std::thread::spawn` does.
+fn spawn<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    p2pool::thread::spawn(name, f).unwrap_or_else(|e| panic!("cannot start thread {name}: {e}"))
 }
 
 /// Counters and the stop flag shared by every thread.
@@ -355,7 +362,7 @@ fn getwork(run: &Arc<Run>) -> Result<(), String> {
         )?;
         let unit = read_unit(&answer.body["result"])
             .ok_or_else(|| format!("no work: {}", answer.body["error"]))?;
-        *work.lock().unwrap_or_else(|e| e.into_inner()) = Some(unit);
+        *lock(&work) = Some(unit);
         generation.fetch_add(1, Ordering::Relaxed);
         say("work getwork");
         Ok(answer.header("X-Long-Polling").map(str::to_string))
@@ -377,7 +384,7 @@ fn getwork(run: &Arc<Run>) -> Result<(), String> {
         let work = work.clone();
         let generation = generation.clone();
         let host = target.host.clone();
-        thread::spawn(move || {
+        spawn("longpoll", move || {
             while !run.stopping() {
                 match rpc(
                     &run.options,
@@ -387,7 +394,7 @@ fn getwork(run: &Arc<Run>) -> Result<(), String> {
                 ) {
                     Ok(answer) => {
                         if let Some(unit) = read_unit(&answer.body["result"]) {
-                            *work.lock().unwrap_or_else(|e| e.into_inner()) = Some(unit);
+                            *lock(&work) = Some(unit);
                             generation.fetch_add(1, Ordering::Relaxed);
                             say("work longpoll");
                         } else {
@@ -409,15 +416,11 @@ fn getwork(run: &Arc<Run>) -> Result<(), String> {
         let generation = generation.clone();
         let host = target.host.clone();
         let path = target.path.clone();
-        handles.push(thread::spawn(move || {
+        handles.push(spawn(&format!("mine_{t}"), move || {
             let mut throttle = Throttle::new(run.options.hashrate);
             while !run.stopping() {
                 let mine = generation.load(Ordering::Relaxed);
-                let Some((header, target)) = work
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_ref()
-                    .map(|u| (u.header, u.target))
+                let Some((header, target)) = lock(&work).as_ref().map(|u| (u.header, u.target))
                 else {
                     thread::sleep(Duration::from_millis(50));
                     continue;
@@ -461,7 +464,7 @@ fn getwork(run: &Arc<Run>) -> Result<(), String> {
                     if let Ok(a) = answer
                         && let Some(unit) = read_unit(&a.body["result"])
                     {
-                        *work.lock().unwrap_or_else(|e| e.into_inner()) = Some(unit);
+                        *lock(&work) = Some(unit);
                         generation.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -502,7 +505,7 @@ fn stratum(run: &Arc<Run>) -> Result<(), String> {
     let send = {
         let writer = writer.clone();
         move |v: Value| {
-            let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
+            let mut w = lock(&writer);
             let _ = w.write_all(format!("{v}\n").as_bytes());
         }
     };
@@ -553,7 +556,7 @@ fn stratum(run: &Arc<Run>) -> Result<(), String> {
         let run = run.clone();
         let job = job.clone();
         let generation = generation.clone();
-        thread::spawn(move || {
+        spawn("stratum_read", move || {
             loop {
                 match read_json_line(&mut reader) {
                     Ok(v) => handle_stratum_message(&run, &v, &job, &generation, &mut difficulty),
@@ -573,12 +576,12 @@ fn stratum(run: &Arc<Run>) -> Result<(), String> {
         let generation = generation.clone();
         let send = send.clone();
         let en1 = en1.clone();
-        handles.push(thread::spawn(move || {
+        handles.push(spawn(&format!("mine_{t}"), move || {
             let mut en2_counter: u64 = (t as u64) << 56;
             let mut throttle = Throttle::new(run.options.hashrate);
             while !run.stopping() {
                 let mine = generation.load(Ordering::Relaxed);
-                let Some(j) = job.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+                let Some(j) = lock(&job).clone() else {
                     thread::sleep(Duration::from_millis(50));
                     continue;
                 };
@@ -689,7 +692,7 @@ fn handle_stratum_message(
                 say(&format!("error bad notify {v}"));
                 return;
             }
-            *job.lock().unwrap_or_else(|e| e.into_inner()) = Some(new);
+            *lock(job) = Some(new);
             generation.fetch_add(1, Ordering::Relaxed);
             say(&format!("work stratum clean={}", p[8]));
         }

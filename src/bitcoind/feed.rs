@@ -17,8 +17,8 @@
 //! joined; it ends when its request returns.
 
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded, select};
@@ -28,6 +28,7 @@ use super::heights::Heights;
 use super::rpc::{BlockchainInfo, Client, RpcError, block_template_params};
 use crate::bitcoin::chain::ChainParams;
 use crate::bitcoin::template::{Template, TemplateAnswer, TemplateError};
+use crate::thread::lock;
 
 const LOG: &str = "bitcoind";
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(15);
@@ -154,16 +155,14 @@ impl Feed {
             key: None,
             reachable: None,
         };
-        let thread = thread::Builder::new()
-            .name("template".into())
-            .spawn(move || {
-                let result = worker.run(&stop_rx, &pokes);
-                if let Err(e) = &result {
-                    error!(target: LOG, "{e}");
-                }
-                result
-            })
-            .map_err(FeedError::Spawn)?;
+        let thread = crate::thread::spawn("template", move || {
+            let result = worker.run(&stop_rx, &pokes);
+            if let Err(e) = &result {
+                error!(target: LOG, "{e}");
+            }
+            result
+        })
+        .map_err(FeedError::Spawn)?;
         let feed = Feed {
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -199,10 +198,6 @@ impl Feed {
             None => Ok(()),
         }
     }
-}
-
-fn lock(status: &Mutex<FeedStatus>) -> MutexGuard<'_, FeedStatus> {
-    status.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// True once the stop channel is closed (or after `timeout`, false).
@@ -254,10 +249,10 @@ impl Worker {
         let (polled_tx, polled) = bounded(1);
         let (rpc, poll_stop) = (self.rpc.clone(), stop.clone());
         let (timeout, retry_max) = (self.config.long_poll_timeout, self.config.retry_max);
-        thread::Builder::new()
-            .name("template_poll".into())
-            .spawn(move || poll(&rpc, &poll_stop, &polled_tx, timeout, retry_max))
-            .map_err(FeedError::Spawn)?;
+        crate::thread::spawn("template_poll", move || {
+            poll(&rpc, &poll_stop, &polled_tx, timeout, retry_max)
+        })
+        .map_err(FeedError::Spawn)?;
 
         let mut next = Instant::now();
         backoff = RETRY_MIN;
@@ -493,14 +488,12 @@ pub struct SignalRefresh {
 pub fn refresh_on_sigusr1(refresher: Refresher) -> io::Result<SignalRefresh> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])?;
     let handle = signals.handle();
-    let thread = thread::Builder::new()
-        .name("signal_usr1".into())
-        .spawn(move || {
-            for _ in signals.forever() {
-                info!(target: LOG, "SIGUSR1: refreshing the block template");
-                refresher.poke();
-            }
-        })?;
+    let thread = crate::thread::spawn("signal_usr1", move || {
+        for _ in signals.forever() {
+            info!(target: LOG, "SIGUSR1: refreshing the block template");
+            refresher.poke();
+        }
+    })?;
     Ok(SignalRefresh {
         handle,
         thread: Some(thread),
@@ -560,7 +553,7 @@ mod tests {
         ));
         let (feed, _templates) =
             Feed::start(rpc, FeedConfig::new(&ChainParams::regtest())).unwrap();
-        thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(300));
         let status = feed.status();
         assert!(
             !status.reachable && status.last_error.is_some(),

@@ -12,6 +12,7 @@ use log::debug;
 
 use super::rpc::{Client, RpcError};
 use crate::bitcoin::hash::Hash256;
+use crate::thread::lock;
 
 /// How many heights are kept before the cache starts afresh. A payout window spans a few
 /// hundred Bitcoin blocks at most.
@@ -78,7 +79,7 @@ impl Heights {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Hash256, u64>> {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.cache)
     }
 }
 
@@ -111,27 +112,22 @@ impl HeightLookup {
         let pending: Arc<Mutex<HashSet<Hash256>>> = Arc::default();
         {
             let pending = pending.clone();
-            thread::Builder::new()
-                .name("heights".into())
-                .spawn(move || {
-                    for block in asked {
-                        let height = heights.get(&block);
-                        pending
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&block);
-                        match height {
-                            Ok(height) => {
-                                // Full: the cache has it; the node reads it at its next think.
-                                let _ = answers.try_send(HeightAnswer { block, height });
-                            }
-                            Err(e) => {
-                                debug!(target: LOG, "height of block {block}: {e}");
-                                thread::sleep(RETRY_PAUSE);
-                            }
+            crate::thread::spawn("heights", move || {
+                for block in asked {
+                    let height = heights.get(&block);
+                    lock(&pending).remove(&block);
+                    match height {
+                        Ok(height) => {
+                            // Full: the cache has it; the node reads it at its next think.
+                            let _ = answers.try_send(HeightAnswer { block, height });
+                        }
+                        Err(e) => {
+                            debug!(target: LOG, "height of block {block}: {e}");
+                            thread::sleep(RETRY_PAUSE);
                         }
                     }
-                })?;
+                }
+            })?;
         }
         Ok((
             HeightLookup {
@@ -146,7 +142,7 @@ impl HeightLookup {
     /// is left for later).
     pub fn ask(&self, block: Hash256) {
         let Some(asks) = &self.asks else { return };
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = lock(&self.pending);
         if pending.len() >= ASK_QUEUE || !pending.insert(block) {
             return;
         }

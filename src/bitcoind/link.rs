@@ -20,7 +20,7 @@ use std::io::{self, BufReader, Write};
 use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, never, select};
@@ -199,9 +199,8 @@ impl Link {
             last_announced: None,
             offered: VecDeque::new(),
         };
-        let thread = thread::Builder::new()
-            .name("bitcoind_link".into())
-            .spawn(move || worker.run(&stop_rx, &blocks_rx))?;
+        let thread =
+            crate::thread::spawn("bitcoind_link", move || worker.run(&stop_rx, &blocks_rx))?;
         let link = Link {
             stop: Some(stop),
             thread: Some(thread),
@@ -307,18 +306,16 @@ impl Worker {
         let (frames_tx, frames) = bounded(16);
         let reader = stream.try_clone()?;
         let framing = self.framing.clone();
-        let recv_thread = thread::Builder::new()
-            .name("bitcoind_link_recv".into())
-            .spawn(move || {
-                let mut reader = BufReader::new(reader);
-                loop {
-                    let frame = framing.read(&mut reader);
-                    let failed = frame.is_err();
-                    if frames_tx.send(frame).is_err() || failed {
-                        return;
-                    }
+        let recv_thread = crate::thread::spawn("bitcoind_link_recv", move || {
+            let mut reader = BufReader::new(reader);
+            loop {
+                let frame = framing.read(&mut reader);
+                let failed = frame.is_err();
+                if frames_tx.send(frame).is_err() || failed {
+                    return;
                 }
-            })?;
+            }
+        })?;
         let result = self.converse(&mut stream, &addr, stop, blocks, &frames, handshaken);
         // Unblock the reader: its socket closed, its channel gone (it may be waiting on a
         // full one).

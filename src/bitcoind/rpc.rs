@@ -374,7 +374,7 @@ impl Client {
                 Ok(basic_header(format!("{user}:{password}").as_bytes()))
             }
             Auth::Cookie(path) => {
-                let mut cached = self.cookie.lock().unwrap_or_else(|e| e.into_inner());
+                let mut cached = crate::thread::lock(&self.cookie);
                 match cached.as_ref() {
                     Some(header) if !reread => Ok(header.clone()),
                     _ => {

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, never, select};
@@ -21,6 +21,7 @@ use super::link::BlockSender;
 use super::rpc::{Client, RpcError};
 use crate::bitcoin::block::BlockHeader;
 use crate::bitcoin::hash::Hash256;
+use crate::thread::lock;
 
 const LOG: &str = "bitcoind";
 /// Blocks waiting for the submitter thread: a handful at most on a real chain; on regtest,
@@ -217,9 +218,7 @@ impl Submitter {
             results,
             pending: Vec::new(),
         };
-        let thread = thread::Builder::new()
-            .name("submitter".into())
-            .spawn(move || worker.run(queue, &stop_rx))?;
+        let thread = crate::thread::spawn("submitter", move || worker.run(queue, &stop_rx))?;
         Ok(Submitter {
             handle: SubmitHandle { blocks, link: None },
             stop: Some(stop),
@@ -245,7 +244,7 @@ impl Submitter {
 
     /// The latest results, oldest first.
     pub fn history(&self) -> Vec<SubmitResult> {
-        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let history = lock(&self.history);
         history.iter().cloned().collect()
     }
 
@@ -404,7 +403,7 @@ impl Worker {
             _ => error!(target: LOG, "block {hash} at height {height}: {outcome}"),
         }
         {
-            let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+            let mut history = lock(&self.history);
             if history.len() >= self.config.history.max(1) {
                 history.pop_front();
             }

@@ -14,7 +14,7 @@ pub mod sync;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, never, select, tick};
@@ -406,13 +406,11 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
         height_answers,
         ticker: tick(TICK),
     };
-    let thread = thread::Builder::new()
-        .name("node".into())
-        .spawn(move || {
-            let _done = done_tx;
-            run(core, inputs, services)
-        })
-        .map_err(|e| NodeError::Spawn("node", e))?;
+    let thread = crate::thread::spawn("node", move || {
+        let _done = done_tx;
+        run(core, inputs, services)
+    })
+    .map_err(|e| NodeError::Spawn("node", e))?;
     Ok(Running {
         stop: Some(stop_tx),
         node: Some(thread),

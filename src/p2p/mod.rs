@@ -25,6 +25,7 @@ use std::time::Duration;
 use crate::bitcoin::hash::Hash256;
 use crate::network::{Network, RuleSet};
 use crate::store::AddrEntry;
+use crate::thread::lock;
 
 pub use addrbook::AddrChanges;
 pub use ban::BanPolicy;
@@ -246,7 +247,7 @@ impl EventBudget {
     /// is queued, so that a frame over the budget still goes through, alone). Gives up and
     /// returns `None` as soon as `give_up` says so (checked every 100 ms).
     pub fn take(self: &Arc<Self>, bytes: usize, give_up: impl Fn() -> bool) -> Option<Held> {
-        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queued = lock(&self.queued);
         while *queued > 0 && *queued + bytes > PEER_EVENT_BYTES {
             if give_up() {
                 return None;
@@ -267,7 +268,7 @@ impl EventBudget {
 
     /// Bytes queued now, and the most ever queued at once.
     pub fn usage(&self) -> (usize, usize) {
-        let queued = *self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        let queued = *lock(&self.queued);
         (queued, self.peak.load(Ordering::Relaxed))
     }
 }
@@ -281,7 +282,7 @@ pub(crate) struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let mut queued = self.budget.queued.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queued = lock(&self.budget.queued);
         *queued = queued.saturating_sub(self.bytes);
         self.budget.freed.notify_all();
     }

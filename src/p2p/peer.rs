@@ -7,7 +7,6 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
@@ -58,15 +57,15 @@ pub(crate) fn start(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, i
     let version = our_version(shared, addr, &stream);
     let writer = {
         let shared = shared.clone();
-        thread::Builder::new()
-            .name("peer_send".into())
-            .spawn(move || write_loop(&shared, id, for_writer, rx, queued, version))
+        crate::thread::spawn("peer_send", move || {
+            write_loop(&shared, id, for_writer, rx, queued, version)
+        })
     };
     let reader = writer.and_then(|_| {
         let shared = shared.clone();
-        thread::Builder::new()
-            .name("peer_recv".into())
-            .spawn(move || read_loop(shared, id, stream, addr, inbound))
+        crate::thread::spawn("peer_recv", move || {
+            read_loop(shared, id, stream, addr, inbound)
+        })
     });
     if let Err(e) = reader {
         warn!(target: LOG, "cannot start threads for {addr}: {e}");

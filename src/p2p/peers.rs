@@ -18,6 +18,7 @@ use super::addrbook::AddrBook;
 use super::ban::{self, Bans};
 use super::message::Message;
 use super::{EventBudget, P2pConfig, PeerId, PeerInfo, Pending, group};
+use crate::thread::lock;
 
 const LOG: &str = "p2p";
 
@@ -108,10 +109,6 @@ pub(crate) struct Shared {
     pub best: Mutex<Option<Hash256>>,
     pub stopping: AtomicBool,
     pub next_id: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {

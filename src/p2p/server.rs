@@ -74,21 +74,15 @@ impl P2p {
         let mut threads = Vec::new();
         let s = shared.clone();
         threads.push(
-            thread::Builder::new()
-                .name("p2p_accept".into())
-                .spawn(move || accept_loop(&s, listener))
+            crate::thread::spawn("p2p_accept", move || accept_loop(&s, listener))
                 .map_err(P2pError::Spawn)?,
         );
         let s = shared.clone();
-        let connector = thread::Builder::new()
-            .name("p2p_connect".into())
-            .spawn(move || connect_loop(&s));
+        let connector = crate::thread::spawn("p2p_connect", move || connect_loop(&s));
         let s = shared.clone();
         let forwarder = connector.and_then(|connector| {
             threads.push(connector);
-            thread::Builder::new()
-                .name("p2p_events".into())
-                .spawn(move || forward_events(&s, &queued, &to_node))
+            crate::thread::spawn("p2p_events", move || forward_events(&s, &queued, &to_node))
         });
         match forwarder {
             Ok(t) => threads.push(t),
@@ -303,23 +297,21 @@ fn pick(
 fn dial(shared: &Arc<Shared>, addr: SocketAddr) {
     shared.table().dialing.insert(addr);
     let s = shared.clone();
-    let spawned = thread::Builder::new()
-        .name("p2p_dial".into())
-        .spawn(move || {
-            let result = TcpStream::connect_timeout(&addr, s.cfg.timeouts.connect);
-            s.table().dialing.remove(&addr);
-            match result {
-                Ok(stream) if !s.stopping.load(Ordering::Relaxed) => {
-                    debug!(target: LOG, "connected to {addr}");
-                    peer::start(&s, stream, addr, false);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    debug!(target: LOG, "cannot connect to {addr}: {e}");
-                    s.book().dial_failed(&addr);
-                }
+    let spawned = crate::thread::spawn("p2p_dial", move || {
+        let result = TcpStream::connect_timeout(&addr, s.cfg.timeouts.connect);
+        s.table().dialing.remove(&addr);
+        match result {
+            Ok(stream) if !s.stopping.load(Ordering::Relaxed) => {
+                debug!(target: LOG, "connected to {addr}");
+                peer::start(&s, stream, addr, false);
             }
-        });
+            Ok(_) => {}
+            Err(e) => {
+                debug!(target: LOG, "cannot connect to {addr}: {e}");
+                s.book().dial_failed(&addr);
+            }
+        }
+    });
     if spawned.is_err() {
         shared.table().dialing.remove(&addr);
     }

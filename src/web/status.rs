@@ -394,7 +394,7 @@ impl StatusBoard {
     fn lock(&self) -> MutexGuard<'_, Board> {
         // A reader that panicked cannot leave the board half-written: the status is
         // replaced whole. Keep serving after a poisoned lock.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::thread::lock(&self.inner)
     }
 
     /// Replaces the status (the node calls this once a second) and adds its new shares to

@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use log::{debug, warn};
@@ -111,21 +111,19 @@ impl HttpServer {
             let server = server.clone();
             let context = context.clone();
             let shared = shared.clone();
-            let t = thread::Builder::new()
-                .name(format!("http_{i}"))
-                .spawn(move || {
-                    while !shared.stopping() {
-                        match server.recv_timeout(Duration::from_millis(250)) {
-                            Ok(Some(request)) => handle(&context, request),
-                            Ok(None) => {}
-                            Err(e) => {
-                                debug!(target: LOG, "http: {e}");
-                                break;
-                            }
+            let t = crate::thread::spawn(&format!("http_{i}"), move || {
+                while !shared.stopping() {
+                    match server.recv_timeout(Duration::from_millis(250)) {
+                        Ok(Some(request)) => handle(&context, request),
+                        Ok(None) => {}
+                        Err(e) => {
+                            debug!(target: LOG, "http: {e}");
+                            break;
                         }
                     }
-                })
-                .map_err(WorkerError::Spawn)?;
+                }
+            })
+            .map_err(WorkerError::Spawn)?;
             threads.push(t);
         }
         Ok(HttpServer {
@@ -303,12 +301,10 @@ fn handle(context: &Arc<Context>, request: Request) {
     // The body may come slowly: read it on a thread of its own, not a handler thread.
     if let Some(slot) = context.readers.enter() {
         let context = context.clone();
-        let spawned = thread::Builder::new()
-            .name("http_body".into())
-            .spawn(move || {
-                let _slot = slot;
-                dispatch(&context, request);
-            });
+        let spawned = crate::thread::spawn("http_body", move || {
+            let _slot = slot;
+            dispatch(&context, request);
+        });
         if let Err(e) = spawned {
             warn!(target: LOG, "cannot start an http body reader: {e}");
         }

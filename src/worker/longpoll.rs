@@ -91,13 +91,11 @@ fn answer_all(service: &Service, parked: Vec<Parked>) {
     }
     thread::scope(|s| {
         for chunk in chunks {
-            let spawned = thread::Builder::new()
-                .name("longpoll_answer".into())
-                .spawn_scoped(s, move || {
-                    for p in chunk {
-                        answer(service, p);
-                    }
-                });
+            let spawned = crate::thread::spawn_scoped(s, "longpoll_answer", move || {
+                for p in chunk {
+                    answer(service, p);
+                }
+            });
             if let Err(e) = spawned {
                 warn!(target: LOG, "cannot start a long-poll helper: {e}");
             }
@@ -117,10 +115,10 @@ impl LongPoll {
             parked: parked_tx,
             count: count.clone(),
         };
-        let thread = thread::Builder::new()
-            .name("longpoll".into())
-            .spawn(move || run(&service, &parked_rx, &wake_rx, &stop_rx, &count))
-            .map_err(WorkerError::Spawn)?;
+        let thread = crate::thread::spawn("longpoll", move || {
+            run(&service, &parked_rx, &wake_rx, &stop_rx, &count)
+        })
+        .map_err(WorkerError::Spawn)?;
         Ok(LongPoll {
             handle,
             wake: wake_tx,

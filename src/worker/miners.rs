@@ -12,6 +12,7 @@ use ruint::aliases::U256;
 use crate::bitcoin::address::{self, AddressError};
 use crate::bitcoin::chain::ChainParams;
 use crate::bitcoin::target::target_to_difficulty;
+use crate::thread::lock;
 
 /// Longest user name read; longer ones are refused.
 pub const MAX_USERNAME_LEN: usize = 256;
@@ -284,7 +285,7 @@ impl Registry {
         protocol: &'static str,
         f: impl FnOnce(&mut Record) -> R,
     ) -> R {
-        let mut miners = self.miners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut miners = lock(&self.miners);
         let key = (user.address.clone(), user.worker.clone());
         if miners.len() >= MAX_MINERS && !miners.contains_key(&key) {
             // Forget the miner seen longest ago.
@@ -326,7 +327,7 @@ impl Registry {
     /// known one keeps its last-seen time).
     pub fn set_difficulty(&self, user: &Username, protocol: &'static str, difficulty: f64) {
         {
-            let mut miners = self.miners.lock().unwrap_or_else(|e| e.into_inner());
+            let mut miners = lock(&self.miners);
             let key = (user.address.clone(), user.worker.clone());
             if let Some(r) = miners.get_mut(&key) {
                 r.stats.difficulty = difficulty;
@@ -366,7 +367,7 @@ impl Registry {
     /// Every miner's statistics, hashrates computed now.
     pub fn stats(&self) -> Vec<MinerStats> {
         let now = Instant::now();
-        let mut miners = self.miners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut miners = lock(&self.miners);
         let mut out: Vec<MinerStats> = miners
             .values_mut()
             .map(|r| {

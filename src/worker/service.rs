@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ruint::aliases::U256;
@@ -18,6 +18,7 @@ use super::miners::{Username, Vardiff};
 use super::submit::{self, Solution, Verdict};
 use super::work::{self, Coinbase, EXTRANONCE2_SIZE, Work};
 use super::{Readiness, Shared};
+use crate::thread::lock;
 
 /// How long a work unit is remembered (R: 300 s).
 const JOB_TTL: Duration = Duration::from_secs(300);
@@ -105,10 +106,6 @@ pub(crate) struct Service {
     jobs: Mutex<Jobs>,
     clients: Mutex<HashMap<(IpAddr, String), ClientState>>,
     vardiff: Mutex<HashMap<String, Vardiff>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn bounded_insert<K: std::hash::Hash + Eq + Clone, V>(map: &mut HashMap<K, V>, key: K, v: V) {

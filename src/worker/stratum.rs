@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use super::miners::{Username, Vardiff, difficulty_to_target};
 use super::submit::{self, Solution, Verdict};
 use super::work::{self, Coinbase, EXTRANONCE1_SIZE, EXTRANONCE2_SIZE, Work};
 use super::{Shared, WorkerError};
+use crate::thread::lock;
 
 const LOG: &str = "stratum";
 /// BIP310: the version bits a miner may roll.
@@ -66,10 +67,6 @@ struct Conn {
     peer: SocketAddr,
     writer: Mutex<TcpStream>,
     state: Mutex<State>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Conn {
@@ -126,30 +123,28 @@ impl StratumServer {
         let accept = {
             let shared = shared.clone();
             let registry = registry.clone();
-            thread::Builder::new()
-                .name("stratum_accept".into())
-                .spawn(move || accept_loop(&shared, &registry, &listener))
-                .map_err(WorkerError::Spawn)?
+            crate::thread::spawn("stratum_accept", move || {
+                accept_loop(&shared, &registry, &listener)
+            })
+            .map_err(WorkerError::Spawn)?
         };
         let notifier = {
             let shared = shared.clone();
             let registry = registry.clone();
-            thread::Builder::new()
-                .name("stratum_notify".into())
-                .spawn(move || {
-                    let ticker = tick(Duration::from_secs(1));
-                    loop {
-                        select! {
-                            recv(notify_rx) -> published => {
-                                let published = published.unwrap_or_else(|_| Instant::now());
-                                notify_all(&shared, &registry, published);
-                            }
-                            recv(ticker) -> _ => keepalive(&shared, &registry),
-                            recv(stop_rx) -> _ => break,
+            crate::thread::spawn("stratum_notify", move || {
+                let ticker = tick(Duration::from_secs(1));
+                loop {
+                    select! {
+                        recv(notify_rx) -> published => {
+                            let published = published.unwrap_or_else(|_| Instant::now());
+                            notify_all(&shared, &registry, published);
                         }
+                        recv(ticker) -> _ => keepalive(&shared, &registry),
+                        recv(stop_rx) -> _ => break,
                     }
-                })
-                .map_err(WorkerError::Spawn)?
+                }
+            })
+            .map_err(WorkerError::Spawn)?
         };
         Ok(StratumServer {
             shared,
@@ -243,23 +238,20 @@ fn accept_loop(shared: &Arc<Shared>, registry: &Arc<Mutex<Registry>>, listener: 
         }
         let shared = shared.clone();
         let registry = registry.clone();
-        let spawned = thread::Builder::new()
-            .name("stratum".into())
-            .stack_size(STACK)
-            .spawn(move || {
-                let mut session = Session {
-                    shared: &shared,
-                    registry: &registry,
-                    conn: &conn,
-                    bad_lines: 0,
-                };
-                session.run(stream);
-                let en1 = lock(&conn.state).extranonce1;
-                let mut reg = lock(&registry);
-                reg.conns.remove(&conn.id);
-                reg.extranonces.remove(&en1);
-                debug!(target: LOG, "{}: closed", conn.peer);
-            });
+        let spawned = crate::thread::spawn_with_stack("stratum", STACK, move || {
+            let mut session = Session {
+                shared: &shared,
+                registry: &registry,
+                conn: &conn,
+                bad_lines: 0,
+            };
+            session.run(stream);
+            let en1 = lock(&conn.state).extranonce1;
+            let mut reg = lock(&registry);
+            reg.conns.remove(&conn.id);
+            reg.extranonces.remove(&en1);
+            debug!(target: LOG, "{}: closed", conn.peer);
+        });
         if let Err(e) = spawned {
             warn!(target: LOG, "cannot start a stratum thread: {e}");
         }
@@ -402,9 +394,8 @@ fn notify_all(shared: &Shared, registry: &Mutex<Registry>, published: Instant) {
                 .clamp(1, 8);
             for chunk in conns.chunks(conns.len().div_ceil(helpers).max(PER_THREAD)) {
                 let send = &send;
-                let spawned = thread::Builder::new()
-                    .name("stratum_notify_help".into())
-                    .spawn_scoped(s, move || send(chunk));
+                let spawned =
+                    crate::thread::spawn_scoped(s, "stratum_notify_help", move || send(chunk));
                 if spawned.is_err() {
                     send(chunk);
                 }

@@ -32,6 +32,7 @@ use crate::sharechain::share::{
     ModernFields, Share, Share1a, Share1b, ShareData, ShareError, ShareInfo,
 };
 use crate::sharechain::verify;
+use crate::thread::lock;
 
 pub const RUN_ID_SIZE: usize = 4;
 pub const EXTRANONCE1_SIZE: usize = 4;
@@ -362,8 +363,4 @@ impl Work {
             Ok(Found { share, block: None })
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
