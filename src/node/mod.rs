@@ -168,22 +168,9 @@ impl Services {
     fn apply(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
-                Effect::Send { peer, frame } => {
-                    self.peers.send_frame(peer, frame);
+                Effect::Send { .. } | Effect::Score { .. } | Effect::BestShare(_) => {
+                    apply_to_peers(effect, &self.peers);
                 }
-                Effect::Score {
-                    peer,
-                    points,
-                    reason,
-                    close: true,
-                } => self.peers.punish(peer, points, &reason),
-                Effect::Score {
-                    peer,
-                    points,
-                    reason,
-                    close: false,
-                } => self.peers.add_ban_score(peer, points, &reason),
-                Effect::BestShare(best) => self.peers.set_best_share(best),
                 Effect::Work(work) => {
                     if let Some(workers) = &self.workers {
                         workers.publish(work);
@@ -208,6 +195,30 @@ impl Services {
                 Effect::AskHeight(block) => self.lookup.ask(block),
             }
         }
+    }
+}
+
+/// Carries out an effect meant for the peers (a frame, a ban score, our best share)
+/// on the P2P side; any other effect is left alone.
+pub fn apply_to_peers(effect: Effect, peers: &Peers) {
+    match effect {
+        Effect::Send { peer, frame } => {
+            peers.send_frame(peer, frame);
+        }
+        Effect::Score {
+            peer,
+            points,
+            reason,
+            close,
+        } => {
+            if close {
+                peers.punish(peer, points, &reason);
+            } else {
+                peers.add_ban_score(peer, points, &reason);
+            }
+        }
+        Effect::BestShare(best) => peers.set_best_share(best),
+        _ => {}
     }
 }
 

@@ -16,7 +16,7 @@ use p2pool::bitcoind::feed::FeedStatus;
 use p2pool::network::Network;
 use p2pool::node::core::{Core, Effect, Settings};
 use p2pool::node::history::History;
-use p2pool::node::{Inputs, Outputs, run};
+use p2pool::node::{Inputs, Outputs, apply_to_peers, run};
 use p2pool::p2p::{MODE_NORMAL, P2p, P2pConfig, Peers, unix_now};
 use p2pool::sharechain::chain::{Limits, ShareChain};
 use p2pool::sharechain::share::Share;
@@ -207,22 +207,9 @@ impl Outputs for TestOutputs {
     fn apply(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
-                Effect::Send { peer, frame } => {
-                    self.peers.send_frame(peer, frame);
+                Effect::Send { .. } | Effect::Score { .. } | Effect::BestShare(_) => {
+                    apply_to_peers(effect, &self.peers);
                 }
-                Effect::Score {
-                    peer,
-                    points,
-                    reason,
-                    close,
-                } => {
-                    if close {
-                        self.peers.punish(peer, points, &reason);
-                    } else {
-                        self.peers.add_ban_score(peer, points, &reason);
-                    }
-                }
-                Effect::BestShare(best) => self.peers.set_best_share(best),
                 Effect::Submit(_) => self.state.lock().unwrap().blocks += 1,
                 Effect::Store(batch) => {
                     let mut s = self.state.lock().unwrap();
