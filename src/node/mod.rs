@@ -658,4 +658,77 @@ mod tests {
         assert!(matches!(inputs.next(), Ok(Input::Stop)));
         drop(s.templates);
     }
+
+    /// Outputs that record what the loop did with them.
+    #[derive(Default)]
+    struct Recorder {
+        effects: usize,
+        stopped_accepting: bool,
+        stopped: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Outputs for Recorder {
+        fn apply(&mut self, effects: Vec<Effect>) {
+            self.effects += effects.len();
+        }
+        fn feed_status(&self) -> FeedStatus {
+            FeedStatus::default()
+        }
+        fn stop_accepting(&mut self) {
+            self.stopped_accepting = true;
+        }
+        fn stop(self) {
+            assert!(self.stopped_accepting, "accepting stops first");
+            self.stopped
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn test_core() -> Core {
+        Core::new(
+            ShareChain::new(crate::sharechain::sample::modern_net()),
+            History::default(),
+            Settings {
+                fee_percent: 0.0,
+                start_new_chain: true,
+                payout_address: String::new(),
+                our_mode: crate::p2p::MODE_NORMAL,
+                started_at: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn the_loop_stops_naming_a_dead_subsystem_and_still_stops_everything_in_order() {
+        let (inputs, s) = inputs();
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let outputs = Recorder {
+            stopped: stopped.clone(),
+            ..Recorder::default()
+        };
+        // Every sender but the stop and the miners' dropped: those channels are closed.
+        let Senders {
+            stop,
+            templates,
+            peer_events,
+            miner_events,
+            results,
+            link_events,
+            height_answers,
+        } = s;
+        drop((templates, peer_events, results, link_events, height_answers));
+        let handle = std::thread::spawn(move || run(test_core(), inputs, outputs));
+        let outcome = handle.join().expect("the loop returns");
+        match outcome {
+            Err(NodeError::Thread { name, .. }) => {
+                assert!(
+                    ["template", "p2p", "submitter", "bitcoind_link", "heights"].contains(&name),
+                    "{name}"
+                )
+            }
+            other => panic!("not stopped by a dead subsystem: {other:?}"),
+        }
+        assert!(stopped.load(std::sync::atomic::Ordering::SeqCst));
+        drop((stop, miner_events));
+    }
 }
