@@ -604,7 +604,12 @@ mod tests {
     use crate::sharechain::sample::{chain, legacy_net, payout};
     use std::collections::BTreeMap;
 
+    /// The window as a map, after checking that it came in the order of the scripts' bytes.
     fn sorted((w, total): (Vec<(&[u8], U512)>, U512)) -> (BTreeMap<Vec<u8>, U512>, U512) {
+        assert!(
+            w.is_sorted_by(|a, b| a.0 < b.0),
+            "window out of script order"
+        );
         (w.into_iter().map(|(s, w)| (s.to_vec(), w)).collect(), total)
     }
 
@@ -638,7 +643,13 @@ mod tests {
     #[test]
     fn remembered_windows_equal_the_share_by_share_walk() {
         let net = legacy_net(false);
-        let scripts: Vec<Vec<u8>> = (0..7).map(payout).collect();
+        let mut scripts: Vec<Vec<u8>> = (0..7).map(payout).collect();
+        // Scripts sharing their first 8 bytes (ordered by the bytes after), and shorter.
+        scripts.extend([
+            vec![0x76; 3],
+            vec![0x76; 9],
+            [vec![0x76; 9], vec![0]].concat(),
+        ]);
         let (tracker, hashes) = chain(&net, 60, 12, &scripts);
         let unit = tracker
             .entry(&hashes[0])
