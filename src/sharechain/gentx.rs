@@ -186,9 +186,9 @@ fn share_of(subsidy: u64, by_weight: u64, w: U512, total: U512) -> u64 {
 ///
 /// Every weight is at most the total, so when `subsidy × by_weight × total` and
 /// `400 × total` fit in 64 bits (small shares, as in tests and benches) each amount is
-/// one 64-bit division, and when they fit in 128 bits (mainnet: about 2^118) one 128-bit
-/// division; only otherwise, or for a weight above the total (a broken invariant), the
-/// 512-bit formula.
+/// a 64-bit multiplication by an inverse, and when they fit in 128 bits (mainnet: about
+/// 2^118) one 128-bit division; only otherwise, or for a weight above the total (a broken
+/// invariant), the 512-bit formula. The total must not be zero.
 struct Divider {
     subsidy: u64,
     by_weight: u64,
