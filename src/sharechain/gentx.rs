@@ -182,37 +182,158 @@ fn share_of(subsidy: u64, by_weight: u64, w: U512, total: U512) -> u64 {
     a.saturating_to::<u64>()
 }
 
-fn credit<'a>(amount: &mut Vec<(&'a [u8], u64)>, script: &'a [u8], value: u64) {
-    match amount.iter_mut().find(|(s, _)| *s == script) {
-        Some((_, a)) => *a += value,
-        None => amount.push((script, value)),
+/// [`share_of`] for every weight of one transaction, with what they share formed once.
+///
+/// Every weight is at most the total, so when `subsidy × by_weight × total` and
+/// `400 × total` fit in 64 bits (small shares, as in tests and benches) each amount is
+/// a 64-bit multiplication by an inverse, and when they fit in 128 bits (mainnet: about
+/// 2^118) one 128-bit division; only otherwise, or for a weight above the total (a broken
+/// invariant), the 512-bit formula. The total must not be zero.
+struct Divider {
+    subsidy: u64,
+    by_weight: u64,
+    total: U512,
+    fit: Fit,
+}
+
+#[derive(Clone, Copy)]
+enum Fit {
+    /// `scale × w // den` for `w ≤ max`, in 64 bits, by multiplying with
+    /// `inverse = 2^64 // den` (a division costs some 30 cycles, 300 times a share).
+    Narrow {
+        scale: u64,
+        den: u64,
+        inverse: u128,
+        max: u64,
+    },
+    /// The same in 128 bits.
+    Wide { scale: u128, den: u128, max: u128 },
+    /// Neither fits: [`share_of`] for each weight.
+    Full,
+}
+
+impl Divider {
+    fn new(subsidy: u64, by_weight: u64, total: U512) -> Divider {
+        let scale = u128::from(subsidy) * u128::from(by_weight);
+        let fit = match u128::try_from(total) {
+            Ok(t) => match (scale.checked_mul(t), t.checked_mul(400)) {
+                (Some(num), Some(den)) => {
+                    match (u64::try_from(num), u64::try_from(den), u64::try_from(scale)) {
+                        (Ok(_), Ok(den), Ok(scale)) => Fit::Narrow {
+                            scale,
+                            den,
+                            // den > 0: the total is not zero (checked by the caller).
+                            inverse: (1u128 << 64) / u128::from(den),
+                            max: t as u64,
+                        },
+                        _ => Fit::Wide { scale, den, max: t },
+                    }
+                }
+                _ => Fit::Full,
+            },
+            Err(_) => Fit::Full,
+        };
+        Divider {
+            subsidy,
+            by_weight,
+            total,
+            fit,
+        }
+    }
+
+    /// `share_of(subsidy, by_weight, w, total)`.
+    #[inline]
+    fn of(&self, w: U512) -> u64 {
+        match self.fit {
+            Fit::Narrow {
+                scale,
+                den,
+                inverse,
+                max,
+            } => {
+                if let Ok(w) = u64::try_from(w)
+                    && w <= max
+                {
+                    let num = scale * w;
+                    // inverse ≤ 2^64 / den, so this is at most the quotient, and at most 2
+                    // below it (num < 2^64): the remainder, corrected, makes it exact.
+                    let mut q = ((u128::from(num) * inverse) >> 64) as u64;
+                    let mut r = num - q * den;
+                    while r >= den {
+                        q += 1;
+                        r -= den;
+                    }
+                    return q;
+                }
+            }
+            Fit::Wide { scale, den, max } => {
+                if let Ok(w) = u128::try_from(w)
+                    && w <= max
+                {
+                    // At most scale / 400 < 2^64, since w ≤ total.
+                    return (scale * w / den) as u64;
+                }
+            }
+            Fit::Full => {}
+        }
+        share_of(self.subsidy, self.by_weight, w, self.total)
+    }
+}
+
+fn credit<'a>(amount: &mut Vec<Paid<'a>>, script: &'a [u8], value: u64) {
+    let key = script_key(script);
+    match amount
+        .iter_mut()
+        .find(|p| p.key == key && p.script == script)
+    {
+        Some(p) => p.value += value,
+        None => amount.push(Paid { key, script, value }),
     }
 }
 
 /// Splits `subsidy` by weight (§5.3): 396/400 by weight + 2/400 to the finder + 2/400
 /// and the rounding remainder to the donation script, or without donation 398/400 by
-/// weight + 2/400 and the remainder to the finder. `weights` has each script once, the
-/// finder's first (at weight 0 if it has none: it is paid the fee all the same).
+/// weight + 2/400 and the remainder to the finder. The finder has `this_weight` and its
+/// weight in `others`, if any (it is paid the fee all the same); `others` has each script
+/// once. The result has each script once, the finder's first, others of weight 0 left out.
 fn amounts<'a>(
     subsidy: u64,
-    weights: &[(&'a [u8], U512)],
+    finder: &'a [u8],
+    this_weight: U512,
+    others: &[(&'a [u8], U512)],
     total: U512,
     donation: Option<&'a [u8]>,
-) -> Result<Vec<(&'a [u8], u64)>, GentxError> {
+) -> Result<Vec<Paid<'a>>, GentxError> {
     if total.is_zero() {
         return Err(GentxError::ZeroTotalWeight);
     }
     let by_weight = if donation.is_some() { 396u64 } else { 398 };
-    let mut amount: Vec<(&[u8], u64)> = Vec::with_capacity(weights.len() + 1);
-    for &(script, w) in weights {
-        amount.push((script, share_of(subsidy, by_weight, w, total)));
+    let divider = Divider::new(subsidy, by_weight, total);
+    let finder_key = script_key(finder);
+    let mut finder_weight = this_weight;
+    // One pass, one allocation: each script's key, computed here, serves the finder
+    // comparison, the donation's and the selection and order of the outputs.
+    let mut amount = Vec::with_capacity(others.len() + 2);
+    amount.push(Paid {
+        key: finder_key,
+        script: finder,
+        value: 0,
+    });
+    for &(script, w) in others {
+        let key = script_key(script);
+        // Keys first: most scripts differ from the finder's in their first 8 bytes.
+        if key == finder_key && script == finder {
+            finder_weight += w;
+        } else if !w.is_zero() {
+            amount.push(Paid {
+                key,
+                script,
+                value: divider.of(w),
+            });
+        }
     }
     let fee = subsidy * 2 / 400;
-    let Some(finder) = amount.first_mut() else {
-        return Err(GentxError::ZeroTotalWeight); // unreachable: the finder is always there
-    };
-    finder.1 += fee;
-    let finder = finder.0;
+    amount[0].value = divider.of(finder_weight) + fee;
     let remainder_to = match donation {
         Some(d) => {
             credit(&mut amount, d, fee);
@@ -220,7 +341,7 @@ fn amounts<'a>(
         }
         None => finder,
     };
-    let paid: u64 = amount.iter().map(|(_, a)| a).sum();
+    let paid: u64 = amount.iter().map(|p| p.value).sum();
     credit(&mut amount, remainder_to, subsidy.saturating_sub(paid));
     Ok(amount)
 }
@@ -228,7 +349,7 @@ fn amounts<'a>(
 /// The first 8 bytes of a script, big-endian, zero-padded: ordering scripts by this and
 /// then by their bytes is ordering them by their bytes, with one integer comparison
 /// for most pairs instead of a `memcmp`.
-fn script_key(script: &[u8]) -> u64 {
+pub(super) fn script_key(script: &[u8]) -> u64 {
     match script.first_chunk::<8>() {
         Some(head) => u64::from_be_bytes(*head),
         None => script
@@ -263,61 +384,86 @@ impl Paid<'_> {
     }
 }
 
-/// Keeps the `keep` largest of `amount` (in no particular order) and returns the sum of
-/// the others.
-fn keep_largest(amount: &mut Vec<Paid<'_>>, keep: usize) -> u64 {
-    if amount.len() <= keep {
-        return 0;
-    }
-    if keep > 0 {
-        amount.select_nth_unstable_by(keep - 1, Paid::largest_first);
-    }
-    let rest = amount[keep..].iter().map(|p| p.value).sum();
-    amount.truncate(keep);
+/// Drops `amount[..from]`, keeps the `keep` largest of `amount[from..]` in their order,
+/// and returns the sum of the others. Each script is in `amount` once, so no two are
+/// equal by [`Paid::largest_first`].
+fn keep_largest(amount: &mut Vec<Paid<'_>>, from: usize, keep: usize) -> u64 {
+    let candidates = amount.get(from..).unwrap_or_default();
+    let cutoff = smallest_kept(candidates, keep);
+    let mut index = 0;
+    let mut rest = 0;
+    // One pass that keeps the order (by script, as the window gives it: then the outputs
+    // need no sort).
+    amount.retain(|p| {
+        index += 1;
+        if index <= from {
+            return false;
+        }
+        let kept = cutoff.is_some_and(|c| p.largest_first(&c).is_le());
+        if !kept {
+            rest += p.value;
+        }
+        kept
+    });
     rest
 }
 
+/// The smallest by [`Paid::largest_first`] of the `keep` largest of `candidates`: the
+/// largest are those not after it. `None` when none is kept.
+///
+/// The selection runs on the amounts alone, copied out (integer comparisons, and the
+/// list keeps its order); only scripts tied with the smallest kept amount are compared
+/// by their bytes.
+fn smallest_kept<'a>(candidates: &[Paid<'a>], keep: usize) -> Option<Paid<'a>> {
+    let last = keep.min(candidates.len()).checked_sub(1)?;
+    let mut values: Vec<u64> = candidates.iter().map(|p| p.value).collect();
+    let (_, &mut value, _) = values.select_nth_unstable_by(last, |a, b| b.cmp(a));
+    let above = values[..last].iter().filter(|&&v| v > value).count();
+    let mut tied: Vec<Paid<'a>> = candidates
+        .iter()
+        .filter(|p| p.value == value)
+        .copied()
+        .collect();
+    // `last − above` of the tied amounts come before the smallest kept; largest first.
+    tied.sort_unstable_by(Paid::largest_first);
+    tied.get(last - above).copied()
+}
+
 /// Chooses the paid outputs and their order (§5.4, and the modern 200-output cap):
-/// `(script, value)` by script bytes, the finder last. `amount` has each script once,
+/// by script bytes, the finder last, none of value 0. `amount` has each script once,
 /// the finder's first.
 ///
 /// Only which scripts make the cut depends on the order by amount, so the largest are
-/// selected (linear time), not sorted.
-fn payout_outputs<'a>(amount: Vec<(&'a [u8], u64)>, rules: RuleSet) -> Vec<(&'a [u8], u64)> {
+/// selected (linear time), not sorted, and the list keeps its order by script.
+fn payout_outputs(mut paid: Vec<Paid<'_>>, rules: RuleSet) -> Vec<Paid<'_>> {
     let cap = rules.max_payout_outputs();
-    let Some(&(finder, _)) = amount.first() else {
-        return amount;
+    let Some(&finder) = paid.first() else {
+        return paid;
     };
-    let mut paid: Vec<Paid<'a>> = amount
-        .into_iter()
-        .map(|(script, value)| Paid {
-            key: script_key(script),
-            script,
-            value,
-        })
-        .collect();
     let mut finder_value = None;
     match rules {
         RuleSet::Legacy2011 => {
             // The `cap` largest, the finder among them or not; the rest is not paid.
-            keep_largest(&mut paid, cap);
-            if let Some(k) = paid.iter().position(|p| p.script == finder) {
-                finder_value = Some(paid.swap_remove(k).value);
+            keep_largest(&mut paid, 0, cap);
+            if let Some(k) = paid.iter().position(|p| p.script == finder.script) {
+                finder_value = Some(paid.remove(k).value);
             }
         }
         RuleSet::Modern => {
             // The finder and the `cap − 1` largest others; the rest is the finder's.
-            let value = paid.swap_remove(0).value;
-            let rest = keep_largest(&mut paid, cap.saturating_sub(1));
+            let value = finder.value;
+            let rest = keep_largest(&mut paid, 1, cap.saturating_sub(1));
             finder_value = Some(value + rest);
         }
     }
-    paid.sort_unstable_by(Paid::by_script);
-    paid.iter()
-        .map(|p| (p.script, p.value))
-        .chain(finder_value.map(|v| (finder, v)))
-        .filter(|&(_, value)| value != 0)
-        .collect()
+    // The window hands its scripts in order, so only a donation script credited at the
+    // end (or a caller's list in another order) needs the sort.
+    if !paid.is_sorted_by(|a, b| a.by_script(b).is_lt()) {
+        paid.sort_unstable_by(Paid::by_script);
+    }
+    paid.extend(finder_value.map(|value| Paid { value, ..finder }));
+    paid.retain(|p| p.value != 0);
+    paid
 }
 
 /// The coinbase script: [BIP34 height push, modern only] ‖ IDENTIFIER ‖ share_data.
@@ -470,8 +616,8 @@ struct Plan<'a> {
     share_data: ShareData,
     script_sig: Vec<u8>,
     commitment: Option<[u8; 32]>,
-    /// `(script, value)`, in output order.
-    payouts: Vec<(&'a [u8], u64)>,
+    /// In output order.
+    payouts: Vec<Paid<'a>>,
 }
 
 impl<'a> Plan<'a> {
@@ -486,23 +632,12 @@ impl<'a> Plan<'a> {
             nonce: req.nonce.to_vec(),
         };
         let this_weight = window.weights.this_weight;
-        // The finder first, so that nothing needs to look for its script again.
-        let mut dest_weights = Vec::with_capacity(window.by_script.len() + 1);
-        dest_weights.push((req.new_script, this_weight));
-        // Keys first: most scripts differ from the finder's in their first 8 bytes.
-        let finder_key = script_key(req.new_script);
-        for &(script, w) in &window.by_script {
-            if script_key(script) == finder_key && script == req.new_script {
-                dest_weights[0].1 += w;
-            } else if !w.is_zero() {
-                dest_weights.push((script, w));
-            }
-        }
         let total_weight = this_weight + window.weights.other_total;
-
         let amount = amounts(
             req.subsidy,
-            &dest_weights,
+            req.new_script,
+            this_weight,
+            &window.by_script,
             total_weight,
             net.donation_script.as_deref(),
         )?;
@@ -530,9 +665,9 @@ impl<'a> Plan<'a> {
                 script_pubkey: script::witness_commitment_script(c),
             });
         }
-        outputs.extend(self.payouts.iter().map(|&(script, value)| TxOut {
-            value,
-            script_pubkey: script.to_vec(),
+        outputs.extend(self.payouts.iter().map(|p| TxOut {
+            value: p.value,
+            script_pubkey: p.script.to_vec(),
         }));
         Transaction {
             version: 1,
@@ -569,7 +704,7 @@ impl<'a> Plan<'a> {
             + self
                 .payouts
                 .iter()
-                .map(|(script, _)| 8 + 9 + script.len())
+                .map(|p| 8 + 9 + p.script.len())
                 .sum::<usize>()
             + commitment.as_ref().map_or(0, |c| 8 + 9 + c.len())
             + 4;
@@ -585,9 +720,15 @@ impl<'a> Plan<'a> {
             out.put_u64_le(0);
             out.put_var_bytes(c);
         }
-        for &(script, value) in &self.payouts {
-            out.put_u64_le(value);
-            out.put_var_bytes(script);
+        for p in &self.payouts {
+            out.put_u64_le(p.value);
+            // A one-byte length for every script but a long one (the common case
+            // written inline: this loop writes some 200 outputs a share).
+            match u8::try_from(p.script.len()) {
+                Ok(len) if len < 0xfd => out.push(len),
+                _ => out.put_compact_size(p.script.len() as u64),
+            }
+            out.extend_from_slice(p.script);
         }
         out.put_u32_le(0); // lock time
         out
@@ -605,31 +746,35 @@ mod tests {
         new_script: &[u8],
         donation: Option<&[u8]>,
     ) -> Result<BTreeMap<Vec<u8>, u64>, GentxError> {
-        let mut w: Vec<(&[u8], U512)> = vec![(new_script, U512::ZERO)];
-        for (s, &weight) in weights {
-            if s.as_slice() == new_script {
-                w[0].1 = weight;
-            } else {
-                w.push((s, weight));
-            }
+        let w: Vec<(&[u8], U512)> = weights.iter().map(|(s, &w)| (s.as_slice(), w)).collect();
+        amounts(subsidy, new_script, U512::ZERO, &w, total, donation).map(|v| {
+            v.into_iter()
+                .map(|p| (p.script.to_vec(), p.value))
+                .collect()
+        })
+    }
+
+    fn paid(script: &[u8], value: u64) -> Paid<'_> {
+        Paid {
+            key: script_key(script),
+            script,
+            value,
         }
-        amounts(subsidy, &w, total, donation)
-            .map(|v| v.into_iter().map(|(s, a)| (s.to_vec(), a)).collect())
     }
 
     fn outputs_of(amount: BTreeMap<Vec<u8>, u64>, finder: &[u8], rules: RuleSet) -> Vec<TxOut> {
-        let mut list: Vec<(&[u8], u64)> = vec![(finder, amount.get(finder).copied().unwrap_or(0))];
+        let mut list = vec![paid(finder, amount.get(finder).copied().unwrap_or(0))];
         list.extend(
             amount
                 .iter()
                 .filter(|(s, _)| s.as_slice() != finder)
-                .map(|(s, a)| (s.as_slice(), *a)),
+                .map(|(s, a)| paid(s, *a)),
         );
         payout_outputs(list, rules)
             .into_iter()
-            .map(|(script, value)| TxOut {
-                value,
-                script_pubkey: script.to_vec(),
+            .map(|p| TxOut {
+                value: p.value,
+                script_pubkey: p.script.to_vec(),
             })
             .collect()
     }
@@ -1013,23 +1158,72 @@ mod tests {
                 .map(|s| (s.as_slice(), next() % 4 * 1000))
                 .collect();
             let finder = amount[(next() % amount.len() as u64) as usize].0;
-            let mut finder_first = vec![(finder, 0)];
+            let mut finder_first = vec![paid(finder, 0)];
             for &(s, a) in &amount {
                 if s == finder {
-                    finder_first[0].1 = a;
+                    finder_first[0].value = a;
                 } else {
-                    finder_first.push((s, a));
+                    finder_first.push(paid(s, a));
                 }
+            }
+            // In script order (as a window gives them) or not (the sort's path).
+            if case % 2 == 1 {
+                finder_first[1..].reverse();
+                let k = (next() % finder_first.len() as u64) as usize;
+                finder_first[1..].rotate_left(k.saturating_sub(1));
             }
             let got: Vec<(Vec<u8>, u64)> = payout_outputs(finder_first, rules)
                 .into_iter()
-                .map(|(s, v)| (s.to_vec(), v))
+                .map(|p| (p.script.to_vec(), p.value))
                 .collect();
             assert_eq!(
                 got,
                 outputs_by_sorting(amount, finder, rules),
                 "case {case}"
             );
+        }
+    }
+
+    #[test]
+    fn divider_gives_what_the_512_bit_formula_gives() {
+        // Totals in each regime (64-bit, 128-bit, beyond), weights at 0, at the total,
+        // tied, and (a broken invariant) above it; subsidies from 0 to u64::MAX.
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for case in 0..400 {
+            let subsidy = match case % 5 {
+                0 => 0,
+                1 => u64::MAX,
+                2 => 5_000_000_000,
+                _ => next() >> (next() % 64),
+            };
+            let by_weight = [396, 398][case % 2];
+            let bits: usize = [8, 40, 63, 64, 80, 100, 118, 128, 200][(next() % 9) as usize];
+            let mut total = U512::from(next()) << bits.saturating_sub(64);
+            total >>= 64 - bits.min(64);
+            if total.is_zero() {
+                total = U512::from(1u64);
+            }
+            let divider = Divider::new(subsidy, by_weight, total);
+            for k in 0..40u64 {
+                let w = match k {
+                    0 => U512::ZERO,
+                    1 => total,
+                    2 => total + U512::from(1u64),
+                    3 => total << 1,
+                    4 => total >> 1,
+                    _ => total * U512::from(next() % 1000) / U512::from(1000u64),
+                };
+                let plain = (U512::from(subsidy) * U512::from(by_weight) * w
+                    / (U512::from(400u64) * total))
+                    .saturating_to::<u64>();
+                assert_eq!(divider.of(w), plain, "case {case}, weight {k}");
+            }
         }
     }
 

@@ -21,6 +21,7 @@ use crate::bitcoin::hash::Hash256;
 use crate::bitcoin::tx::Transaction;
 
 use super::forest::{Forest, Idx};
+use super::gentx::script_key;
 use super::share::Share;
 
 /// Windows remembered (each a few tens of kilobytes at CHAIN_LENGTH 17280).
@@ -95,49 +96,94 @@ struct Window {
     full_total: U512,
     /// The boundary share, credited in part.
     partial: Option<(Idx, U512)>,
-    /// Weight and number of credited shares by script number.
-    weights: HashMap<u32, (U512, u32)>,
+    /// The credited scripts in the order of their bytes, which is the order of the
+    /// outputs that pay them: a generation transaction then needs no sort.
+    weights: Vec<Credit>,
+}
+
+/// One script's part of a window.
+#[derive(Debug, Clone, Copy)]
+struct Credit {
+    /// `script_key` of its bytes, compared before them.
+    key: u64,
+    script: u32,
+    weight: U512,
+    /// Credited shares (the script leaves the window at 0).
+    shares: u32,
 }
 
 impl Window {
-    fn credit(&mut self, script: u32, amount: U512) {
-        let w = self.weights.entry(script).or_insert((U512::ZERO, 0));
-        w.0 += amount;
-        w.1 += 1;
+    /// Where `script` is in `weights`, or where it would go.
+    fn find(&self, scripts: &Scripts, script: u32) -> (u64, Result<usize, usize>) {
+        let bytes = scripts.bytes(script);
+        let key = script_key(bytes);
+        let at = self.weights.binary_search_by(|c| {
+            c.key
+                .cmp(&key)
+                .then_with(|| scripts.bytes(c.script).cmp(bytes))
+        });
+        (key, at)
     }
 
-    fn debit(&mut self, script: u32, amount: U512) {
-        if let Some(w) = self.weights.get_mut(&script) {
-            w.0 -= amount;
-            w.1 -= 1;
-            if w.1 == 0 {
-                self.weights.remove(&script);
+    fn credit(&mut self, scripts: &Scripts, script: u32, amount: U512) {
+        match self.find(scripts, script) {
+            (_, Ok(k)) => {
+                let c = &mut self.weights[k];
+                c.weight += amount;
+                c.shares += 1;
+            }
+            (key, Err(k)) => self.weights.insert(
+                k,
+                Credit {
+                    key,
+                    script,
+                    weight: amount,
+                    shares: 1,
+                },
+            ),
+        }
+    }
+
+    fn debit(&mut self, scripts: &Scripts, script: u32, amount: U512) {
+        if let (_, Ok(k)) = self.find(scripts, script) {
+            let c = &mut self.weights[k];
+            c.weight -= amount;
+            c.shares -= 1;
+            if c.shares == 0 {
+                self.weights.remove(k);
             }
         }
     }
 
-    fn pop_back(&mut self, all: &Forest<Entry>) {
+    fn pop_back(&mut self, all: &Forest<Entry>, scripts: &Scripts) {
         if let Some(i) = self.shares.pop_back() {
             let a = all.attempts_of(i);
             self.full_total -= a;
-            self.debit(all.value_of(i).script, a);
+            self.debit(scripts, all.value_of(i).script, a);
         }
     }
 
     /// Reshapes the window to start at its front and follow the walk of §5.2: up to
     /// `max_shares` shares, stopping at `desired` weight with partial credit for the
     /// share that crosses it.
-    fn fit(&mut self, all: &Forest<Entry>, start: Idx, max_shares: u32, desired: Option<U512>) {
+    fn fit(
+        &mut self,
+        all: &Forest<Entry>,
+        scripts: &Scripts,
+        start: Idx,
+        max_shares: u32,
+        desired: Option<U512>,
+    ) {
         if let Some((i, a)) = self.partial.take() {
-            self.debit(all.value_of(i).script, a);
+            self.debit(scripts, all.value_of(i).script, a);
         }
         let max = max_shares as usize;
         while self.shares.len() > max {
-            self.pop_back(all);
+            self.pop_back(all, scripts);
         }
         if let Some(d) = desired {
             while self.full_total > d {
-                self.pop_back(all);
+                self.pop_back(all, scripts);
             }
             // A share is credited only while the total is below `desired`.
             while self.full_total == d
@@ -146,7 +192,7 @@ impl Window {
                     .back()
                     .is_some_and(|&i| all.attempts_of(i).is_zero())
             {
-                self.pop_back(all);
+                self.pop_back(all, scripts);
             }
         }
         while self.shares.len() < max {
@@ -165,12 +211,12 @@ impl Window {
             {
                 let part = d - self.full_total;
                 self.partial = Some((next, part));
-                self.credit(script, part);
+                self.credit(scripts, script, part);
                 break;
             }
             self.shares.push_back(next);
             self.full_total += a;
-            self.credit(script, a);
+            self.credit(scripts, script, a);
         }
     }
 
@@ -426,8 +472,8 @@ impl Tracker {
 
     /// The payout weights of §5.2: up to `max_shares` shares from `start` back, stopping
     /// at `desired` weight with partial credit for the boundary share. Returns the weight
-    /// by payout script (every credited script once, even at weight 0; in no particular
-    /// order) and the total.
+    /// by payout script (every credited script once, even at weight 0; in the order of
+    /// the scripts' bytes) and the total.
     pub fn weights(
         &self,
         start: Option<Hash256>,
@@ -464,19 +510,19 @@ impl Tracker {
                 let a = self.all.attempts_of(s);
                 window.shares.push_front(s);
                 window.full_total += a;
-                window.credit(self.all.value_of(s).script, a);
+                window.credit(&self.scripts, self.all.value_of(s).script, a);
             } else {
                 window.shares.pop_front();
                 let a = self.all.attempts_of(front);
                 window.full_total -= a;
-                window.debit(self.all.value_of(front).script, a);
+                window.debit(&self.scripts, self.all.value_of(front).script, a);
             }
         }
-        window.fit(&self.all, s, max_shares, desired);
+        window.fit(&self.all, &self.scripts, s, max_shares, desired);
         let out = window
             .weights
             .iter()
-            .map(|(&id, &(w, _))| (self.scripts.bytes(id), w))
+            .map(|c| (self.scripts.bytes(c.script), c.weight))
             .collect();
         let total = window.total();
         if !window.shares.is_empty() {
@@ -558,7 +604,12 @@ mod tests {
     use crate::sharechain::sample::{chain, legacy_net, payout};
     use std::collections::BTreeMap;
 
+    /// The window as a map, after checking that it came in the order of the scripts' bytes.
     fn sorted((w, total): (Vec<(&[u8], U512)>, U512)) -> (BTreeMap<Vec<u8>, U512>, U512) {
+        assert!(
+            w.is_sorted_by(|a, b| a.0 < b.0),
+            "window out of script order"
+        );
         (w.into_iter().map(|(s, w)| (s.to_vec(), w)).collect(), total)
     }
 
@@ -592,7 +643,13 @@ mod tests {
     #[test]
     fn remembered_windows_equal_the_share_by_share_walk() {
         let net = legacy_net(false);
-        let scripts: Vec<Vec<u8>> = (0..7).map(payout).collect();
+        let mut scripts: Vec<Vec<u8>> = (0..7).map(payout).collect();
+        // Scripts sharing their first 8 bytes (ordered by the bytes after), and shorter.
+        scripts.extend([
+            vec![0x76; 3],
+            vec![0x76; 9],
+            [vec![0x76; 9], vec![0]].concat(),
+        ]);
         let (tracker, hashes) = chain(&net, 60, 12, &scripts);
         let unit = tracker
             .entry(&hashes[0])
