@@ -366,6 +366,18 @@ impl Core {
                 );
                 self.peers.insert(id, info.mode);
                 self.totals.peers_connected += 1;
+                // The `version` it got may predate our best share (our side of the
+                // handshake does not wait for this thread), and relays before now did not
+                // know of it: announce the best share, which it fetches if it lacks it.
+                if let Some(best) = self.best {
+                    let mut port = Outbox {
+                        framing: &self.framing,
+                        our_mode: self.settings.our_mode,
+                        peers: &self.peers,
+                        effects: out,
+                    };
+                    port.send(id, &Message::Share0s(vec![best]));
+                }
             }
             PeerEvent::Mode { id, mode } => {
                 if let Some(m) = self.peers.get_mut(&id) {
@@ -759,6 +771,24 @@ mod tests {
         for h in &hashes {
             assert!(stored.contains(h), "share {h} written");
         }
+    }
+
+    #[test]
+    fn a_peer_that_connects_after_our_best_changed_is_told_our_best_share() {
+        let net = modern_net();
+        let (tracker, hashes) = sample::chain(&net, 3, 10, &[payout(1)]);
+        let mut core = core();
+        connect(&mut core, 1);
+        let shares = hashes
+            .iter()
+            .map(|h| tracker.get(h).expect("share").to_share1a())
+            .collect();
+        let msg = Message::Share1as(shares);
+        core.on(Event::Peer(PeerEvent::Message { id: 1, msg }), NOW);
+        core.on(Event::BatchEnd, NOW);
+        assert!(core.best().is_some());
+        let effects = connect(&mut core, 2);
+        assert_eq!(sends_to(&effects, 2), 1, "{effects:?}");
     }
 
     #[test]
