@@ -34,6 +34,8 @@ const PROGRESS_EVERY: u64 = 30;
 /// Block heights remembered before the map starts afresh (a payout window spans a few
 /// hundred Bitcoin blocks at most).
 const HEIGHTS_CAP: usize = 4096;
+/// Seconds before a height asked for and not answered is asked again.
+const ASK_AGAIN: u64 = 10;
 
 /// Something that happened, for the core to decide on.
 #[derive(Debug)]
@@ -208,8 +210,9 @@ pub struct Core {
     best: Option<Hash256>,
     /// Block heights by hash, from templates and answers.
     heights: HashMap<Hash256, u64>,
-    /// Heights asked for and not answered yet.
-    asked: HashSet<Hash256>,
+    /// Heights asked for and not answered yet, with when (an ask the lookup dropped, or
+    /// one bitcoind failed to answer, is asked again after `ASK_AGAIN`).
+    asked: HashMap<Hash256, u64>,
     /// Connected peers and the mode each said.
     peers: BTreeMap<PeerId, u32>,
     /// Address-book changes waiting for the next store write.
@@ -241,7 +244,7 @@ impl Core {
             template: None,
             best: None,
             heights: HashMap::new(),
-            asked: HashSet::new(),
+            asked: HashMap::new(),
             peers: BTreeMap::new(),
             addrs: Batch::default(),
             work_from: None,
@@ -452,8 +455,17 @@ impl Core {
         self.totals.thinks += 1;
         self.totals.bad += think.bad.len() as u64;
         self.totals.expired += think.expired.iter().map(|(_, n)| *n as u64).sum::<u64>();
-        for block in heights.missed.into_inner() {
-            if self.asked.insert(block) {
+        let missed = heights.missed.into_inner();
+        if self.asked.len() + missed.len() > HEIGHTS_CAP {
+            self.asked.retain(|_, at| now < *at + ASK_AGAIN);
+        }
+        for block in missed {
+            if self
+                .asked
+                .get(&block)
+                .is_none_or(|at| now >= at + ASK_AGAIN)
+            {
+                self.asked.insert(block, now);
                 out.push(Effect::AskHeight(block));
             }
         }
@@ -687,6 +699,16 @@ mod tests {
         core.on(Event::Peer(PeerEvent::Connected { id, info }), NOW)
     }
 
+    /// The shares of a sample chain as one share1as message.
+    fn share1as(tracker: &crate::sharechain::tracker::Tracker, hashes: &[Hash256]) -> Message {
+        Message::Share1as(
+            hashes
+                .iter()
+                .map(|h| tracker.get(h).expect("sample share").to_share1a())
+                .collect(),
+        )
+    }
+
     fn sends_to(effects: &[Effect], peer: PeerId) -> usize {
         effects
             .iter()
@@ -738,14 +760,10 @@ mod tests {
     fn shares_from_a_peer_are_verified_relayed_to_the_others_and_written_at_the_tick() {
         let net = modern_net();
         let (tracker, hashes) = sample::chain(&net, 5, 10, &[payout(1), payout(2)]);
-        let shares: Vec<_> = hashes
-            .iter()
-            .map(|h| tracker.get(h).expect("sample share").to_share1a())
-            .collect();
         let mut core = core();
         connect(&mut core, 1);
         connect(&mut core, 2);
-        let msg = Message::Share1as(shares);
+        let msg = share1as(&tracker, &hashes);
         let mut effects = core.on(Event::Peer(PeerEvent::Message { id: 1, msg }), NOW);
         effects.extend(core.on(Event::BatchEnd, NOW));
         assert_eq!(core.best(), hashes.last().copied());
@@ -779,11 +797,7 @@ mod tests {
         let (tracker, hashes) = sample::chain(&net, 3, 10, &[payout(1)]);
         let mut core = core();
         connect(&mut core, 1);
-        let shares = hashes
-            .iter()
-            .map(|h| tracker.get(h).expect("share").to_share1a())
-            .collect();
-        let msg = Message::Share1as(shares);
+        let msg = share1as(&tracker, &hashes);
         core.on(Event::Peer(PeerEvent::Message { id: 1, msg }), NOW);
         core.on(Event::BatchEnd, NOW);
         assert!(core.best().is_some());
@@ -858,11 +872,7 @@ mod tests {
             .previous_block;
         let mut core = core();
         connect(&mut core, 1);
-        let shares = hashes
-            .iter()
-            .map(|h| tracker.get(h).expect("share").to_share1a())
-            .collect();
-        let msg = Message::Share1as(shares);
+        let msg = share1as(&tracker, &hashes);
         let mut effects = core.on(Event::Peer(PeerEvent::Message { id: 1, msg }), NOW);
         effects.extend(core.on(Event::BatchEnd, NOW));
         let asks = |effects: &[Effect]| {
@@ -875,15 +885,18 @@ mod tests {
         // Not asked again while the question is open.
         let tick = core.on(Event::Tick { feed: reachable() }, NOW + 1);
         assert_eq!(asks(&tick), 0);
+        // Unanswered (the lookup dropped it, or bitcoind failed): asked again later.
+        let tick = core.on(Event::Tick { feed: reachable() }, NOW + 1 + ASK_AGAIN);
+        assert_eq!(asks(&tick), 1);
         let thinks = core.totals().thinks;
         core.on(
             Event::Height(HeightAnswer {
                 block,
                 height: Some(100),
             }),
-            NOW + 2,
+            NOW + 12,
         );
-        core.on(Event::BatchEnd, NOW + 2);
+        core.on(Event::BatchEnd, NOW + 12);
         assert_eq!(
             core.totals().thinks,
             thinks + 1,
