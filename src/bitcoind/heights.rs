@@ -14,10 +14,10 @@ use super::rpc::{Client, RpcError};
 use crate::bitcoin::hash::Hash256;
 use crate::thread::lock;
 
-/// How many heights are kept before the cache starts afresh. A payout window spans a few
-/// hundred Bitcoin blocks at most.
 const LOG: &str = "heights";
 
+/// How many heights are kept before the cache starts afresh. A payout window spans a few
+/// hundred Bitcoin blocks at most.
 pub const DEFAULT_CAPACITY: usize = 4096;
 
 /// Bitcoin Core's code for an unknown block.
@@ -83,7 +83,6 @@ impl Heights {
     }
 }
 
-/// Core answers -5 for an unknown block; bcoin -1 with "Block not found".
 /// Queued height lookups at most; more are asked again at a later think.
 const ASK_QUEUE: usize = 256;
 /// The pause after a failed lookup, so that a bitcoind that is down is not hammered.
@@ -158,6 +157,7 @@ impl HeightLookup {
     }
 }
 
+/// Core answers -5 for an unknown block; bcoin -1 with "Block not found".
 fn is_not_found(e: &RpcError) -> bool {
     match e {
         RpcError::Rpc { code, message, .. } => {
