@@ -1,16 +1,27 @@
-//! One way to start a thread and one way to lock a mutex.
+//! One way to start a thread, one way to stop threads and one way to lock a mutex.
 //!
 //! Every thread of the node starts through [`spawn`] (or [`spawn_with_stack`],
 //! [`spawn_scoped`]): it has a name, its end is logged at debug level (target `thread`), and a
 //! panic is logged as an error naming the thread before it goes on unwinding, so that whoever
 //! joins the thread still sees it as `Err`. [`lock`] takes a mutex even if a thread panicked
 //! while holding it: every mutex here guards state that stays consistent between statements.
+//!
+//! Every subsystem stops through a [`Shutdown`]: one call ([`Shutdown::stop`]) sets a flag
+//! that loops check, closes a channel that `select!` loops and sleeps wait on, and runs the
+//! wakers registered by threads blocked where neither reaches them (a socket read, an
+//! `accept`, a server's queue). Nothing polls a timer to notice a stop.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::{Builder, JoinHandle, Scope, ScopedJoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use log::{debug, error};
 
@@ -55,6 +66,157 @@ where
 /// Locks `m`, recovering the guard if a thread panicked while holding it.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long a waker that connects to a listener to end its `accept` may take.
+const WAKE_CONNECT: Duration = Duration::from_secs(1);
+
+/// A stop signal shared by a subsystem's threads; cloning it shares the same signal.
+#[derive(Clone)]
+pub struct Shutdown(Arc<Signal>);
+
+struct Signal {
+    stopped: AtomicBool,
+    /// Dropped at stop, which disconnects `closed`: a `recv` on it returns at once from
+    /// then on.
+    open: Mutex<Option<Sender<()>>>,
+    closed: Receiver<()>,
+    wakers: Mutex<Wakers>,
+}
+
+#[derive(Default)]
+struct Wakers {
+    next: u64,
+    waiting: HashMap<u64, Box<dyn FnOnce() + Send>>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown::new()
+    }
+}
+
+impl std::fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("stopped", &self.is_stopped())
+            .finish()
+    }
+}
+
+impl Shutdown {
+    pub fn new() -> Shutdown {
+        let (open, closed) = bounded(0);
+        Shutdown(Arc::new(Signal {
+            stopped: AtomicBool::new(false),
+            open: Mutex::new(Some(open)),
+            closed,
+            wakers: Mutex::default(),
+        }))
+    }
+
+    /// Signals the stop: sets the flag, closes the channel and runs every registered
+    /// waker (once). Later calls do nothing.
+    pub fn stop(&self) {
+        if self.0.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        lock(&self.0.open).take();
+        let waiting = std::mem::take(&mut lock(&self.0.wakers).waiting);
+        for (_, wake) in waiting {
+            wake();
+        }
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.0.stopped.load(Ordering::SeqCst)
+    }
+
+    /// A channel that never carries a message and is disconnected at stop: `recv` on it
+    /// in a `select!` fires once the stop is signalled.
+    pub fn signal(&self) -> &Receiver<()> {
+        &self.0.closed
+    }
+
+    /// Sleeps for `d` or until the stop, whichever comes first; true if stopped.
+    pub fn sleep(&self, d: Duration) -> bool {
+        !matches!(
+            self.0.closed.recv_timeout(d),
+            Err(RecvTimeoutError::Timeout)
+        ) || self.is_stopped()
+    }
+
+    /// Registers `wake`, run once at stop, for as long as the returned [`Waker`] lives;
+    /// run at once if the stop was already signalled.
+    pub fn on_stop(&self, wake: impl FnOnce() + Send + 'static) -> Waker {
+        let mut wakers = lock(&self.0.wakers);
+        // `stop` sets the flag before it takes the wakers, under this lock: either it
+        // takes this one, or the flag is seen here.
+        if self.is_stopped() {
+            drop(wakers);
+            wake();
+            return Waker {
+                signal: Weak::new(),
+                id: 0,
+            };
+        }
+        let id = wakers.next;
+        wakers.next += 1;
+        wakers.waiting.insert(id, Box::new(wake));
+        Waker {
+            signal: Arc::downgrade(&self.0),
+            id,
+        }
+    }
+
+    /// A waker that shuts `stream` down at stop, ending a read blocked on it.
+    pub fn close_on_stop(&self, stream: &TcpStream) -> io::Result<Waker> {
+        let stream = stream.try_clone()?;
+        Ok(self.on_stop(move || {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }))
+    }
+
+    /// A waker that ends a blocking `accept` on `listener` at stop, by connecting to it
+    /// (the accept loop checks [`is_stopped`](Self::is_stopped) on every connection).
+    pub fn wake_accept_on_stop(&self, listener: &TcpListener) -> io::Result<Waker> {
+        let addr = loopback(listener.local_addr()?);
+        Ok(self.on_stop(move || {
+            let _ = TcpStream::connect_timeout(&addr, WAKE_CONNECT);
+        }))
+    }
+
+    /// How many wakers are registered (tests).
+    #[cfg(test)]
+    fn wakers(&self) -> usize {
+        lock(&self.0.wakers).waiting.len()
+    }
+}
+
+/// A registration made by [`Shutdown::on_stop`]; dropping it withdraws the waker.
+#[must_use = "the waker is withdrawn when this is dropped"]
+pub struct Waker {
+    signal: Weak<Signal>,
+    id: u64,
+}
+
+impl Drop for Waker {
+    fn drop(&mut self) {
+        if let Some(signal) = self.signal.upgrade() {
+            lock(&signal.wakers).waiting.remove(&self.id);
+        }
+    }
+}
+
+/// `addr`, with an unspecified IP (a listener on every address) made the loopback one.
+fn loopback(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
 }
 
 /// `f`, logging its end and any panic (which then goes on unwinding).
@@ -122,6 +284,83 @@ mod tests {
             let payload = failed.unwrap().join().unwrap_err();
             assert_eq!(message(&*payload), "3");
         });
+    }
+
+    #[test]
+    fn stop_closes_the_signal_sets_the_flag_and_ends_sleeps() {
+        let shutdown = Shutdown::new();
+        assert!(!shutdown.is_stopped());
+        assert!(!shutdown.sleep(Duration::from_millis(1)));
+        let s = shutdown.clone();
+        let sleeper = spawn("test_sleeper", move || s.sleep(Duration::from_secs(60))).unwrap();
+        let s = shutdown.clone();
+        let selector = spawn("test_select", move || {
+            crossbeam_channel::select! {
+                recv(s.signal()) -> m => m.is_err(),
+                default(Duration::from_secs(60)) => false,
+            }
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let started = std::time::Instant::now();
+        shutdown.stop();
+        assert!(sleeper.join().unwrap());
+        assert!(selector.join().unwrap());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(shutdown.is_stopped());
+        shutdown.stop();
+    }
+
+    #[test]
+    fn wakers_run_once_at_stop_unless_dropped_and_at_once_after_it() {
+        let shutdown = Shutdown::new();
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let r = runs.clone();
+        let kept = shutdown.on_stop(move || lock(&r).push("kept"));
+        let r = runs.clone();
+        let dropped = shutdown.on_stop(move || lock(&r).push("dropped"));
+        drop(dropped);
+        assert_eq!(shutdown.wakers(), 1);
+        shutdown.stop();
+        shutdown.stop();
+        assert_eq!(*lock(&runs), ["kept"]);
+        drop(kept);
+        let r = runs.clone();
+        let _late = shutdown.on_stop(move || lock(&r).push("late"));
+        assert_eq!(*lock(&runs), ["kept", "late"]);
+        assert_eq!(shutdown.wakers(), 0);
+    }
+
+    #[test]
+    fn a_blocked_read_and_a_blocked_accept_end_at_stop() {
+        use std::io::Read;
+        let shutdown = Shutdown::new();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let s = shutdown.clone();
+        let reader = spawn("test_reader", move || {
+            let _waker = s.close_on_stop(&server).unwrap();
+            let mut buf = [0u8; 16];
+            (&server).read(&mut buf).map_err(|e| e.kind())
+        })
+        .unwrap();
+        let s = shutdown.clone();
+        let acceptor = spawn("test_acceptor", move || {
+            let _waker = s.wake_accept_on_stop(&listener).unwrap();
+            for conn in listener.incoming() {
+                if s.is_stopped() {
+                    return conn.is_ok();
+                }
+            }
+            false
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        shutdown.stop();
+        assert_eq!(reader.join().unwrap(), Ok(0));
+        assert!(acceptor.join().unwrap());
     }
 
     #[test]

@@ -1262,9 +1262,11 @@ fn vardiff_raises_a_fast_miners_difficulty_and_plus_diff_fixes_it_once_shares_ar
     let mut net = easy_net(bcoin::chain());
     net.target_lookbehind = 2;
     net.share_period = 600;
+    // A long interval: vardiff raises the difficulty of a miner finding more than one
+    // pseudo-share per 10 s, which the test miner does even on a loaded machine.
     let node = WorkerNode::start(net.clone(), Source::Static, |c| {
         c.initial_difficulty = 0.0;
-        c.vardiff_interval = 2.0;
+        c.vardiff_interval = 10.0;
     });
     push_template(&node, 1);
     let easiest = p2pool::worker::miners::target_difficulty(net.max_target);
@@ -1302,7 +1304,7 @@ fn vardiff_raises_a_fast_miners_difficulty_and_plus_diff_fixes_it_once_shares_ar
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < Duration::from_secs(90),
             "difficulty {d} not raised above {easiest}"
         );
         thread::sleep(Duration::from_millis(100));
@@ -1327,4 +1329,63 @@ fn wait_until_verified(node: &WorkerNode) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+#[test]
+fn a_full_node_queue_holds_the_miners_answer_and_drops_no_share() {
+    logs::init();
+    let node = WorkerNode::start(easy_net(bcoin::chain()), Source::Static, |c| {
+        c.events_queue = 1;
+    });
+    push_template(&node, 1);
+    // Pseudo-shares at the share difficulty: every solution is a share.
+    let user = format!("{}+0.00001/0.00001", addr(21));
+    let mut c = LineClient::connect(node.workers.stratum_addr());
+    let (en1, difficulty, notify) = stratum_login(&mut c, &user);
+    let (stalled_tx, stalled_rx) = crossbeam_channel::bounded(1);
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+    thread::scope(|s| {
+        // The node thread, stalled in a probe until released.
+        let node = &node;
+        s.spawn(move || {
+            node.inspect(move |_| {
+                stalled_tx.send(()).unwrap();
+                let _ = release_rx.recv_timeout(Duration::from_secs(8));
+            })
+        });
+        stalled_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let submit = |c: &mut LineClient, n: u8| {
+            let fields = grind_stratum(&notify, &en1, [n, 0, 0, 0], difficulty);
+            c.send(json!({"id": 40 + u32::from(n), "method": "mining.submit",
+                "params": [user, notify["params"][0], fields[0], fields[1], fields[2]]}));
+        };
+        // Room while the node is stalled: the workers' queue (1), the test's forwarder
+        // (one in hand, one in its queue).
+        for n in 1..=3u8 {
+            submit(&mut c, n);
+            let reply = c.reply(&json!(40 + u32::from(n))).expect("answered");
+            assert_eq!(reply["result"], json!(true), "{reply}");
+        }
+        // The fourth waits for room, its answer with it, instead of being dropped.
+        submit(&mut c, 4);
+        c.set_timeout(Duration::from_secs(1));
+        assert_eq!(
+            c.reply(&json!(44)),
+            None,
+            "answered while the queue was full"
+        );
+        release_tx.send(()).unwrap();
+    });
+    c.set_timeout(Duration::from_secs(5));
+    let reply = c
+        .reply(&json!(44))
+        .expect("answered once the node took shares");
+    assert_eq!(reply["result"], json!(true), "{reply}");
+    wait_for("all four shares in the chain", || {
+        (node.view().tracked.len() == 4).then_some(())
+    });
+    assert_eq!(node.view().shares.len(), 4);
+    let stats = node.workers.stats();
+    let s = stats.iter().find(|s| s.address == addr(21)).unwrap();
+    assert_eq!((s.accepted, s.shares), (4, 4), "{s:?}");
 }

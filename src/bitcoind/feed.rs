@@ -28,7 +28,7 @@ use super::heights::Heights;
 use super::rpc::{BlockchainInfo, Client, RpcError, block_template_params};
 use crate::bitcoin::chain::ChainParams;
 use crate::bitcoin::template::{Template, TemplateAnswer, TemplateError};
-use crate::thread::lock;
+use crate::thread::{Shutdown, lock};
 
 const LOG: &str = "bitcoind";
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(15);
@@ -127,7 +127,7 @@ impl std::error::Error for FeedError {}
 
 /// The running template feed.
 pub struct Feed {
-    stop: Option<Sender<()>>,
+    shutdown: Shutdown,
     thread: Option<JoinHandle<Result<(), FeedError>>>,
     refresher: Refresher,
     status: Arc<Mutex<FeedStatus>>,
@@ -140,7 +140,7 @@ impl Feed {
         rpc: Arc<Client>,
         config: FeedConfig,
     ) -> Result<(Feed, Receiver<Arc<Template>>), FeedError> {
-        let (stop_tx, stop_rx) = bounded::<()>(0);
+        let shutdown = Shutdown::new();
         let (refresher, pokes) = refresh_channel();
         let (tx, rx) = bounded(1);
         let status = Arc::new(Mutex::new(FeedStatus::default()));
@@ -155,8 +155,9 @@ impl Feed {
             key: None,
             reachable: None,
         };
+        let stop = shutdown.clone();
         let thread = crate::thread::spawn("template", move || {
-            let result = worker.run(&stop_rx, &pokes);
+            let result = worker.run(stop.signal(), &pokes);
             if let Err(e) = &result {
                 error!(target: LOG, "{e}");
             }
@@ -164,7 +165,7 @@ impl Feed {
         })
         .map_err(FeedError::Spawn)?;
         let feed = Feed {
-            stop: Some(stop_tx),
+            shutdown,
             thread: Some(thread),
             refresher,
             status,
@@ -189,7 +190,7 @@ impl Feed {
 
     /// Stops the feed and returns why it had stopped by itself, if it had.
     pub fn stop(mut self) -> Result<(), FeedError> {
-        self.stop.take();
+        self.shutdown.stop();
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
             Some(Err(_)) => Err(FeedError::Spawn(io::Error::other(
@@ -197,6 +198,12 @@ impl Feed {
             ))),
             None => Ok(()),
         }
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.shutdown.stop();
     }
 }
 
@@ -480,14 +487,18 @@ fn poll(
 
 /// The thread that turns SIGUSR1 (`-blocknotify`) into template refreshes.
 pub struct SignalRefresh {
-    handle: signal_hook::iterator::Handle,
+    shutdown: Shutdown,
     thread: Option<JoinHandle<()>>,
+    /// Closes the signal iterator at stop.
+    _wake: crate::thread::Waker,
 }
 
 /// Starts a `signal_usr1` thread that pokes `refresher` on every SIGUSR1.
 pub fn refresh_on_sigusr1(refresher: Refresher) -> io::Result<SignalRefresh> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])?;
     let handle = signals.handle();
+    let shutdown = Shutdown::new();
+    let wake = shutdown.on_stop(move || handle.close());
     let thread = crate::thread::spawn("signal_usr1", move || {
         for _ in signals.forever() {
             info!(target: LOG, "SIGUSR1: refreshing the block template");
@@ -495,15 +506,16 @@ pub fn refresh_on_sigusr1(refresher: Refresher) -> io::Result<SignalRefresh> {
         }
     })?;
     Ok(SignalRefresh {
-        handle,
+        shutdown,
         thread: Some(thread),
+        _wake: wake,
     })
 }
 
 impl SignalRefresh {
     /// Stops listening (SIGUSR1 is then ignored, no longer fatal) and joins the thread.
     pub fn stop(mut self) {
-        self.handle.close();
+        self.shutdown.stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -4,15 +4,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded, select};
 use log::debug;
 
 use super::rpc::{Client, RpcError};
 use crate::bitcoin::hash::Hash256;
-use crate::thread::lock;
+use crate::thread::{Shutdown, lock};
 
 const LOG: &str = "heights";
 
@@ -99,9 +98,10 @@ pub struct HeightAnswer {
 /// one: [`HeightLookup::ask`] never blocks, and the answer lands in the shared cache and
 /// on the returned channel.
 pub struct HeightLookup {
-    asks: Option<Sender<Hash256>>,
+    asks: Sender<Hash256>,
     /// Asked and not answered yet (each block is asked once at a time).
     pending: Arc<Mutex<HashSet<Hash256>>>,
+    shutdown: Shutdown,
 }
 
 impl HeightLookup {
@@ -109,10 +109,19 @@ impl HeightLookup {
         let (asks, asked) = bounded::<Hash256>(ASK_QUEUE);
         let (answers, answered) = bounded(ASK_QUEUE);
         let pending: Arc<Mutex<HashSet<Hash256>>> = Arc::default();
+        let shutdown = Shutdown::new();
         {
             let pending = pending.clone();
+            let shutdown = shutdown.clone();
             crate::thread::spawn("heights", move || {
-                for block in asked {
+                loop {
+                    let block = select! {
+                        recv(asked) -> block => match block {
+                            Ok(block) => block,
+                            Err(_) => return,
+                        },
+                        recv(shutdown.signal()) -> _ => return,
+                    };
                     let height = heights.get(&block);
                     lock(&pending).remove(&block);
                     match height {
@@ -122,7 +131,9 @@ impl HeightLookup {
                         }
                         Err(e) => {
                             debug!(target: LOG, "height of block {block}: {e}");
-                            thread::sleep(RETRY_PAUSE);
+                            if shutdown.sleep(RETRY_PAUSE) {
+                                return;
+                            }
                         }
                     }
                 }
@@ -130,8 +141,9 @@ impl HeightLookup {
         }
         Ok((
             HeightLookup {
-                asks: Some(asks),
+                asks,
                 pending,
+                shutdown,
             },
             answered,
         ))
@@ -140,20 +152,28 @@ impl HeightLookup {
     /// Asks for a block's height; never blocks (a full queue or a block already asked for
     /// is left for later).
     pub fn ask(&self, block: Hash256) {
-        let Some(asks) = &self.asks else { return };
+        if self.shutdown.is_stopped() {
+            return;
+        }
         let mut pending = lock(&self.pending);
         if pending.len() >= ASK_QUEUE || !pending.insert(block) {
             return;
         }
-        if asks.try_send(block).is_err() {
+        if self.asks.try_send(block).is_err() {
             pending.remove(&block);
         }
     }
 
     /// Stops the thread after the lookup in hand (it is not waited for, so that a stalled
     /// bitcoind cannot hold up shutdown; it ends within one RPC timeout).
-    pub fn stop(mut self) {
-        self.asks.take();
+    pub fn stop(self) {
+        self.shutdown.stop();
+    }
+}
+
+impl Drop for HeightLookup {
+    fn drop(&mut self) {
+        self.shutdown.stop();
     }
 }
 

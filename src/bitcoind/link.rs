@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, BufReader, Write};
-use std::net::{IpAddr, Ipv6Addr, Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -32,6 +32,7 @@ use crate::bitcoin::chain::ChainParams;
 use crate::bitcoin::encode::{self, Decode, Reader, WriteExt};
 use crate::bitcoin::frame::{Frame, FrameError, Framing};
 use crate::bitcoin::hash::{Hash256, sha256d};
+use crate::thread::Shutdown;
 
 const LOG: &str = "bitcoind_link";
 /// The version we speak: `sendheaders` (70012) and later.
@@ -173,7 +174,7 @@ impl BlockSender {
 
 /// The running link.
 pub struct Link {
-    stop: Option<Sender<()>>,
+    shutdown: Shutdown,
     thread: Option<JoinHandle<()>>,
     blocks: BlockSender,
     connected: Arc<AtomicBool>,
@@ -186,7 +187,7 @@ impl Link {
         config: LinkConfig,
         refresher: Option<Refresher>,
     ) -> io::Result<(Link, Receiver<LinkEvent>)> {
-        let (stop, stop_rx) = bounded(0);
+        let shutdown = Shutdown::new();
         let (blocks, blocks_rx) = bounded(BLOCK_QUEUE);
         let (events_tx, events) = bounded(64);
         let connected = Arc::new(AtomicBool::new(false));
@@ -199,10 +200,12 @@ impl Link {
             last_announced: None,
             offered: VecDeque::new(),
         };
-        let thread =
-            crate::thread::spawn("bitcoind_link", move || worker.run(&stop_rx, &blocks_rx))?;
+        let stop = shutdown.clone();
+        let thread = crate::thread::spawn("bitcoind_link", move || {
+            worker.run(stop.signal(), &blocks_rx)
+        })?;
         let link = Link {
-            stop: Some(stop),
+            shutdown,
             thread: Some(thread),
             blocks: BlockSender(blocks),
             connected,
@@ -221,10 +224,16 @@ impl Link {
 
     /// Closes the connection and joins the thread (within the connect timeout).
     pub fn stop(mut self) {
-        self.stop.take();
+        self.shutdown.stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.shutdown.stop();
     }
 }
 
@@ -319,7 +328,7 @@ impl Worker {
         let result = self.converse(&mut stream, &addr, stop, blocks, &frames, handshaken);
         // Unblock the reader: its socket closed, its channel gone (it may be waiting on a
         // full one).
-        let _ = stream.shutdown(Shutdown::Both);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
         drop(frames);
         let _ = recv_thread.join();
         result

@@ -21,7 +21,7 @@ use super::link::BlockSender;
 use super::rpc::{Client, RpcError};
 use crate::bitcoin::block::BlockHeader;
 use crate::bitcoin::hash::Hash256;
-use crate::thread::lock;
+use crate::thread::{Shutdown, lock};
 
 const LOG: &str = "bitcoind";
 /// Blocks waiting for the submitter thread: a handful at most on a real chain; on regtest,
@@ -169,7 +169,7 @@ impl std::error::Error for SubmitError {}
 /// The running submitter.
 pub struct Submitter {
     handle: SubmitHandle,
-    stop: Option<Sender<()>>,
+    shutdown: Shutdown,
     thread: Option<JoinHandle<()>>,
     history: Arc<Mutex<VecDeque<SubmitResult>>>,
 }
@@ -209,7 +209,7 @@ impl Submitter {
         results: Option<Sender<SubmitResult>>,
     ) -> std::io::Result<Submitter> {
         let (blocks, queue) = bounded(QUEUE);
-        let (stop, stop_rx) = bounded(0);
+        let shutdown = Shutdown::new();
         let history = Arc::new(Mutex::new(VecDeque::new()));
         let worker = Worker {
             rpc,
@@ -218,10 +218,11 @@ impl Submitter {
             results,
             pending: Vec::new(),
         };
-        let thread = crate::thread::spawn("submitter", move || worker.run(queue, &stop_rx))?;
+        let stop = shutdown.clone();
+        let thread = crate::thread::spawn("submitter", move || worker.run(queue, stop.signal()))?;
         Ok(Submitter {
             handle: SubmitHandle { blocks, link: None },
-            stop: Some(stop),
+            shutdown,
             thread: Some(thread),
             history,
         })
@@ -250,10 +251,16 @@ impl Submitter {
 
     /// Stops the thread; blocks still being retried are recorded as abandoned.
     pub fn stop(mut self) {
-        self.stop.take();
+        self.shutdown.stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for Submitter {
+    fn drop(&mut self) {
+        self.shutdown.stop();
     }
 }
 

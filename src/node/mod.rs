@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded, never, select, tick};
+use crossbeam_channel::{Receiver, bounded, never, select, tick};
 use log::{debug, error, info, warn};
 
 use crate::bitcoin::template::Template;
@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::p2p::{P2p, P2pConfig, P2pError, PeerEvent, Peers};
 use crate::sharechain::chain::{LoadError, ShareChain};
 use crate::store::{PendingWrites, Store, StoreError};
+use crate::thread::Shutdown;
 use crate::web::Web;
 use crate::web::status::StatusBoard;
 use crate::worker::{MinerEvent, WebRoutes, WorkerConfig, WorkerError, Workers};
@@ -239,7 +240,7 @@ fn on_link(event: LinkEvent) {
 
 /// A started node.
 pub struct Running {
-    stop: Option<Sender<()>>,
+    shutdown: Shutdown,
     node: Option<JoinHandle<Result<(), NodeError>>>,
     /// Ends (disconnects) when the node thread ends, whatever the reason.
     done: Receiver<()>,
@@ -254,7 +255,7 @@ impl Running {
     /// Stops every thread and flushes the store; returns why the node had stopped if it
     /// stopped by itself.
     pub fn stop(mut self) -> Result<(), NodeError> {
-        self.stop.take();
+        self.shutdown.stop();
         match self.node.take().map(JoinHandle::join) {
             Some(Ok(r)) => r,
             Some(Err(_)) => Err(NodeError::Thread {
@@ -263,6 +264,12 @@ impl Running {
             }),
             None => Ok(()),
         }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.stop();
     }
 }
 
@@ -405,10 +412,10 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
         link,
     };
 
-    let (stop_tx, stop_rx) = bounded::<()>(0);
+    let shutdown = Shutdown::new();
     let (done_tx, done_rx) = bounded::<()>(0);
     let inputs = Inputs {
-        stop: stop_rx,
+        stop: shutdown.signal().clone(),
         templates,
         peer_events,
         miner_events,
@@ -423,7 +430,7 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
     })
     .map_err(|e| NodeError::Spawn("node", e))?;
     Ok(Running {
-        stop: Some(stop_tx),
+        shutdown,
         node: Some(thread),
         done: done_rx,
     })
@@ -431,7 +438,7 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
 
 /// Every channel the node thread reads (a test passes `never()` for what it lacks).
 pub struct Inputs {
-    /// A message or the sender's drop stops the node.
+    /// A message or a disconnect (the node's [`Shutdown`]) stops the node.
     pub stop: Receiver<()>,
     pub templates: Receiver<Arc<Template>>,
     pub peer_events: Receiver<PeerEvent>,
@@ -555,6 +562,7 @@ pub fn run(mut core: Core, inputs: Inputs, mut outputs: impl Outputs) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crossbeam_channel::Sender;
 
     /// The node's inputs, with the senders kept by the test.
     struct Senders {

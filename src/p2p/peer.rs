@@ -64,6 +64,8 @@ pub(crate) fn start(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, i
     let reader = writer.and_then(|_| {
         let shared = shared.clone();
         crate::thread::spawn("peer_recv", move || {
+            // The shutdown closes the socket, which ends both threads.
+            let _wake = shared.shutdown.close_on_stop(&stream);
             read_loop(shared, id, stream, addr, inbound)
         })
     });
@@ -232,7 +234,7 @@ fn converse(
         at: Instant::now(),
     };
     loop {
-        if shared.stopping.load(Ordering::Relaxed) {
+        if shared.shutdown.is_stopped() {
             return End::Closed;
         }
         let frame = match shared.framing.read(reader) {
@@ -243,11 +245,12 @@ fn converse(
                         End::Fault(score::HANDSHAKE_TIMEOUT, "no version in time".into())
                     }
                     io::ErrorKind::TimedOut => End::Quiet("idle timeout".into()),
-                    _ if shared
-                        .table()
-                        .peers
-                        .get(&id)
-                        .is_none_or(|s| s.closing.is_some()) =>
+                    _ if shared.shutdown.is_stopped()
+                        || shared
+                            .table()
+                            .peers
+                            .get(&id)
+                            .is_none_or(|s| s.closing.is_some()) =>
                     {
                         End::Closed
                     }
@@ -422,7 +425,7 @@ fn to_node(shared: &Shared, id: PeerId, msg: Message, bytes: usize) -> Result<()
     };
     let held = budget
         .take(bytes, || {
-            shared.stopping.load(Ordering::Relaxed)
+            shared.shutdown.is_stopped()
                 || shared
                     .table()
                     .peers

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -107,7 +107,8 @@ pub(crate) struct Shared {
     pub book: Mutex<AddrBook>,
     pub bans: Mutex<Bans>,
     pub best: Mutex<Option<Hash256>>,
-    pub stopping: AtomicBool,
+    /// Stops every p2p thread and closes every connection.
+    pub shutdown: crate::thread::Shutdown,
     pub next_id: AtomicU64,
 }
 

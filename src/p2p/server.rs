@@ -13,13 +13,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{
-    Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError, bounded,
+    Receiver, SendTimeoutError, Sender, TrySendError, after, bounded, never, select,
 };
 use log::{debug, info, warn};
 
@@ -66,16 +66,26 @@ impl P2p {
             book: Mutex::new(AddrBook::new(&cfg.net, cfg.max_addrs, cfg.addrs.clone())),
             bans: Mutex::new(Bans::new(cfg.bans)),
             best: Mutex::new(None),
-            stopping: AtomicBool::new(false),
+            shutdown: crate::thread::Shutdown::new(),
             next_id: AtomicU64::new(1),
             cfg,
         });
         info!(target: LOG, "listening on {local_addr}");
+        let wake = shared
+            .shutdown
+            .wake_accept_on_stop(&listener)
+            .map_err(|source| P2pError::Bind {
+                addr: local_addr,
+                source,
+            })?;
         let mut threads = Vec::new();
         let s = shared.clone();
         threads.push(
-            crate::thread::spawn("p2p_accept", move || accept_loop(&s, listener))
-                .map_err(P2pError::Spawn)?,
+            crate::thread::spawn("p2p_accept", move || {
+                let _wake = wake;
+                accept_loop(&s, listener)
+            })
+            .map_err(P2pError::Spawn)?,
         );
         let s = shared.clone();
         let connector = crate::thread::spawn("p2p_connect", move || connect_loop(&s));
@@ -110,17 +120,10 @@ impl P2p {
         self.shutdown();
     }
 
+    /// Signals the shutdown (which ends the accept and closes every peer's socket) and
+    /// joins the listener, the connector and the event forwarder.
     fn shutdown(&mut self) {
-        if self.shared.stopping.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        // Wake the blocking accept.
-        let _ =
-            TcpStream::connect_timeout(&wake_addr(self.shared.local_addr), Duration::from_secs(1));
-        for slot in self.shared.table().peers.values_mut() {
-            slot.closing.get_or_insert_with(|| "shutting down".into());
-            let _ = slot.stream.shutdown(Shutdown::Both);
-        }
+        self.shared.shutdown.stop();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -131,17 +134,6 @@ impl Drop for P2p {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-fn wake_addr(local: SocketAddr) -> SocketAddr {
-    let mut a = local;
-    if a.ip().is_unspecified() {
-        a.set_ip(match a {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    a
 }
 
 /// Moves queued events to the node's queue, in order, and gives each event's budget back
@@ -156,22 +148,28 @@ fn forward_events(shared: &Shared, queued: &Receiver<Pending>, to_node: &Sender<
             in_node_queue.pop_front();
         }
     };
-    while !shared.stopping.load(Ordering::Relaxed) {
+    let stop = shared.shutdown.signal();
+    while !shared.shutdown.is_stopped() {
         taken(&mut in_node_queue);
+        // While events are in the node's queue, look every TAKEN_POLL whether it took
+        // them; otherwise wait for an event or the stop.
         let wait = if in_node_queue.is_empty() {
-            Duration::from_millis(100)
+            never()
         } else {
-            TAKEN_POLL
+            after(TAKEN_POLL)
         };
-        let Pending { mut event, held } = match queued.recv_timeout(wait) {
-            Ok(p) => p,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
+        let Pending { mut event, held } = select! {
+            recv(queued) -> p => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            recv(stop) -> _ => return,
+            recv(wait) -> _ => continue,
         };
         loop {
             match to_node.send_timeout(event, TAKEN_POLL) {
                 Ok(()) => break,
-                Err(SendTimeoutError::Timeout(e)) if !shared.stopping.load(Ordering::Relaxed) => {
+                Err(SendTimeoutError::Timeout(e)) if !shared.shutdown.is_stopped() => {
                     event = e;
                     taken(&mut in_node_queue);
                 }
@@ -184,14 +182,14 @@ fn forward_events(shared: &Shared, queued: &Receiver<Pending>, to_node: &Sender<
 
 fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
     for stream in listener.incoming() {
-        if shared.stopping.load(Ordering::Relaxed) {
+        if shared.shutdown.is_stopped() {
             return;
         }
         let stream = match stream {
             Ok(s) => s,
             Err(e) => {
                 warn!(target: LOG, "accept failed: {e}");
-                thread::sleep(Duration::from_millis(100));
+                shared.shutdown.sleep(Duration::from_millis(100));
                 continue;
             }
         };
@@ -236,7 +234,7 @@ fn connect_loop(shared: &Arc<Shared>) {
     let mut last_try: HashMap<SocketAddr, Instant> = HashMap::new();
     let mut next_getaddrs = Instant::now();
     let mut next_expire = Instant::now();
-    while !shared.stopping.load(Ordering::Relaxed) {
+    while !shared.shutdown.is_stopped() {
         let now = Instant::now();
         flush_addrs(shared);
         if now >= next_expire {
@@ -252,10 +250,7 @@ fn connect_loop(shared: &Arc<Shared>) {
             dial(shared, addr);
         }
         last_try.retain(|_, at| now.duration_since(*at) < t.redial);
-        thread::sleep(t.connect_every.min(Duration::from_millis(500)));
-        if t.connect_every > Duration::from_millis(500) {
-            thread::sleep(t.connect_every - Duration::from_millis(500));
-        }
+        shared.shutdown.sleep(t.connect_every);
     }
 }
 
@@ -301,7 +296,7 @@ fn dial(shared: &Arc<Shared>, addr: SocketAddr) {
         let result = TcpStream::connect_timeout(&addr, s.cfg.timeouts.connect);
         s.table().dialing.remove(&addr);
         match result {
-            Ok(stream) if !s.stopping.load(Ordering::Relaxed) => {
+            Ok(stream) if !s.shutdown.is_stopped() => {
                 debug!(target: LOG, "connected to {addr}");
                 peer::start(&s, stream, addr, false);
             }

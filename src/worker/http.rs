@@ -20,6 +20,10 @@ use super::body;
 use super::longpoll::LongPollHandle;
 use super::service::{self, ClientInfo, RpcError, Service};
 use super::{LOG, Shared, WorkerError};
+use crate::thread::Waker;
+
+/// A handler thread's pause after an error from the server's queue (a failed accept).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// What the web side (dashboard, JSON API) answers on the worker port.
 pub trait WebRoutes: Send + Sync {
@@ -53,9 +57,10 @@ pub const LONG_POLL_PATH: &str = "/long-polling";
 
 /// The running HTTP server.
 pub(crate) struct HttpServer {
-    server: Arc<Server>,
     threads: Vec<JoinHandle<()>>,
     addr: SocketAddr,
+    /// Unblocks every handler thread at the workers' shutdown.
+    _wake: Waker,
 }
 
 /// What a handler thread needs.
@@ -106,30 +111,47 @@ impl HttpServer {
             web,
             readers: Arc::default(),
         });
+        let count = shared.config.http_threads.max(1);
+        let wake = {
+            let server = server.clone();
+            shared.shutdown.on_stop(move || {
+                for _ in 0..count {
+                    server.unblock();
+                }
+            })
+        };
         let mut threads = Vec::new();
-        for i in 0..shared.config.http_threads.max(1) {
+        for i in 0..count {
             let server = server.clone();
             let context = context.clone();
-            let shared = shared.clone();
+            let s = shared.clone();
             let t = crate::thread::spawn(&format!("http_{i}"), move || {
-                while !shared.stopping() {
-                    match server.recv_timeout(Duration::from_millis(250)) {
-                        Ok(Some(request)) => handle(&context, request),
-                        Ok(None) => {}
+                while !s.stopping() {
+                    match server.recv() {
+                        Ok(request) => handle(&context, request),
+                        // Unblocked at shutdown, or an accept that failed (the server's
+                        // own thread goes on accepting).
                         Err(e) => {
-                            debug!(target: LOG, "http: {e}");
-                            break;
+                            if !s.stopping() {
+                                debug!(target: LOG, "http: {e}");
+                                s.shutdown.sleep(ACCEPT_ERROR_PAUSE);
+                            }
                         }
                     }
                 }
-            })
-            .map_err(WorkerError::Spawn)?;
-            threads.push(t);
+            });
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    shared.shutdown.stop();
+                    return Err(WorkerError::Spawn(e));
+                }
+            }
         }
         Ok(HttpServer {
-            server,
             threads,
             addr: bound,
+            _wake: wake,
         })
     }
 
@@ -137,10 +159,8 @@ impl HttpServer {
         self.addr
     }
 
+    /// Joins the handler threads, which end at the workers' shutdown.
     pub fn stop(self) {
-        for _ in &self.threads {
-            self.server.unblock();
-        }
         for t in self.threads {
             let _ = t.join();
         }

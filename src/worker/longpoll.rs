@@ -65,7 +65,7 @@ impl LongPollHandle {
 pub(crate) struct LongPoll {
     handle: LongPollHandle,
     wake: Sender<()>,
-    stop: Option<Sender<()>>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -108,21 +108,21 @@ impl LongPoll {
         let service = Arc::new(Service::new(shared.clone()));
         let (parked_tx, parked_rx) = bounded(MAX_PARKED);
         let (wake_tx, wake_rx) = bounded(1);
-        let (stop_tx, stop_rx) = bounded::<()>(0);
         let count = Arc::new(AtomicUsize::new(0));
         let handle = LongPollHandle {
             service: service.clone(),
             parked: parked_tx,
             count: count.clone(),
         };
+        let stop = shared.shutdown.clone();
         let thread = crate::thread::spawn("longpoll", move || {
-            run(&service, &parked_rx, &wake_rx, &stop_rx, &count)
+            run(&service, &parked_rx, &wake_rx, stop.signal(), &count)
         })
         .map_err(WorkerError::Spawn)?;
         Ok(LongPoll {
             handle,
             wake: wake_tx,
-            stop: Some(stop_tx),
+            shared,
             thread: Some(thread),
         })
     }
@@ -140,8 +140,9 @@ impl LongPoll {
         self.handle.count.load(Ordering::Relaxed)
     }
 
+    /// Joins the thread, which ends at the workers' shutdown.
     pub fn stop(mut self) {
-        self.stop.take();
+        self.shared.shutdown.stop();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -20,7 +20,7 @@ pub mod work;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use crate::bitcoin::encode::Encode;
 use crate::bitcoind::submit::{BlockSubmission, SubmitHandle};
 use crate::network::Network;
 use crate::sharechain::share::Share;
+use crate::thread::Shutdown;
 
 pub use http::{HttpReply, WebRoutes};
 pub use miners::MinerStats;
@@ -82,6 +83,9 @@ pub struct WorkerConfig {
     /// Where a miner's thread submits a block it found, at once, before telling the node
     /// (`None`: the node submits it).
     pub blocks: Option<SubmitHandle>,
+    /// Found shares waiting for the node; a miner whose share finds it full waits (its
+    /// answer with it) until the node takes one.
+    pub events_queue: usize,
 }
 
 impl WorkerConfig {
@@ -107,6 +111,7 @@ impl WorkerConfig {
             stratum_login: Duration::from_secs(60),
             stratum_keepalive: Duration::from_secs(30),
             blocks: None,
+            events_queue: EVENT_QUEUE,
         }
     }
 
@@ -221,7 +226,8 @@ pub(crate) struct Shared {
     pub events: Sender<MinerEvent>,
     pub seen: Mutex<submit::Seen>,
     pub next_extranonce: AtomicU32,
-    pub stop: AtomicBool,
+    /// Stops every worker thread.
+    pub shutdown: Shutdown,
     pub stratum_addr: SocketAddr,
 }
 
@@ -242,7 +248,7 @@ impl Shared {
     }
 
     pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.shutdown.is_stopped()
     }
 }
 
@@ -261,7 +267,7 @@ impl Workers {
         config: WorkerConfig,
         web: Option<Arc<dyn WebRoutes>>,
     ) -> Result<(Workers, Receiver<MinerEvent>), WorkerError> {
-        let (events, events_rx) = bounded(EVENT_QUEUE);
+        let (events, events_rx) = bounded(config.events_queue.max(1));
         let listener = std::net::TcpListener::bind(config.stratum_addr).map_err(|source| {
             WorkerError::Bind {
                 what: "stratum",
@@ -277,7 +283,7 @@ impl Workers {
             events,
             seen: Mutex::new(submit::Seen::default()),
             next_extranonce: AtomicU32::new(1),
-            stop: AtomicBool::new(false),
+            shutdown: Shutdown::new(),
             stratum_addr,
             config,
         });
@@ -361,7 +367,7 @@ impl Workers {
 
     /// Stops every worker thread and closes every connection.
     pub fn stop(self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.shutdown.stop();
         self.stratum.stop();
         self.http.stop();
         self.longpoll.stop();

@@ -25,7 +25,7 @@ use super::miners::{Username, Vardiff, difficulty_to_target};
 use super::submit::{self, Solution, Verdict};
 use super::work::{self, Coinbase, EXTRANONCE1_SIZE, EXTRANONCE2_SIZE, Work};
 use super::{Shared, WorkerError};
-use crate::thread::lock;
+use crate::thread::{Waker, lock};
 
 const LOG: &str = "stratum";
 /// BIP310: the version bits a miner may roll.
@@ -111,15 +111,19 @@ pub(crate) struct StratumServer {
     shared: Arc<Shared>,
     registry: Arc<Mutex<Registry>>,
     notify: Sender<Instant>,
-    stop_notifier: Option<Sender<()>>,
     threads: Vec<JoinHandle<()>>,
+    /// Ends the blocking accept at the workers' shutdown.
+    _wake: Waker,
 }
 
 impl StratumServer {
     pub fn start(shared: Arc<Shared>, listener: TcpListener) -> Result<StratumServer, WorkerError> {
         let registry = Arc::new(Mutex::new(Registry::default()));
         let (notify_tx, notify_rx) = bounded::<Instant>(1);
-        let (stop_tx, stop_rx) = bounded::<()>(0);
+        let wake = shared
+            .shutdown
+            .wake_accept_on_stop(&listener)
+            .map_err(WorkerError::Spawn)?;
         let accept = {
             let shared = shared.clone();
             let registry = registry.clone();
@@ -133,6 +137,7 @@ impl StratumServer {
             let registry = registry.clone();
             crate::thread::spawn("stratum_notify", move || {
                 let ticker = tick(Duration::from_secs(1));
+                let stop = shared.shutdown.signal().clone();
                 loop {
                     select! {
                         recv(notify_rx) -> published => {
@@ -140,7 +145,7 @@ impl StratumServer {
                             notify_all(&shared, &registry, published);
                         }
                         recv(ticker) -> _ => keepalive(&shared, &registry),
-                        recv(stop_rx) -> _ => break,
+                        recv(stop) -> _ => break,
                     }
                 }
             })
@@ -150,8 +155,8 @@ impl StratumServer {
             shared,
             registry,
             notify: notify_tx,
-            stop_notifier: Some(stop_tx),
             threads: vec![accept, notifier],
+            _wake: wake,
         })
     }
 
@@ -170,13 +175,10 @@ impl StratumServer {
         lock(&self.registry).conns.len()
     }
 
+    /// Joins the listener and the notifier, which end at the workers' shutdown (which
+    /// also closes every connection).
     pub fn stop(mut self) {
-        self.stop_notifier.take();
-        // Unblock the accept.
-        let _ = TcpStream::connect_timeout(&self.shared.stratum_addr, Duration::from_secs(1));
-        for conn in lock(&self.registry).conns.values() {
-            let _ = lock(&conn.writer).shutdown(Shutdown::Both);
-        }
+        self.shared.shutdown.stop();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -209,7 +211,6 @@ fn accept_loop(shared: &Arc<Shared>, registry: &Arc<Mutex<Registry>>, listener: 
         };
         let _ = stream.set_nodelay(true);
         let _ = writer.set_write_timeout(Some(WRITE_TIMEOUT));
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
         let conn = Arc::new(Conn {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             peer,
@@ -239,6 +240,10 @@ fn accept_loop(shared: &Arc<Shared>, registry: &Arc<Mutex<Registry>>, listener: 
         let shared = shared.clone();
         let registry = registry.clone();
         let spawned = crate::thread::spawn_with_stack("stratum", STACK, move || {
+            // A read blocked on the socket ends when shutdown closes it.
+            let Ok(_wake) = shared.shutdown.close_on_stop(&stream) else {
+                return forget(&registry, &conn);
+            };
             let mut session = Session {
                 shared: &shared,
                 registry: &registry,
@@ -246,16 +251,21 @@ fn accept_loop(shared: &Arc<Shared>, registry: &Arc<Mutex<Registry>>, listener: 
                 bad_lines: 0,
             };
             session.run(stream);
-            let en1 = lock(&conn.state).extranonce1;
-            let mut reg = lock(&registry);
-            reg.conns.remove(&conn.id);
-            reg.extranonces.remove(&en1);
-            debug!(target: LOG, "{}: closed", conn.peer);
+            forget(&registry, &conn);
         });
         if let Err(e) = spawned {
             warn!(target: LOG, "cannot start a stratum thread: {e}");
         }
     }
+}
+
+/// Takes a closed connection out of the registry.
+fn forget(registry: &Mutex<Registry>, conn: &Conn) {
+    let en1 = lock(&conn.state).extranonce1;
+    let mut reg = lock(registry);
+    reg.conns.remove(&conn.id);
+    reg.extranonces.remove(&en1);
+    debug!(target: LOG, "{}: closed", conn.peer);
 }
 
 fn hex_u32(v: u32) -> String {
@@ -468,6 +478,22 @@ impl Session<'_> {
             if self.shared.stopping() {
                 return;
             }
+            // Reads wait until the connection's deadline (login, then idle); nothing
+            // else wakes them but data, a close or the shutdown (which closes the socket).
+            let authorized = lock(&self.conn.state).user.is_some();
+            let limit = if authorized {
+                last_read + config.stratum_idle
+            } else {
+                connected + config.stratum_login
+            };
+            let left = limit.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                debug!(target: LOG, "{}: idle, closed", self.conn.peer);
+                return;
+            }
+            if stream.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
             match stream.read(&mut chunk) {
                 Ok(0) => return,
                 Ok(n) => {
@@ -475,16 +501,6 @@ impl Session<'_> {
                     last_read = Instant::now();
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    let authorized = lock(&self.conn.state).user.is_some();
-                    let limit = if authorized {
-                        last_read + config.stratum_idle
-                    } else {
-                        connected + config.stratum_login
-                    };
-                    if Instant::now() >= limit {
-                        debug!(target: LOG, "{}: idle, closed", self.conn.peer);
-                        return;
-                    }
                     continue;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,

@@ -4,9 +4,8 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
-use crossbeam_channel::SendTimeoutError;
+use crossbeam_channel::{TrySendError, select};
 use log::{debug, info, warn};
 use ruint::aliases::U256;
 
@@ -22,8 +21,6 @@ use super::{FoundShare, LOG, MinerEvent, Shared};
 const SEEN_CAP: usize = 200_000;
 /// How far ahead of the clock a miner may roll ntime (seconds).
 pub const MAX_NTIME_AHEAD: u32 = 600;
-/// How long a miner thread waits for room in the node's queue.
-const EVENT_WAIT: Duration = Duration::from_secs(2);
 
 /// Recently submitted header hashes.
 #[derive(Debug, Default)]
@@ -194,14 +191,25 @@ fn send_share(shared: &Shared, s: &Solution<'_>) -> Result<(), String> {
     } else {
         info!(target: LOG, "share found by {}: {}", found.miner, found.share.hash);
     }
-    let event = MinerEvent::Share(Box::new(found));
-    match shared.events.send_timeout(event, EVENT_WAIT) {
-        Ok(()) => Ok(()),
-        Err(SendTimeoutError::Timeout(_)) => {
-            warn!(target: LOG, "the node is not taking shares: one dropped");
-            Ok(())
+    hand_to_node(shared, MinerEvent::Share(Box::new(found)));
+    Ok(())
+}
+
+/// Queues `event` for the node, waiting while its queue is full: the miner's answer waits
+/// with it (backpressure on that miner alone), and no share is dropped. Only a shutdown
+/// ends the wait: the node takes what is queued when the miners have stopped, so a share
+/// still waiting then is lost, and logged.
+fn hand_to_node(shared: &Shared, event: MinerEvent) {
+    let event = match shared.events.try_send(event) {
+        Ok(()) | Err(TrySendError::Disconnected(_)) => return,
+        Err(TrySendError::Full(event)) => event,
+    };
+    debug!(target: LOG, "the node's queue is full: waiting for it to take a share");
+    select! {
+        send(shared.events, event) -> _ => {}
+        recv(shared.shutdown.signal()) -> _ => {
+            warn!(target: LOG, "shutting down with the node's queue full: a share was not handed to it");
         }
-        Err(SendTimeoutError::Disconnected(_)) => Ok(()),
     }
 }
 

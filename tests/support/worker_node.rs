@@ -126,6 +126,7 @@ impl WorkerNode {
         config.worker_addr = "127.0.0.1:0".parse().unwrap();
         config.stratum_addr = "127.0.0.1:0".parse().unwrap();
         configure(&mut config);
+        let events_queue = config.events_queue;
         let (workers, events) = Workers::start(config, None).expect("workers start");
         let workers = Arc::new(workers);
         let view = Arc::new(Mutex::new(View::default()));
@@ -158,13 +159,14 @@ impl WorkerNode {
             }
         };
         // The test's record of found shares and results, on their way to the node.
-        let miner_events = forward(events, view.clone(), |v, e: &MinerEvent| {
+        // As long as the workers' queue, so that a stalled node fills it as soon.
+        let miner_events = forward(events, events_queue, view.clone(), |v, e: &MinerEvent| {
             let MinerEvent::Share(found) = e;
             v.shares.push(found.share.hash);
         });
         // Without a submitter nothing answers (a closed channel would stop the node).
         let results = if submitter.is_some() {
-            forward(results_rx, view.clone(), |v, r: &SubmitResult| {
+            forward(results_rx, 1024, view.clone(), |v, r: &SubmitResult| {
                 v.results.push(r.clone())
             })
         } else {
@@ -271,13 +273,15 @@ impl Drop for WorkerNode {
     }
 }
 
-/// Passes `rx`'s items on to the returned receiver, recording each in the view first.
+/// Passes `rx`'s items on to the returned receiver (`capacity` of them waiting), recording
+/// each in the view first.
 fn forward<T: Send + 'static>(
     rx: Receiver<T>,
+    capacity: usize,
     view: Arc<Mutex<View>>,
     record: impl Fn(&mut View, &T) + Send + 'static,
 ) -> Receiver<T> {
-    let (tx, out) = bounded(1024);
+    let (tx, out) = bounded(capacity.max(1));
     thread::spawn(move || {
         for item in rx {
             record(&mut lock(&view), &item);
