@@ -120,6 +120,11 @@ impl std::error::Error for GentxError {}
 
 /// The share target that retargeting gives a child of `previous` (§5.1 with the fixes:
 /// signed floor division, dt = 0 → 1, a negative rate → the lower clamp, rate 0 → error).
+///
+/// Over how many shares: R's rule keeps MAX_TARGET until the chain below holds
+/// TARGET_LOOKBEHIND shares; modern change 9 retargets a shorter chain (from 2 shares on)
+/// over the `L = min(height, TARGET_LOOKBEHIND)` shares it has, which is R's rule again
+/// from TARGET_LOOKBEHIND shares on.
 pub fn next_target(
     tracker: &Tracker,
     net: &Network,
@@ -127,15 +132,22 @@ pub fn next_target(
 ) -> Result<Bits, GentxError> {
     let (height, _) = tracker.height_and_last(previous);
     let max_target = U512::from(net.max_target);
-    let (Some(near_hash), true) = (previous, height >= net.target_lookbehind) else {
+    let window = match net.rules {
+        RuleSet::Legacy2011 => (height >= net.target_lookbehind).then_some(net.target_lookbehind),
+        RuleSet::Modern => (height >= 2)
+            .then(|| height.min(net.target_lookbehind))
+            .filter(|l| *l >= 2),
+    };
+    let (Some(near_hash), Some(window)) = (previous, window) else {
         return Ok(Bits::from_target_floor(net.max_target));
     };
-    let lookbehind = net.target_lookbehind - 1;
     let (Some(near), Some((far, attempts))) = (
         tracker.entry(&near_hash),
-        tracker.all().nth_parent_with_work(&near_hash, lookbehind),
+        tracker
+            .all()
+            .nth_parent_with_work(&near_hash, window.saturating_sub(1)),
     ) else {
-        // height >= lookbehind guarantees both are known.
+        // height >= window guarantees both are known.
         return Ok(Bits::from_target_floor(net.max_target));
     };
     let mut dt = i64::from(near.share.timestamp()) - i64::from(far.share.timestamp());
@@ -908,6 +920,83 @@ mod tests {
         assert_eq!(
             next_target(&tracker, &net, prev).unwrap(),
             bits_of(near * U512::from(9u64) / U512::from(10u64))
+        );
+    }
+
+    /// A chain of `n` shares `spacing` s apart built by R's rule (every target MAX_TARGET
+    /// below TARGET_LOOKBEHIND = 4 shares), and its shares' hashes.
+    fn legacy_built(n: usize, spacing: i64) -> (Tracker, Vec<Hash256>) {
+        let net = legacy_net(false);
+        let mut tracker = Tracker::new();
+        let mut hashes = Vec::new();
+        for i in 0..n {
+            let timestamp = u32::try_from(1_600_000_000 + spacing * i as i64).unwrap();
+            let spec = Spec::new(hashes.last().copied(), timestamp, payout(1));
+            let share = sample::mine(&tracker, &net, &spec);
+            hashes.push(share.hash);
+            tracker.add(share, 0, None);
+        }
+        (tracker, hashes)
+    }
+
+    /// `2^256 // (period × aps) − 1` for a pool rate of `aps` attempts a second.
+    fn formula(net: &Network, aps: u64) -> Bits {
+        bits_of(two_pow_256() / (U512::from(net.share_period) * U512::from(aps)) - U512::from(1u64))
+    }
+
+    #[test]
+    fn modern_retargets_a_short_chain_over_the_shares_it_has() {
+        let (legacy, modern) = (legacy_net(false), modern_net());
+        assert_eq!(modern.target_lookbehind, 4);
+        let max = Bits::from_target_floor(modern.max_target);
+        // Shares 9 s apart at MAX_TARGET (256 attempts each): 28 attempts/s over any
+        // window, 2^256 // 280 − 1, within 10 % of MAX_TARGET (0.914 of it).
+        let (tracker, hashes) = legacy_built(6, 9);
+        let expected = formula(&modern, 256 / 9);
+        let target_below = |net: &Network, height: usize| {
+            let previous = height.checked_sub(1).map(|i| hashes[i]);
+            next_target(&tracker, net, previous).unwrap()
+        };
+        // Heights 0 and 1: nothing to measure a rate over.
+        for height in [0, 1] {
+            assert_eq!(target_below(&modern, height), max, "height {height}");
+        }
+        // Height 2 (L = 2: one share, 9 s) and 3 (L − 1 = 3: two shares, 18 s).
+        for height in [2, 3] {
+            assert_eq!(target_below(&modern, height), expected, "height {height}");
+            assert_eq!(target_below(&legacy, height), max, "R at height {height}");
+        }
+        // Heights 4 (L) and 5 (L + 1): R's rule unchanged.
+        assert_eq!(target_below(&modern, 4), expected);
+        for height in [4, 5] {
+            assert_eq!(
+                target_below(&modern, height),
+                target_below(&legacy, height),
+                "height {height}"
+            );
+        }
+        assert_ne!(target_below(&modern, 5), max);
+    }
+
+    #[test]
+    fn modern_short_chain_zero_and_negative_spans_take_the_lower_clamp() {
+        let net = modern_net();
+        let lower = |tracker: &Tracker, near: Hash256| {
+            bits_of(near_target(tracker, near) * U512::from(9u64) / U512::from(10u64))
+        };
+        // dt = 0 counts as 1 s: 256 attempts/s at height 2, far too fast.
+        let (tracker, hashes) = legacy_built(2, 0);
+        let next = next_target(&tracker, &net, Some(hashes[1])).unwrap();
+        assert_eq!(next, lower(&tracker, hashes[1]));
+        // Timestamps going back at height 3: a negative rate.
+        let (tracker, hashes) = legacy_built(3, -100);
+        let next = next_target(&tracker, &net, Some(hashes[2])).unwrap();
+        assert_eq!(next, lower(&tracker, hashes[2]));
+        // Slow at height 2: up to 10 % above MAX_TARGET, clipped to it.
+        let (tracker, hashes) = legacy_built(2, 50);
+        assert_eq!(
+            next_target(&tracker, &net, Some(hashes[1])).unwrap(),
+            Bits::from_target_floor(net.max_target)
         );
     }
 
