@@ -177,6 +177,7 @@ fn stale_and_duplicate_blocks_are_told_apart_from_invalid_ones() {
 
     let spoiled = BlockSubmission {
         hash: sha256d(&blocks::spoil_pow(&ours)[..80]),
+        previous: ours.submission().previous,
         height: u64::from(ours.height),
         bytes: blocks::spoil_pow(&ours).into(),
     };
@@ -199,6 +200,41 @@ fn stale_and_duplicate_blocks_are_told_apart_from_invalid_ones() {
 
     submitter.submit(ours.submission()).unwrap();
     assert_eq!(next_result(&results).outcome, Outcome::Duplicate);
+    submitter.stop();
+}
+
+#[test]
+fn a_sibling_of_an_accepted_block_is_recorded_stale_without_a_submitblock() {
+    logs::init();
+    let (node, _still) = Bcoin::exclusive();
+    let t = template(node);
+    let first = build_all(&t, &tag("first sibling"));
+    let second = build_all(&t, &tag("second sibling"));
+    assert_eq!(first.submission().previous, second.submission().previous);
+    let (results_tx, results) = bounded(8);
+    let submitter =
+        Submitter::start(Arc::new(node.rpc()), quick_retries(), Some(results_tx)).unwrap();
+    submitter.submit(first.submission()).unwrap();
+    assert_eq!(next_result(&results).outcome, Outcome::Accepted);
+    submitter.submit(second.submission()).unwrap();
+    let sibling = next_result(&results);
+    assert_eq!(
+        sibling.outcome,
+        Outcome::Sibling {
+            accepted: first.hash()
+        }
+    );
+    assert_eq!(sibling.attempts, 0, "no submitblock for a sibling");
+    assert!(!sibling.outcome.landed());
+    // bcoin never saw it.
+    let header = node
+        .rpc()
+        .call_as::<Value>("getblockheader", json!([second.hash().to_string()]));
+    assert!(
+        header.is_err() || header.as_ref().is_ok_and(Value::is_null),
+        "{header:?}"
+    );
+    assert_eq!(tip(node), first.hash());
     submitter.stop();
 }
 
@@ -459,6 +495,7 @@ fn submitter_gives_up_a_block_that_went_stale_while_rpc_was_down() {
     let old = node.height() - 3;
     let block = BlockSubmission {
         hash: sha256d(b"an old block"),
+        previous: sha256d(b"below an old block"),
         height: old,
         bytes: vec![0u8; 81].into(),
     };
@@ -485,6 +522,7 @@ fn submitter_gives_up_after_the_maximum_age_while_rpc_stays_down() {
     submitter
         .submit(BlockSubmission {
             hash: sha256d(b"never lands"),
+            previous: sha256d(b"below never lands"),
             height: 1,
             bytes: vec![0u8; 81].into(),
         })
@@ -518,6 +556,7 @@ fn submitter_records_cores_inconclusive_and_bad_cb_height_answers() {
     {
         let block = BlockSubmission {
             hash: sha256d(&[i as u8]),
+            previous: sha256d(&[i as u8, 1]),
             height: 100,
             bytes: vec![0u8; 81].into(),
         };

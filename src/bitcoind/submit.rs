@@ -27,6 +27,8 @@ const LOG: &str = "bitcoind";
 /// Blocks waiting for the submitter thread: a handful at most on a real chain; on regtest,
 /// where nearly every share is a block, hundreds.
 const QUEUE: usize = 256;
+/// Accepted blocks remembered (with the block each builds on) to tell a sibling.
+const ACCEPTED_KEPT: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubmitConfig {
@@ -56,6 +58,8 @@ impl Default for SubmitConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockSubmission {
     pub hash: Hash256,
+    /// The block it builds on: a sibling on the same one already accepted makes it stale.
+    pub previous: Hash256,
     /// The block's height (the template's), for the staleness check.
     pub height: u64,
     /// The serialised block.
@@ -66,6 +70,7 @@ impl BlockSubmission {
     pub fn new(header: &BlockHeader, height: u64, bytes: Vec<u8>) -> BlockSubmission {
         BlockSubmission {
             hash: header.hash(),
+            previous: header.previous_block,
             height,
             bytes: bytes.into(),
         }
@@ -88,6 +93,8 @@ pub enum Outcome {
     Rejected(String),
     /// Given up while retrying: the chain had moved to this height.
     Stale { tip_height: u64 },
+    /// Not submitted: this block, on the same previous block, was accepted first.
+    Sibling { accepted: Hash256 },
     /// Given up while retrying: older than `max_age`; the last error.
     Expired(String),
     /// The submitter was stopped while the block was still being retried.
@@ -127,6 +134,10 @@ impl fmt::Display for Outcome {
             Outcome::Stale { tip_height } => {
                 write!(f, "given up: stale, bitcoind's tip is at {tip_height}")
             }
+            Outcome::Sibling { accepted } => write!(
+                f,
+                "stale: block {accepted} on the same previous block was accepted; not submitted"
+            ),
             Outcome::Expired(last) => write!(f, "given up: too old, last error: {last}"),
             Outcome::Abandoned => f.write_str("abandoned at shutdown"),
         }
@@ -217,6 +228,7 @@ impl Submitter {
             history: history.clone(),
             results,
             pending: Vec::new(),
+            accepted: VecDeque::new(),
         };
         let stop = shutdown.clone();
         let thread = crate::thread::spawn("submitter", move || worker.run(queue, stop.signal()))?;
@@ -280,6 +292,8 @@ struct Worker {
     history: Arc<Mutex<VecDeque<SubmitResult>>>,
     results: Option<Sender<SubmitResult>>,
     pending: Vec<Pending>,
+    /// The latest accepted blocks, newest last: (previous block, block).
+    accepted: VecDeque<(Hash256, Hash256)>,
 }
 
 impl Worker {
@@ -310,17 +324,59 @@ impl Worker {
     }
 
     fn queue(&mut self, block: BlockSubmission) {
-        info!(target: LOG, "submitting block {} at height {}", block.hash, block.height);
         let now = Instant::now();
-        self.pending.push(Pending {
-            hex: to_hex(&block.bytes),
+        let p = Pending {
+            hex: String::new(),
             block,
             since: now,
             attempts: 0,
             due: now,
             backoff: self.config.retry_min,
             last_error: String::new(),
-        });
+        };
+        // On regtest nearly every share is a block: siblings of an accepted block are
+        // many, and each would cost bitcoind a submitblock for nothing.
+        if let Some(outcome) = self.settled(&p.block) {
+            self.record(&p, outcome);
+            return;
+        }
+        info!(target: LOG, "submitting block {} at height {}", p.block.hash, p.block.height);
+        let hex = to_hex(&p.block.bytes);
+        self.pending.push(Pending { hex, ..p });
+    }
+
+    /// The outcome of a block that needs no submitblock: already accepted, or a sibling
+    /// on the same previous block accepted first.
+    fn settled(&self, block: &BlockSubmission) -> Option<Outcome> {
+        let (_, accepted) = self
+            .accepted
+            .iter()
+            .rev()
+            .find(|(previous, hash)| *previous == block.previous || *hash == block.hash)?;
+        Some(if *accepted == block.hash {
+            Outcome::Duplicate
+        } else {
+            Outcome::Sibling {
+                accepted: *accepted,
+            }
+        })
+    }
+
+    /// Remembers an accepted block and settles the siblings waiting for a retry.
+    fn on_accepted(&mut self, block: &BlockSubmission) {
+        if self.accepted.len() >= ACCEPTED_KEPT {
+            self.accepted.pop_front();
+        }
+        self.accepted.push_back((block.previous, block.hash));
+        let (settled, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.block.previous == block.previous);
+        self.pending = waiting;
+        for p in settled {
+            if let Some(outcome) = self.settled(&p.block) {
+                self.record(&p, outcome);
+            }
+        }
     }
 
     fn attempt_due(&mut self) {
@@ -338,6 +394,10 @@ impl Worker {
 
     /// One try; the block back when it must be retried.
     fn attempt(&mut self, mut p: Pending) -> Option<Pending> {
+        if let Some(outcome) = self.settled(&p.block) {
+            self.record(&p, outcome);
+            return None;
+        }
         if p.attempts > 0 {
             if p.since.elapsed() > self.config.max_age {
                 let outcome = Outcome::Expired(p.last_error.clone());
@@ -359,7 +419,11 @@ impl Worker {
                 if outcome == Outcome::Accepted && !self.on_best_chain(&p.block) {
                     outcome = Outcome::Inconclusive;
                 }
+                let accepted = outcome == Outcome::Accepted;
                 self.record(&p, outcome);
+                if accepted {
+                    self.on_accepted(&p.block);
+                }
                 None
             }
             Err(e) if retryable(&e) => {
@@ -406,6 +470,9 @@ impl Worker {
             Outcome::Accepted => info!(target: LOG, "block {hash} at height {height} accepted"),
             Outcome::Duplicate | Outcome::Inconclusive => {
                 info!(target: LOG, "block {hash} at height {height}: {outcome}")
+            }
+            Outcome::Sibling { .. } => {
+                debug!(target: LOG, "block {hash} at height {height}: {outcome}")
             }
             _ => error!(target: LOG, "block {hash} at height {height}: {outcome}"),
         }
@@ -515,6 +582,7 @@ mod tests {
         let submitter = Submitter::start(rpc, SubmitConfig::default(), Some(tx)).unwrap();
         let block = BlockSubmission {
             hash: crate::bitcoin::hash::sha256d(b"block"),
+            previous: crate::bitcoin::hash::sha256d(b"below block"),
             height: 7,
             bytes: vec![0u8; 81].into(),
         };
