@@ -148,7 +148,11 @@ impl fmt::Display for Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubmitResult {
     pub hash: Hash256,
+    /// The block it builds on.
+    pub previous: Hash256,
     pub height: u64,
+    /// The block's header timestamp.
+    pub timestamp: u32,
     pub outcome: Outcome,
     /// `submitblock` calls made.
     pub attempts: u32,
@@ -460,7 +464,14 @@ impl Worker {
     fn record(&mut self, p: &Pending, outcome: Outcome) {
         let result = SubmitResult {
             hash: p.block.hash,
+            previous: p.block.previous,
             height: p.block.height,
+            timestamp: p
+                .block
+                .bytes
+                .get(68..72)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u32::from_le_bytes),
             outcome,
             attempts: p.attempts,
             elapsed: p.since.elapsed(),

@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use log::{debug, info, warn};
 
-use crate::bitcoin::block::Block;
+use crate::bitcoin::block::{self, Block};
 use crate::bitcoin::encode::Encode;
 use crate::bitcoin::frame::Framing;
 use crate::bitcoin::hash::Hash256;
 use crate::bitcoin::template::Template;
 use crate::bitcoind::feed::FeedStatus;
 use crate::bitcoind::heights::HeightAnswer;
-use crate::bitcoind::submit::{BlockSubmission, SubmitResult};
+use crate::bitcoind::submit::{BlockSubmission, Outcome, SubmitResult};
 use crate::p2p::message::Message;
 use crate::p2p::{PeerEvent, PeerId};
 use crate::sharechain::best::BlockHeights;
@@ -207,6 +207,9 @@ pub struct Core {
     settings: Settings,
     framing: Framing,
     template: Option<Arc<Template>>,
+    /// The current template was made here on an accepted block, before bitcoind's came:
+    /// a template below it is an older answer, not news.
+    provisional: bool,
     best: Option<Hash256>,
     /// Block heights by hash, from templates and answers.
     heights: HashMap<Hash256, u64>,
@@ -242,6 +245,7 @@ impl Core {
             last_progress: settings.started_at,
             settings,
             template: None,
+            provisional: false,
             best: None,
             heights: HashMap::new(),
             asked: HashMap::new(),
@@ -280,7 +284,12 @@ impl Core {
             Event::Template(t) => self.on_template(t, now, &mut out),
             Event::Peer(e) => self.on_peer(e, now, &mut out),
             Event::Miner(e) => self.on_miner(e, now, &mut out),
-            Event::Submitted(r) => self.history.set_outcome(&r.hash, r.outcome.to_string()),
+            Event::Submitted(r) => {
+                self.history.set_outcome(&r.hash, r.outcome.to_string());
+                if r.outcome == Outcome::Accepted {
+                    self.on_accepted(&r, now, &mut out);
+                }
+            }
             Event::Height(a) => self.on_height(a),
             Event::BatchEnd => {
                 if self.dirty {
@@ -305,6 +314,21 @@ impl Core {
     }
 
     fn on_template(&mut self, template: Arc<Template>, now: u64, out: &mut Vec<Effect>) {
+        if self.provisional
+            && let Some(current) = &self.template
+        {
+            if template.height < current.height {
+                debug!(
+                    target: LOG,
+                    "template for block {} on {} ignored: mining on our accepted block {}",
+                    template.height,
+                    template.previous_block,
+                    current.previous_block
+                );
+                return;
+            }
+            self.provisional = false;
+        }
         let new_block = self
             .template
             .as_ref()
@@ -325,6 +349,51 @@ impl Core {
         }
         self.template = Some(template);
         self.think(now, out);
+        self.update_work(now, out);
+    }
+
+    /// A block bitcoind accepted on the current template's previous block: every miner
+    /// moves onto it at once, on a template made here (no transactions, the subsidy
+    /// alone, the same bits), until bitcoind's template for it arrives and replaces it.
+    /// Not where the next block's bits may differ (a retarget, testnets' minimum
+    /// difficulty): there the feed's template is awaited.
+    fn on_accepted(&mut self, r: &SubmitResult, now: u64, out: &mut Vec<Effect>) {
+        self.remember_height(r.hash, r.height);
+        let Some(t) = self.template.clone() else {
+            return;
+        };
+        let chain = &self.chain.network().bitcoin;
+        let height = t.height.saturating_add(1);
+        if u64::from(t.height) != r.height
+            || t.previous_block != r.previous
+            || !chain.bits_carry_over(height)
+        {
+            return;
+        }
+        let cur_time = u32::try_from(self.corrected(now)).unwrap_or(u32::MAX);
+        let next = Template {
+            version: t.version,
+            previous_block: r.hash,
+            height,
+            bits: t.bits,
+            cur_time: cur_time.max(t.cur_time),
+            // Above our block's time: the median of the last 11 is at most that.
+            min_time: t.min_time.max(r.timestamp.saturating_add(1)),
+            coinbase_value: chain.subsidy(height),
+            transactions: Vec::new(),
+            rules: t.rules.clone(),
+            segwit: t.segwit,
+            default_witness_commitment: t.segwit.then(|| block::witness_commitment_for(&[]).0),
+            limits: t.limits,
+            longpollid: None,
+        };
+        info!(
+            target: LOG,
+            "block {} accepted: mining on it at once (block {height}), until bitcoind's template comes",
+            r.hash
+        );
+        self.template = Some(Arc::new(next));
+        self.provisional = true;
         self.update_work(now, out);
     }
 
@@ -902,5 +971,70 @@ mod tests {
             thinks + 1,
             "the answer is thought about"
         );
+    }
+
+    fn work_in(effects: &[Effect]) -> Option<Arc<Work>> {
+        effects.iter().find_map(|e| match e {
+            Effect::Work(w) => Some(w.clone()),
+            _ => None,
+        })
+    }
+
+    fn result(hash: Hash256, previous: Hash256, height: u64, outcome: Outcome) -> SubmitResult {
+        SubmitResult {
+            hash,
+            previous,
+            height,
+            timestamp: NOW as u32,
+            outcome,
+            attempts: 1,
+            elapsed: std::time::Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn an_accepted_block_moves_the_work_onto_it_before_bitcoinds_template() {
+        let mut core = core();
+        let tip = sha256d(b"tip");
+        core.on(Event::Template(template(tip, 101)), NOW);
+        // Neither a sibling's nor a refused outcome moves anything.
+        for outcome in [
+            Outcome::Sibling {
+                accepted: sha256d(b"other"),
+            },
+            Outcome::Rejected("high-hash".into()),
+        ] {
+            let effects = core.on(
+                Event::Submitted(result(sha256d(b"x"), tip, 101, outcome)),
+                NOW,
+            );
+            assert!(work_in(&effects).is_none());
+        }
+        let ours = sha256d(b"our block");
+        let effects = core.on(
+            Event::Submitted(result(ours, tip, 101, Outcome::Accepted)),
+            NOW + 1,
+        );
+        let work = work_in(&effects).expect("new work at once");
+        let t = &work.template;
+        assert_eq!((t.previous_block, t.height), (ours, 102));
+        assert!(t.transactions.is_empty());
+        assert_eq!(t.coinbase_value, 5_000_000_000, "the regtest subsidy alone");
+        assert_eq!(t.bits, template(tip, 101).bits);
+        assert!(t.min_time > NOW as u32, "past our block's time");
+        // A late answer for the old tip is not news.
+        let late = core.on(Event::Template(template(tip, 101)), NOW + 1);
+        assert!(work_in(&late).is_none(), "{late:?}");
+        // bitcoind's template on our block replaces the one made here.
+        let real = template(ours, 102);
+        let effects = core.on(Event::Template(real.clone()), NOW + 2);
+        let work = work_in(&effects).expect("bitcoind's template replaces it");
+        assert!(Arc::ptr_eq(&work.template, &real));
+        // An acceptance of a block on an older tip moves nothing.
+        let effects = core.on(
+            Event::Submitted(result(sha256d(b"old"), tip, 101, Outcome::Accepted)),
+            NOW + 2,
+        );
+        assert!(work_in(&effects).is_none());
     }
 }
