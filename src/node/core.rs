@@ -3,7 +3,7 @@
 //! sockets, threads, channels, RPC or clock here: `node::run` feeds it events from the
 //! subsystems' channels and carries its effects out, and tests feed it events directly.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use log::{debug, info, warn};
@@ -25,6 +25,7 @@ use crate::web::status::PoolStatus;
 use crate::worker::{MinerEvent, Readiness, Work};
 
 use super::history::{FoundBlock, History};
+use super::local::Local;
 use super::status;
 use super::sync::{PeerPort, ShareSync};
 
@@ -224,7 +225,7 @@ pub struct Core {
     work_from: Option<(usize, Option<Hash256>)>,
     readiness: Option<Readiness>,
     /// Shares found by this node's miners.
-    local: HashSet<Hash256>,
+    local: Local,
     feed: FeedStatus,
     /// Shares came from peers since the last think.
     dirty: bool,
@@ -253,7 +254,7 @@ impl Core {
             addrs: Batch::default(),
             work_from: None,
             readiness: None,
-            local: HashSet::new(),
+            local: Local::default(),
             feed: FeedStatus::default(),
             dirty: false,
             clock_offset: 0,
@@ -412,13 +413,20 @@ impl Core {
             );
         }
         let hash = found.share.hash;
+        // Dead on arrival (R): the work it was found on was no longer current.
+        let dead = found.share.previous_hash() != self.best
+            || self
+                .template
+                .as_ref()
+                .is_some_and(|t| t.previous_block != found.share.header.previous_block);
         info!(
             target: LOG,
-            "share {hash} found by {}{}",
+            "share {hash} found by {}{}{}",
             found.miner,
-            if found.block.is_some() { " (a block)" } else { "" }
+            if found.block.is_some() { " (a block)" } else { "" },
+            if dead { ", dead on arrival" } else { "" }
         );
-        self.local.insert(hash);
+        self.local.found(hash, dead);
         self.chain.add(found.share, None, corrected);
         self.think(now, out);
         self.update_work(now, out);
@@ -626,7 +634,8 @@ impl Core {
     }
 
     /// The state for the web.
-    fn publish_status(&self, now: u64, out: &mut Vec<Effect>) {
+    fn publish_status(&mut self, now: u64, out: &mut Vec<Effect>) {
+        self.local.recount(self.chain.tracker(), self.best);
         let inputs = status::Inputs {
             chain: &self.chain,
             best: self.best,
@@ -1036,5 +1045,49 @@ mod tests {
             NOW + 2,
         );
         assert!(work_in(&effects).is_none());
+    }
+
+    #[test]
+    fn a_healthy_chain_of_our_shares_longer_than_chain_length_shows_no_orphans() {
+        let net = modern_net();
+        let n = 3 * net.chain_length as usize;
+        let (tracker, hashes) = sample::chain(&net, n, 10, &[payout(1)]);
+        let mut core = core();
+        // One share every 10 s, a tick each second: the oldest are pruned (below
+        // 2 × CHAIN_LENGTH + 10) long after a count saw them in the chain.
+        for (i, hash) in hashes.iter().enumerate() {
+            let share = tracker.get(hash).expect("sample share").clone();
+            let at = NOW + 10 * i as u64;
+            core.on(
+                Event::Miner(MinerEvent::Share(Box::new(FoundShare {
+                    share,
+                    block: None,
+                    height: 101,
+                    work_id: i as u64,
+                    submitted: false,
+                    miner: "m".into(),
+                }))),
+                at,
+            );
+            core.on(Event::Tick { feed: reachable() }, at + 1);
+        }
+        assert!(core.chain().tracker().len() < n, "the oldest were pruned");
+        let effects = core.on(Event::Tick { feed: reachable() }, NOW + 10 * n as u64);
+        let status = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Status(s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("a status at the tick");
+        assert_eq!(status.best_share, hashes[n - 1].to_hex());
+        assert_eq!(
+            status.local_shares,
+            crate::web::status::LocalShares {
+                total: n as u64,
+                orphan: 0,
+                dead: 0
+            }
+        );
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod core;
 pub mod history;
+pub mod local;
 pub mod payout;
 pub mod status;
 pub mod sync;

@@ -1,7 +1,5 @@
 //! The pool state as the web shows it, filled on the node thread from what it owns.
 
-use std::collections::HashSet;
-
 use ruint::aliases::U512;
 
 use crate::bitcoin::address;
@@ -13,11 +11,12 @@ use crate::bitcoind::feed::FeedStatus;
 use crate::sharechain::chain::ShareChain;
 use crate::sharechain::gentx;
 use crate::web::status::{
-    BitcoindState, FoundBlock as FoundView, LocalShares, PaidBlock, Payout as PayoutView,
-    PoolStatus, RecentShare,
+    BitcoindState, FoundBlock as FoundView, PaidBlock, Payout as PayoutView, PoolStatus,
+    RecentShare,
 };
 
 use super::history::History;
+use super::local::Local;
 
 /// Shares of the best chain the status lists.
 const RECENT: usize = 100;
@@ -29,7 +28,7 @@ pub struct Inputs<'a> {
     pub template: Option<&'a Template>,
     pub feed: FeedStatus,
     pub history: &'a History,
-    pub local: &'a HashSet<Hash256>,
+    pub local: &'a Local,
     pub started_at: u64,
     pub now: u64,
     pub ready: Result<(), String>,
@@ -111,15 +110,6 @@ pub fn fill(i: &Inputs<'_>) -> PoolStatus {
             s.share_difficulty = target_to_difficulty(bits.to_target());
         }
         s.payouts = payouts(i.chain, best, s.block_value);
-        let mut in_chain = HashSet::new();
-        for entry in tracker.chain(Some(best)).take(net.chain_length as usize) {
-            in_chain.insert(entry.share.hash);
-        }
-        s.local_shares = LocalShares {
-            total: i.local.len() as u64,
-            orphan: i.local.iter().filter(|h| !in_chain.contains(h)).count() as u64,
-            dead: 0,
-        };
         for entry in tracker.chain(Some(best)).take(RECENT) {
             let share = &entry.share;
             s.recent_shares.push(RecentShare {
@@ -132,9 +122,8 @@ pub fn fill(i: &Inputs<'_>) -> PoolStatus {
                 stale_prop: None,
             });
         }
-    } else {
-        s.local_shares.total = i.local.len() as u64;
     }
+    s.local_shares = i.local.counts();
     s.blocks_found_total = i.history.total;
     for b in i.history.blocks.iter().rev() {
         s.found_blocks.push(FoundView {
