@@ -5,7 +5,8 @@
 #
 # Environment: P2POOL_DEMO_DIR (default: a new temporary folder, removed at the end unless
 # P2POOL_DEMO_KEEP=1), P2POOL_DEMO_NODES (2 or 3, default 3), P2POOL_DEMO_PORT (first worker
-# port, default 19400; node i uses PORT+10i for web/getwork, +1 P2P, +2 Stratum).
+# port, default 19400; node i uses PORT+10i for web/getwork, +1 P2P, +2 Stratum),
+# P2POOL_DEMO_HASHRATE (each miner's hashes per second, default 100; 0: as fast as it can).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,8 +76,8 @@ for i in $(seq 0 $((NODES - 1))); do
     else
         url="stratum+tcp://127.0.0.1:$((w + 2))"; proto=stratum
     fi
-    # On regtest a share takes ~256 hashes and nearly every share is a block: a throttled
-    # miner keeps the demo readable.
+    # On regtest a share takes ~256 hashes at first and nearly every share is a block: a
+    # throttled miner keeps the demo readable (P2POOL_DEMO_HASHRATE=0: unthrottled).
     "$BIN/p2pool-testminer" --url "$url" --user "${ADDRS[$i]}" --protocol "$proto" \
         --hashrate "${P2POOL_DEMO_HASHRATE:-100}" > "$DIR/miner$i.log" 2>&1 &
     PIDS+=($!)

@@ -96,6 +96,11 @@ fn long_poll_request(user: &str) -> Vec<u8> {
 
 /// Grinds a getwork unit until the header meets its target; the submitted data.
 fn grind_getwork(result: &Value) -> String {
+    grind_getwork_from(result, 0).0
+}
+
+/// [`grind_getwork`] from nonce `start`; the submitted data and the nonce found.
+fn grind_getwork_from(result: &Value, start: u32) -> (String, u32) {
     let mut data = hex::decode(result["data"].as_str().unwrap()).unwrap();
     let mut t = [0u8; 32];
     t.copy_from_slice(&hex::decode(result["target"].as_str().unwrap()).unwrap());
@@ -103,15 +108,17 @@ fn grind_getwork(result: &Value) -> String {
     swap4(&mut data);
     let mut header = [0u8; 80];
     header.copy_from_slice(&data[..80]);
-    for nonce in 0u32.. {
+    let mut found = start;
+    for nonce in start.. {
         header[76..80].copy_from_slice(&nonce.to_le_bytes());
         if sha256d(&header).to_u256() <= target {
+            found = nonce;
             break;
         }
     }
     data[..80].copy_from_slice(&header);
     swap4(&mut data);
-    hex::encode(data)
+    (hex::encode(data), found)
 }
 
 /// Grinds a Stratum job: (extranonce2 hex, ntime hex, nonce hex).
@@ -1388,4 +1395,38 @@ fn a_full_node_queue_holds_the_miners_answer_and_drops_no_share() {
     let stats = node.workers.stats();
     let s = stats.iter().find(|s| s.address == addr(21)).unwrap();
     assert_eq!((s.accepted, s.shares), (4, 4), "{s:?}");
+}
+
+#[test]
+fn a_solution_on_a_superseded_best_share_is_a_stale_pseudo_share_not_an_orphan_share() {
+    logs::init();
+    let node = static_node();
+    let worker = node.workers.worker_addr();
+    // Pseudo-shares at the share difficulty: every solution is a share.
+    let user = format!("{}+0.00001/0.00001", addr(23));
+    let unit = rpc(worker, &user, r#"{"method":"getwork","id":1}"#).json();
+    let submit = |data: &str| {
+        let body = format!(r#"{{"method":"getwork","params":["{data}"],"id":2}}"#);
+        rpc(worker, &user, &body)
+    };
+    let (solution, nonce) = grind_getwork_from(&unit["result"], 0);
+    assert_eq!(submit(&solution).json()["result"], json!(true));
+    let first = wait_for("the share in the chain", || {
+        node.view().shares.first().copied()
+    });
+    wait_for("work on the new best share", || {
+        let work = node.view().last_work.clone()?;
+        (work.best == Some(first)).then_some(())
+    });
+    // Another solution of the same unit, built on what is no longer the best share: a
+    // sibling of our own share, an orphan from birth. Stale, and no share is made.
+    let (again, _) = grind_getwork_from(&unit["result"], nonce.wrapping_add(1));
+    let answer = submit(&again);
+    assert_eq!(answer.json()["result"], json!(false));
+    assert_eq!(answer.header("X-Reject-Reason"), Some("stale"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(node.view().shares, vec![first]);
+    let stats = node.workers.stats();
+    let s = stats.iter().find(|s| s.address == addr(23)).unwrap();
+    assert_eq!((s.accepted, s.stale, s.shares), (1, 1, 1), "{s:?}");
 }

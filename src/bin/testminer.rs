@@ -5,7 +5,7 @@
 //!     p2pool-testminer --url stratum+tcp://127.0.0.1:49334 --user ADDRESS
 //!
 //! Options: `--pass P`, `--threads N` (1), `--duration SECS`, `--shares N` (stop after N
-//! accepted), `--hashrate H` (at most H hashes per second per thread), `--chunked` (send
+//! accepted), `--hashrate H` (at most H hashes per second per thread; 0: unthrottled), `--chunked` (send
 //! getwork bodies chunked with Content-Length and `Expect: 100-continue`, as
 //! cpuminer-multi), `--version-rolling` (Stratum: mining.configure, 6-parameter submits).
 //! It prints one line per event (`work …`, `accepted`, `rejected REASON`) and a final
@@ -79,7 +79,11 @@ fn parse_args() -> Options {
                 ))
             }
             "--shares" => o.shares = Some(value().parse().unwrap_or_else(|_| usage())),
-            "--hashrate" => o.hashrate = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--hashrate" => {
+                let rate: f64 = value().parse().unwrap_or_else(|_| usage());
+                // 0 (or less): as fast as it can hash.
+                o.hashrate = (rate > 0.0 && rate.is_finite()).then_some(rate);
+            }
             "--chunked" => o.chunked = true,
             "--version-rolling" => o.version_rolling = true,
             "--help" | "-h" => usage(),

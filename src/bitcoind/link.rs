@@ -405,6 +405,16 @@ impl Worker {
             return Ok(());
         };
         let hash = sha256d(header);
+        // One block per previous block: a sibling of one just offered can only be a
+        // stale block (on regtest a fast pool finds dozens); submitblock still has it.
+        if self
+            .offered
+            .iter()
+            .any(|(h, b)| b.get(4..36) == header.get(4..36) && *h != hash)
+        {
+            debug!(target: LOG, "block {hash} not offered: a sibling on the same previous block was");
+            return Ok(());
+        }
         let mut headers = vec![1];
         headers.extend_from_slice(header);
         headers.push(0);

@@ -16,9 +16,12 @@ use crate::bitcoin::target::target_to_average_attempts;
 use super::miners::{Outcome, Username};
 use super::work::{Coinbase, Work};
 use super::{FoundShare, LOG, MinerEvent, Shared};
+use crate::thread::lock;
 
 /// Header hashes remembered to refuse duplicates.
 const SEEN_CAP: usize = 200_000;
+/// Previous blocks of our latest blocks, remembered to tell a later sibling.
+pub(super) const BLOCKS_ON_KEPT: usize = 64;
 /// How far ahead of the clock a miner may roll ntime (seconds).
 pub const MAX_NTIME_AHEAD: u32 = 600;
 
@@ -121,13 +124,24 @@ pub(crate) fn check(shared: &Shared, s: Solution<'_>) -> Verdict {
     {
         Verdict::Duplicate
     } else {
-        let stale = shared
-            .current()
-            .is_none_or(|current| !s.work.same_tip(&current));
+        let current = shared.current();
+        let stale = current
+            .as_ref()
+            .is_none_or(|current| !s.work.same_tip(current));
+        // Built on a share that is no longer the best: a sibling of the share that
+        // replaced it, an orphan from birth (R made it anyway, as dead on arrival). It is
+        // made only for a block, and only the first block of ours on its previous block
+        // (a later one is a stale sibling too); otherwise the solution is a stale
+        // pseudo-share. On regtest, where a share takes 256 hashes and is a block, a
+        // fast miner would otherwise make dozens of these per new best share.
+        let superseded = current
+            .as_ref()
+            .is_some_and(|current| current.best != s.work.best);
+        let wanted = !superseded || (block && first_block_on(shared, s.header.previous_block));
         let floor_ok = s.share_floor.is_none_or(|f| pow <= f);
         // A block is always sent, whatever the miner's floor; on networks whose block
         // target is easier than the share target (regtest) only shares are blocks.
-        let share = pow <= share_target && (floor_ok || block);
+        let share = pow <= share_target && (floor_ok || block) && wanted;
         if share && let Err(e) = send_share(shared, &s) {
             Verdict::Invalid(e)
         } else if stale {
@@ -157,6 +171,24 @@ pub(crate) fn check(shared: &Shared, s: Solution<'_>) -> Verdict {
     verdict
 }
 
+/// Whether no block of ours was found on `previous` yet (the blocks' previous blocks are
+/// remembered, the latest [`BLOCKS_ON_KEPT`]).
+fn first_block_on(shared: &Shared, previous: Hash256) -> bool {
+    !lock(&shared.blocks_on).contains(&previous)
+}
+
+/// Remembers that a block of ours was found on `previous`.
+fn found_block_on(shared: &Shared, previous: Hash256) {
+    let mut blocks_on = lock(&shared.blocks_on);
+    if blocks_on.contains(&previous) {
+        return;
+    }
+    if blocks_on.len() >= BLOCKS_ON_KEPT {
+        blocks_on.pop_front();
+    }
+    blocks_on.push_back(previous);
+}
+
 fn send_share(shared: &Shared, s: &Solution<'_>) -> Result<(), String> {
     let found = s
         .work
@@ -179,6 +211,7 @@ fn send_share(shared: &Shared, s: &Solution<'_>) -> Result<(), String> {
         miner,
     };
     if found.block.is_some() {
+        found_block_on(shared, s.header.previous_block);
         info!(target: LOG, "block found by {}: {}", found.miner, found.share.pow_hash);
         // The block goes to bitcoind from here: nothing on its way waits on the node
         // thread, whose queue may be full.
