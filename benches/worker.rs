@@ -7,6 +7,8 @@
 //!   within 10 s, no error);
 //! - from `Workers::publish` until all 1,000 Stratum connections have their notify
 //!   (target: under 20 ms);
+//! - from bitcoind's acceptance of our block reaching the node's core until all 1,000
+//!   Stratum connections have work on that block (the core makes the template itself);
 //! - from `Workers::publish` until 500 parked long polls are answered (target: under
 //!   50 ms).
 //!
@@ -26,7 +28,10 @@ use p2pool::bitcoin::chain::ChainParams;
 use p2pool::bitcoin::hash::{Hash256, sha256d};
 use p2pool::bitcoin::script;
 use p2pool::bitcoin::template::Template;
+use p2pool::bitcoind::submit::{Outcome, SubmitResult};
 use p2pool::network::{Network, RuleSet, WeightCap};
+use p2pool::node::core::{Core, Effect, Event, Settings};
+use p2pool::node::history::History;
 use p2pool::sharechain::chain::ShareChain;
 use p2pool::worker::http::base64_encode;
 use p2pool::worker::{Work, WorkerConfig, Workers};
@@ -79,6 +84,10 @@ struct Bench {
     chain: ShareChain,
     user: String,
     round: u8,
+    /// The node's core, fed a template, for the accepted-block rounds.
+    core: Core,
+    /// The block the core's work builds on, and its height + 1.
+    tip: (Hash256, u32),
 }
 
 impl Bench {
@@ -86,6 +95,34 @@ impl Bench {
         self.round = self.round.wrapping_add(1);
         let best: Option<Hash256> = None;
         Arc::new(Work::build(&self.chain, &template(self.round), best, now()).expect("work"))
+    }
+
+    /// bitcoind accepted our block on the current tip: the core's answer, with when the
+    /// result reached it.
+    fn accepted_block_work(&mut self) -> (Instant, Arc<Work>) {
+        let (previous, height) = self.tip;
+        let block = sha256d(&height.to_le_bytes());
+        let result = SubmitResult {
+            hash: block,
+            previous,
+            height: u64::from(height),
+            timestamp: now() as u32,
+            outcome: Outcome::Accepted,
+            attempts: 1,
+            elapsed: Duration::ZERO,
+        };
+        let started = Instant::now();
+        let effects = self.core.on(Event::Submitted(result), now());
+        let work = effects
+            .into_iter()
+            .find_map(|e| match e {
+                Effect::Work(w) => Some(w),
+                _ => None,
+            })
+            .expect("work on the accepted block");
+        assert_eq!(work.template.previous_block, block);
+        self.tip = (block, height + 1);
+        (started, work)
     }
 }
 
@@ -313,9 +350,9 @@ fn stratum(bench: &mut Bench) {
             thread::Builder::new()
                 .stack_size(64 * 1024)
                 .spawn(move || {
-                    for round in 0..2 * ROUNDS {
+                    for round in 0..3 * ROUNDS {
                         barrier.wait();
-                        if round >= ROUNDS {
+                        if (ROUNDS..2 * ROUNDS).contains(&round) {
                             thread::sleep(IDLE_READERS);
                         }
                         if wait_notify(&mut r).is_ok() {
@@ -329,12 +366,16 @@ fn stratum(bench: &mut Bench) {
         })
         .collect();
     let (mut read, mut written, mut alone) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..2 * ROUNDS {
-        let work = bench.new_work();
-        let work_id = work.id;
+    let mut accepted = Vec::new();
+    for round in 0..3 * ROUNDS {
         barrier.wait();
         thread::sleep(Duration::from_millis(200));
-        let published = Instant::now();
+        let (published, work) = if round < 2 * ROUNDS {
+            (Instant::now(), bench.new_work())
+        } else {
+            bench.accepted_block_work()
+        };
+        let work_id = work.id;
         bench.workers.publish(work);
         let last = arrivals
             .last_and_reset()
@@ -349,15 +390,17 @@ fn stratum(bench: &mut Bench) {
             }
         };
         assert_eq!(broadcast.miners, n, "every connection written to");
-        assert!(
-            broadcast.took < IDLE_READERS,
-            "the writes ended before the reads"
-        );
         if round < ROUNDS {
             read.push(last.duration_since(published));
             written.push(broadcast.took);
-        } else {
+        } else if round < 2 * ROUNDS {
+            assert!(
+                broadcast.took < IDLE_READERS,
+                "the writes ended before the reads"
+            );
             alone.push(broadcast.took);
+        } else {
+            accepted.push(last.duration_since(published));
         }
     }
     barrier.wait();
@@ -379,6 +422,11 @@ fn stratum(bench: &mut Bench) {
         "  the server alone (readers wait until the writes are done): median {:.1} ms, worst {:.1} ms",
         ms(&alone, 0.5),
         ms(&alone, 1.0),
+    );
+    println!(
+        "our block accepted by bitcoind -> work on it read by all {n} stratum connections: median {:.1} ms, worst {:.1} ms ({ROUNDS} rounds)",
+        ms(&accepted, 0.5),
+        ms(&accepted, 1.0),
     );
 }
 
@@ -460,11 +508,27 @@ fn main() {
     config.stratum_addr = "127.0.0.1:0".parse().expect("addr");
     let (workers, _events) = Workers::start(config, None).expect("workers start");
     let user = address::from_script(&script::p2pkh(&[7; 20]), &net.bitcoin).expect("address");
+    let mut core = Core::new(
+        ShareChain::new(net.clone()),
+        History::default(),
+        Settings {
+            fee_percent: 0.0,
+            start_new_chain: true,
+            payout_address: String::new(),
+            our_mode: p2pool::p2p::MODE_NORMAL,
+            started_at: now(),
+        },
+    );
+    let first = template(0);
+    let tip = (first.previous_block, first.height);
+    core.on(Event::Template(first), now());
     let mut bench = Bench {
         workers,
         chain: ShareChain::new(net),
         user,
         round: 0,
+        core,
+        tip,
     };
     let work = bench.new_work();
     bench.workers.publish(work);

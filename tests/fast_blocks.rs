@@ -2,8 +2,9 @@
 //! each with the test miner unthrottled (as fast as it hashes). On regtest a share takes
 //! 256 hashes at first and every share is also a block; bitcoind must never be flooded
 //! (one `submitblock` in flight, no sibling of an accepted block submitted, one block per
-//! previous block over the P2P link) and blocks must keep landing; three nodes' best
-//! chains agree below their newest 3 shares.
+//! previous block over the P2P link) and blocks must keep landing; the best chain reaches
+//! the share period within the minute (modern change 9); one node keeps most of its
+//! shares in the chain; three nodes' best chains agree below their newest 3 shares.
 //!
 //! One node, then three peered nodes, 60 s each (the two tests take turns on bcoin).
 
@@ -24,8 +25,15 @@ const ADDRS: [&str; 3] = [
     "bcrt1qznsphatcaskf5p6utw6xpem987un8wkefvlryz",
     "bcrt1qxpljmypl3w45e6gyuf56wwaswzfcddwta655x9",
 ];
-/// How long the miners run.
-const RUN: Duration = Duration::from_secs(60);
+/// How long the miners run: 60 s, or `P2POOL_FAST_BLOCKS_SECS` (doc/performance.md's
+/// five-minute figures).
+fn run_for() -> Duration {
+    let secs = std::env::var("P2POOL_FAST_BLOCKS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    Duration::from_secs(secs)
+}
 
 fn start_nodes(bcoin: &Bcoin, dir: &std::path::Path, n: usize) -> Vec<NodeProc> {
     const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -110,25 +118,27 @@ fn mean_interval(node: &NodeProc) -> Option<f64> {
     Some(newest.saturating_sub(oldest) as f64 / 10.0)
 }
 
-/// Runs the miners for `RUN`, sampling bitcoind's height at the start, half way and at
+/// Runs the miners for [`run_for`], sampling bitcoind's height at the start, half way and at
 /// the end; returns the samples.
 fn mine_for_a_while(bcoin: &Bcoin, nodes: &[NodeProc]) -> Vec<u64> {
     let _miners = start_miners(nodes);
     let mut heights = vec![bcoin.height()];
     for _ in 0..2 {
-        std::thread::sleep(RUN / 2);
+        std::thread::sleep(run_for() / 2);
         heights.push(bcoin.height());
     }
     heights
 }
 
-/// What every fast-block run must show, per node: bitcoind never overloaded, blocks
-/// landing all along. The share period and the stale rate are printed (and recorded in
-/// doc/performance.md), not asserted: a miner this fast ramps the young chain in a burst
-/// whose timestamps run ahead of the clock (each share must be later than the median of
-/// the 11 before it), and three such miners started at once race on forks; neither
-/// settles within the minute on every machine.
-fn check_node(node: &NodeProc, heights: &[u64], all: &[NodeProc]) {
+/// The bounds of the mean interval of the best chain's newest shares (regtest: 5 s).
+const INTERVAL: (f64, f64) = (2.0, 15.0);
+/// The most of one node's own shares that may be stale (orphaned or dead on arrival).
+const MAX_STALE: f64 = 0.2;
+
+/// What every fast-block run must show, per node: its best chain at the share period,
+/// bitcoind never overloaded, blocks landing all along; with `stale_bound`, most of its
+/// own shares in the chain.
+fn check_node(node: &NodeProc, heights: &[u64], all: &[NodeProc], stale_bound: bool) {
     let s = stats(node);
     let interval = mean_interval(node);
     let stale = s["local_stale_prop"].as_f64().unwrap_or(1.0);
@@ -139,6 +149,19 @@ fn check_node(node: &NodeProc, heights: &[u64], all: &[NodeProc]) {
         s["share_difficulty"],
         100.0 * stale,
         s["shares"]
+    );
+    assert!(
+        interval.is_some_and(|i| (INTERVAL.0..=INTERVAL.1).contains(&i)),
+        "node {}: the newest 10 shares {interval:?} s apart, not within {INTERVAL:?}\n{}",
+        node.name,
+        dumps(all)
+    );
+    assert!(
+        !stale_bound || stale < MAX_STALE,
+        "node {}: {:.1} % of local shares stale\n{}",
+        node.name,
+        100.0 * stale,
+        dumps(all)
     );
     // Never an overload answer (Core's HTTP 503 "work queue depth exceeded"), nor a block
     // that had to be retried because bitcoind did not answer.
@@ -160,18 +183,29 @@ fn check_node(node: &NodeProc, heights: &[u64], all: &[NodeProc]) {
     );
 }
 
+/// A fresh bcoin at height 0, one test at a time (the miners take every core). Not the
+/// shared node: its chain was mined in a second, so its median time runs a minute ahead of
+/// the clock and every block (and share) would be stamped with it.
+fn fresh_bcoin() -> (Bcoin, std::sync::MutexGuard<'static, ()>) {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    (Bcoin::start(), turn)
+}
+
 #[test]
 fn one_node_with_an_unthrottled_miner_holds_its_share_period() {
-    let (bcoin, _guard) = Bcoin::exclusive();
+    let (bcoin, _turn) = fresh_bcoin();
+    let bcoin = &bcoin;
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_nodes(bcoin, dir.path(), 1);
     let heights = mine_for_a_while(bcoin, &nodes);
-    check_node(&nodes[0], &heights, &nodes);
+    check_node(&nodes[0], &heights, &nodes, true);
 }
 
 #[test]
 fn three_peered_nodes_with_unthrottled_miners_hold_the_share_period_and_agree() {
-    let (bcoin, _guard) = Bcoin::exclusive();
+    let (bcoin, _turn) = fresh_bcoin();
+    let bcoin = &bcoin;
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_nodes(bcoin, dir.path(), 3);
     let heights = mine_for_a_while(bcoin, &nodes);
@@ -188,7 +222,10 @@ fn three_peered_nodes_with_unthrottled_miners_hold_the_share_period_and_agree() 
         "the best chains differ below their newest 3 shares\n{}",
         dumps(&nodes)
     );
+    // Three miners started at once race on forks while the young chain's shares come
+    // faster than they cross between nodes: the stale rate is printed (and recorded in
+    // doc/performance.md), not bounded.
     for node in &nodes {
-        check_node(node, &heights, &nodes);
+        check_node(node, &heights, &nodes, false);
     }
 }
