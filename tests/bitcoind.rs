@@ -239,6 +239,30 @@ fn a_sibling_of_an_accepted_block_is_recorded_stale_without_a_submitblock() {
 }
 
 #[test]
+fn a_block_far_below_the_tip_the_node_saw_is_recorded_stale_without_a_submitblock() {
+    logs::init();
+    let rpc = Client::new("127.0.0.1", closed_port(), Auth::user_pass("u", "p"));
+    let (results_tx, results) = bounded(4);
+    let submitter = Submitter::start(Arc::new(rpc), quick_retries(), Some(results_tx)).unwrap();
+    submitter.set_tip(500);
+    submitter
+        .submit(BlockSubmission {
+            hash: sha256d(b"an old sibling"),
+            previous: sha256d(b"below an old sibling"),
+            height: 3,
+            bytes: vec![0u8; 81].into(),
+        })
+        .unwrap();
+    let result = next_result(&results);
+    assert_eq!(result.outcome, Outcome::Stale { tip_height: 500 });
+    assert_eq!(
+        result.attempts, 0,
+        "no submitblock (bitcoind is not even reachable)"
+    );
+    submitter.stop();
+}
+
+#[test]
 fn template_whose_transactions_overflow_the_block_is_cut_and_its_block_accepted() {
     logs::init();
     let (node, _still) = Bcoin::exclusive();

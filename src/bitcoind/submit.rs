@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -195,9 +196,17 @@ pub struct Submitter {
 pub struct SubmitHandle {
     blocks: Sender<BlockSubmission>,
     link: Option<BlockSender>,
+    /// bitcoind's tip height as the node last saw it (0: not known).
+    tip: Arc<AtomicU64>,
 }
 
 impl SubmitHandle {
+    /// bitcoind's tip is at `height` (from the newest template): a block more than
+    /// `stale_margin` below it is recorded stale without a `submitblock`.
+    pub fn set_tip(&self, height: u64) {
+        self.tip.store(height, Ordering::Relaxed);
+    }
+
     /// Queues a block for `submitblock` (and the link, if attached). Never blocks.
     pub fn submit(&self, block: BlockSubmission) -> Result<(), SubmitError> {
         if let Some(link) = &self.link {
@@ -224,6 +233,7 @@ impl Submitter {
         results: Option<Sender<SubmitResult>>,
     ) -> std::io::Result<Submitter> {
         let (blocks, queue) = bounded(QUEUE);
+        let tip = Arc::new(AtomicU64::new(0));
         let shutdown = Shutdown::new();
         let history = Arc::new(Mutex::new(VecDeque::new()));
         let worker = Worker {
@@ -233,11 +243,16 @@ impl Submitter {
             results,
             pending: Vec::new(),
             accepted: VecDeque::new(),
+            tip: tip.clone(),
         };
         let stop = shutdown.clone();
         let thread = crate::thread::spawn("submitter", move || worker.run(queue, stop.signal()))?;
         Ok(Submitter {
-            handle: SubmitHandle { blocks, link: None },
+            handle: SubmitHandle {
+                blocks,
+                link: None,
+                tip,
+            },
             shutdown,
             thread: Some(thread),
             history,
@@ -247,6 +262,11 @@ impl Submitter {
     /// Also sends every block over this P2P link (handles taken afterwards do too).
     pub fn attach_link(&mut self, link: BlockSender) {
         self.handle.link = Some(link);
+    }
+
+    /// bitcoind's tip is at `height`; see [`SubmitHandle::set_tip`].
+    pub fn set_tip(&self, height: u64) {
+        self.handle.set_tip(height);
     }
 
     /// A handle for other threads to submit blocks through.
@@ -298,6 +318,8 @@ struct Worker {
     pending: Vec<Pending>,
     /// The latest accepted blocks, newest last: (previous block, block).
     accepted: VecDeque<(Hash256, Hash256)>,
+    /// bitcoind's tip height as the node last saw it (0: not known).
+    tip: Arc<AtomicU64>,
 }
 
 impl Worker {
@@ -349,9 +371,15 @@ impl Worker {
         self.pending.push(Pending { hex, ..p });
     }
 
-    /// The outcome of a block that needs no submitblock: already accepted, or a sibling
-    /// on the same previous block accepted first.
+    /// The outcome of a block that needs no submitblock: already accepted, a sibling on
+    /// the same previous block accepted first, or too far below bitcoind's tip (on
+    /// regtest a burst of shares queues hundreds of blocks, each a `submitblock` for
+    /// nothing once the chain has moved on).
     fn settled(&self, block: &BlockSubmission) -> Option<Outcome> {
+        let tip = self.tip.load(Ordering::Relaxed);
+        if tip > block.height.saturating_add(self.config.stale_margin) {
+            return Some(Outcome::Stale { tip_height: tip });
+        }
         let (_, accepted) = self
             .accepted
             .iter()
@@ -423,7 +451,10 @@ impl Worker {
                 if outcome == Outcome::Accepted && !self.on_best_chain(&p.block) {
                     outcome = Outcome::Inconclusive;
                 }
-                let accepted = outcome == Outcome::Accepted;
+                // bitcoind had it (the link or another node was first): on the best
+                // chain it settles its siblings as an acceptance does.
+                let accepted = outcome == Outcome::Accepted
+                    || (outcome == Outcome::Duplicate && self.on_best_chain(&p.block));
                 self.record(&p, outcome);
                 if accepted {
                     self.on_accepted(&p.block);

@@ -174,6 +174,8 @@ impl Services {
                     apply_to_peers(effect, &self.peers);
                 }
                 Effect::Work(work) => {
+                    self.submitter
+                        .set_tip(u64::from(work.height.saturating_sub(1)));
                     if let Some(workers) = &self.workers {
                         workers.publish(work);
                     }
