@@ -413,12 +413,14 @@ impl Core {
             );
         }
         let hash = found.share.hash;
-        // Dead on arrival (R): the work it was found on was no longer current.
+        // Dead on arrival (R): the work it was found on was no longer current. A template
+        // on this very block (its block reached bitcoind over the link before the share
+        // reached us) is no sign of that.
         let dead = found.share.previous_hash() != self.best
-            || self
-                .template
-                .as_ref()
-                .is_some_and(|t| t.previous_block != found.share.header.previous_block);
+            || self.template.as_ref().is_some_and(|t| {
+                t.previous_block != found.share.header.previous_block
+                    && t.previous_block != found.share.hash
+            });
         info!(
             target: LOG,
             "share {hash} found by {}{}{}",

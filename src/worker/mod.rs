@@ -225,6 +225,8 @@ pub(crate) struct Shared {
     pub registry: miners::Registry,
     pub events: Sender<MinerEvent>,
     pub seen: Mutex<submit::Seen>,
+    /// The parents of our latest shares (`submit::BLOCKS_ON_KEPT`).
+    pub parents: Mutex<std::collections::VecDeque<Option<crate::bitcoin::hash::Hash256>>>,
     /// The previous blocks of our latest blocks (`submit::BLOCKS_ON_KEPT`).
     pub blocks_on: Mutex<std::collections::VecDeque<crate::bitcoin::hash::Hash256>>,
     pub next_extranonce: AtomicU32,
@@ -284,6 +286,7 @@ impl Workers {
             registry: miners::Registry::default(),
             events,
             seen: Mutex::new(submit::Seen::default()),
+            parents: Mutex::default(),
             blocks_on: Mutex::default(),
             next_extranonce: AtomicU32::new(1),
             shutdown: Shutdown::new(),

@@ -133,15 +133,19 @@ pub(crate) fn check(shared: &Shared, s: Solution<'_>) -> Verdict {
         // made only for a block, and only the first block of ours on its previous block
         // (a later one is a stale sibling too); otherwise the solution is a stale
         // pseudo-share. On regtest, where a share takes 256 hashes and is a block, a
-        // fast miner would otherwise make dozens of these per new best share.
+        // fast miner would otherwise make hundreds of these per second.
         let superseded = current
             .as_ref()
             .is_some_and(|current| current.best != s.work.best);
-        let wanted = !superseded || (block && first_block_on(shared, s.header.previous_block));
         let floor_ok = s.share_floor.is_none_or(|f| pow <= f);
         // A block is always sent, whatever the miner's floor; on networks whose block
         // target is easier than the share target (regtest) only shares are blocks.
-        let share = pow <= share_target && (floor_ok || block) && wanted;
+        let candidate = pow <= share_target && (floor_ok || block);
+        // The same goes for a second share of ours on one best share, found before the
+        // node has moved its miners on (the node keeps the first it saw, ours too).
+        let share = candidate
+            && ((!superseded && claim_parent(shared, s.work.best))
+                || (block && first_block_on(shared, s.header.previous_block)));
         if share && let Err(e) = send_share(shared, &s) {
             Verdict::Invalid(e)
         } else if stale {
@@ -169,6 +173,20 @@ pub(crate) fn check(shared: &Shared, s: Solution<'_>) -> Verdict {
         .record(s.user, s.protocol, outcome, attempts, share);
     debug!(target: LOG, "{} {}: {hash} {verdict:?}", s.protocol, s.user.address);
     verdict
+}
+
+/// Takes `best` as the parent of a share of ours: false when one of ours already has it
+/// (the latest [`BLOCKS_ON_KEPT`] parents are remembered).
+fn claim_parent(shared: &Shared, best: Option<Hash256>) -> bool {
+    let mut parents = lock(&shared.parents);
+    if parents.contains(&best) {
+        return false;
+    }
+    if parents.len() >= BLOCKS_ON_KEPT {
+        parents.pop_front();
+    }
+    parents.push_back(best);
+    true
 }
 
 /// Whether no block of ours was found on `previous` yet (the blocks' previous blocks are
@@ -252,4 +270,71 @@ pub fn pseudo_target(work: &Work, difficulty: f64) -> U256 {
     super::miners::difficulty_to_target(difficulty)
         .min(work.net.max_target)
         .max(work.share_target())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bitcoin::script;
+    use crate::sharechain::sample::{self, modern_net, payout};
+    use crate::worker::{WorkerConfig, Workers};
+    use std::time::Duration;
+
+    fn event(n: u32) -> MinerEvent {
+        let net = modern_net();
+        let (tracker, hashes) = sample::chain(&net, 1, 10, &[payout(1)]);
+        let share = tracker.get(&hashes[0]).expect("sample share").clone();
+        MinerEvent::Share(Box::new(FoundShare {
+            share,
+            block: None,
+            height: 100,
+            work_id: u64::from(n),
+            submitted: false,
+            miner: "m".into(),
+        }))
+    }
+
+    fn work_id(e: &MinerEvent) -> u64 {
+        let MinerEvent::Share(found) = e;
+        found.work_id
+    }
+
+    #[test]
+    fn a_full_node_queue_holds_the_miner_until_it_takes_one_and_only_a_stop_drops_a_share() {
+        let mut config = WorkerConfig::new(modern_net(), script::p2pkh(&[1; 20]));
+        config.worker_addr = "127.0.0.1:0".parse().unwrap();
+        config.stratum_addr = "127.0.0.1:0".parse().unwrap();
+        config.events_queue = 1;
+        let (workers, events) = Workers::start(config, None).unwrap();
+        let shared = workers.shared.clone();
+        hand_to_node(&shared, event(1));
+        // The queue is full: the second waits, however long the node takes.
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let s = shared.clone();
+        let waiting = std::thread::spawn(move || {
+            hand_to_node(&s, event(2));
+            done_tx.send(()).unwrap();
+        });
+        assert!(
+            done.recv_timeout(Duration::from_millis(2500)).is_err(),
+            "still waiting"
+        );
+        assert_eq!(work_id(&events.recv().unwrap()), 1);
+        done.recv_timeout(Duration::from_secs(5))
+            .expect("handed over once there was room");
+        waiting.join().unwrap();
+        assert_eq!(work_id(&events.recv().unwrap()), 2);
+        // Full again, then the workers stop: the waiting share is given up, not stuck.
+        hand_to_node(&shared, event(3));
+        let s = shared.clone();
+        let waiting = std::thread::spawn(move || hand_to_node(&s, event(4)));
+        std::thread::sleep(Duration::from_millis(200));
+        workers.stop();
+        waiting.join().unwrap();
+        assert_eq!(work_id(&events.recv().unwrap()), 3);
+        assert!(
+            events.try_recv().is_err(),
+            "the share waiting at the stop is not queued"
+        );
+    }
 }
