@@ -294,8 +294,9 @@ impl Divider {
     }
 }
 
-/// Where a paid script comes from: the `k`-th entry of the window's weights, or one of
-/// these two.
+/// Where a paid script comes from: its number in the tracker's table for a window's
+/// script, its place for a list's (see [`ByScript::script`]), or one of these two (the
+/// tracker numbers fewer scripts than it has shares, a list is shorter than a window).
 type Src = u32;
 const FINDER: Src = u32::MAX;
 const DONATION: Src = u32::MAX - 1;
@@ -324,7 +325,7 @@ impl<'a> Payees<'_, 'a> {
         match src {
             FINDER => self.finder,
             DONATION => self.donation.unwrap_or_default(),
-            k => self.by_script.script(k as usize),
+            src => self.by_script.script(src),
         }
     }
 
@@ -365,7 +366,7 @@ fn pay_credits<W: Weight>(
     divider: &Divider,
 ) -> U512 {
     let mut own = U512::ZERO;
-    for (k, c) in credits.iter().enumerate() {
+    for c in credits {
         // Keys first: most scripts differ from the finder's in their first 8 bytes.
         if c.key == finder_key && window.bytes(c.script) == finder {
             own += c.weight.wide();
@@ -373,8 +374,7 @@ fn pay_credits<W: Weight>(
             amount.push(Paid {
                 key: c.key,
                 value: divider.of_weight(c.weight),
-                // A window credits fewer scripts than a chain has shares (< 2^32 − 2).
-                src: k as Src,
+                src: c.script,
             });
         }
     }
@@ -468,34 +468,81 @@ pub(super) fn script_key(script: &[u8]) -> u64 {
     }
 }
 
-/// Drops `amount[..from]`, keeps the `keep` largest of `amount[from..]` in their order,
-/// and returns the sum of the others. Each script is in `amount` once, so no two are
-/// equal by [`Payees::largest_first`]. `values` is room to work in.
+/// Drops `amount[..from]`, keeps the `keep` largest of `amount[from..]` in their order
+/// but none of value 0, and returns the sum of the others and whether the kept are in
+/// script order. Each script is in `amount` once, so no two are equal by
+/// [`Payees::largest_first`]. `values` is room to work in.
 fn keep_largest(
     amount: &mut Vec<Paid>,
     from: usize,
     keep: usize,
     payees: &Payees<'_, '_>,
     values: &mut Vec<u64>,
-) -> u64 {
+) -> (u64, bool) {
     let candidates = amount.get(from..).unwrap_or_default();
-    let cutoff = smallest_kept(candidates, keep, payees, values);
+    // In script order (as the window gives them), position breaks ties as the script
+    // would: the selection compares integers only.
+    let sorted = candidates.is_sorted_by(|a, b| payees.by_script(a, b).is_lt());
     let mut index = 0;
     let mut rest = 0;
-    // One pass that keeps the order (by script, as the window gives it: then the outputs
-    // need no sort).
-    amount.retain(|p| {
-        index += 1;
-        if index <= from {
-            return false;
+    let mut keep_if = |amount: &mut Vec<Paid>, kept: &dyn Fn(usize, &Paid) -> bool| {
+        // One pass that keeps the order.
+        amount.retain(|p| {
+            index += 1;
+            if index <= from {
+                return false;
+            }
+            let kept = p.value != 0 && kept(index - from - 1, p);
+            if !kept {
+                rest += p.value;
+            }
+            kept
+        });
+    };
+    if sorted {
+        match smallest_kept_value(candidates, keep, values) {
+            Some((value, position)) => keep_if(amount, &|k, p| {
+                p.value > value || (p.value == value && k >= position)
+            }),
+            None => keep_if(amount, &|_, _| keep > 0),
         }
-        let kept = cutoff.is_some_and(|c| payees.largest_first(p, &c).is_le());
-        if !kept {
-            rest += p.value;
+    } else {
+        let cutoff = smallest_kept(candidates, keep, payees, values);
+        keep_if(amount, &|_, p| {
+            cutoff.is_some_and(|c| payees.largest_first(p, &c).is_le())
+        });
+    }
+    (rest, sorted)
+}
+
+/// For `candidates` in script order, the smallest kept amount and the position from
+/// which those equal to it are kept (ties go to the larger script, the later one), when
+/// fewer than all are kept; `None` when all or none are.
+fn smallest_kept_value(
+    candidates: &[Paid],
+    keep: usize,
+    values: &mut Vec<u64>,
+) -> Option<(u64, usize)> {
+    if keep == 0 || keep >= candidates.len() {
+        return None;
+    }
+    let last = keep - 1;
+    values.clear();
+    values.extend(candidates.iter().map(|p| p.value));
+    let (_, &mut value, _) = values.select_nth_unstable_by(last, |a, b| b.cmp(a));
+    let above = values[..last].iter().filter(|&&v| v > value).count();
+    // The last `keep − above` of the amounts equal to it are kept.
+    let mut tied = keep - above;
+    for (k, p) in candidates.iter().enumerate().rev() {
+        if p.value == value {
+            tied -= 1;
+            if tied == 0 {
+                return Some((value, k));
+            }
         }
-        kept
-    });
-    rest
+    }
+    // Not reached: at least `keep − above` amounts equal the selected one.
+    Some((value, 0))
 }
 
 /// The smallest by [`Payees::largest_first`] of the `keep` largest of `candidates`: the
@@ -541,33 +588,32 @@ fn payout_outputs(
     let Some(&finder) = paid.first() else {
         return;
     };
-    let mut finder_value = None;
-    match rules {
+    let (finder_value, sorted) = match rules {
         RuleSet::Legacy2011 => {
             // The `cap` largest, the finder among them or not; the rest is not paid.
-            keep_largest(paid, 0, cap, payees, values);
+            let (_, sorted) = keep_largest(paid, 0, cap, payees, values);
             let script = payees.script(finder.src);
-            if let Some(k) = paid
+            let at = paid
                 .iter()
-                .position(|p| p.key == finder.key && payees.script(p.src) == script)
-            {
-                finder_value = Some(paid.remove(k).value);
-            }
+                .position(|p| p.key == finder.key && payees.script(p.src) == script);
+            (at.map(|k| paid.remove(k).value), sorted)
         }
         RuleSet::Modern => {
             // The finder and the `cap − 1` largest others; the rest is the finder's.
-            let value = finder.value;
-            let rest = keep_largest(paid, 1, cap.saturating_sub(1), payees, values);
-            finder_value = Some(value + rest);
+            let (rest, sorted) = keep_largest(paid, 1, cap.saturating_sub(1), payees, values);
+            (Some(finder.value + rest), sorted)
         }
-    }
+    };
     // The window hands its scripts in order, so only a donation script credited at the
     // end (or a caller's list in another order) needs the sort.
-    if !paid.is_sorted_by(|a, b| payees.by_script(a, b).is_lt()) {
+    if !sorted && !paid.is_sorted_by(|a, b| payees.by_script(a, b).is_lt()) {
         paid.sort_unstable_by(|a, b| payees.by_script(a, b));
     }
-    paid.extend(finder_value.map(|value| Paid { value, ..finder }));
-    paid.retain(|p| p.value != 0);
+    paid.extend(
+        finder_value
+            .filter(|&value| value != 0)
+            .map(|value| Paid { value, ..finder }),
+    );
 }
 
 /// The coinbase script: [BIP34 height push, modern only] ‖ IDENTIFIER ‖ share_data.
@@ -636,11 +682,12 @@ impl<'a> ByScript<'a> {
         (0..self.len()).filter_map(|k| self.get(k))
     }
 
-    /// The `k`-th script (empty past the end).
-    fn script(&self, k: usize) -> &'a [u8] {
+    /// The script of a [`Paid`] from this window: for the tracker's, the script
+    /// numbered `src` in its table; for a list, the `src`-th (empty past the end).
+    fn script(&self, src: Src) -> &'a [u8] {
         match self {
-            ByScript::Window(w) => w.script(k),
-            ByScript::List(l) => l.get(k).map_or(&[], |e| e.0),
+            ByScript::Window(w) => w.bytes(src),
+            ByScript::List(l) => l.get(src as usize).map_or(&[], |e| e.0),
         }
     }
 }
@@ -767,6 +814,7 @@ pub struct GenerationId {
 struct Scratch {
     paid: Vec<Paid>,
     values: Vec<u64>,
+    select: Vec<u64>,
     bytes: Vec<u8>,
 }
 
@@ -794,6 +842,16 @@ fn generation_id_in(
     req: &GentxRequest<'_>,
     scratch: &mut Scratch,
 ) -> Result<GenerationId, GentxError> {
+    if let (RuleSet::Modern, None, ByScript::Window(weights)) =
+        (net.rules, &net.donation_script, &window.by_script)
+        && let Some(credits) = weights.narrow()
+    {
+        modern_bytes(net, window, weights, credits, req, scratch)?;
+        return Ok(GenerationId {
+            txid: sha256d(&scratch.bytes),
+            stripped_size: scratch.bytes.len(),
+        });
+    }
     let plan = Plan::new(net, window, req, scratch)?;
     plan.write_stripped(&mut scratch.bytes);
     scratch.paid = plan.payouts;
@@ -801,6 +859,138 @@ fn generation_id_in(
         txid: sha256d(&scratch.bytes),
         stripped_size: scratch.bytes.len(),
     })
+}
+
+/// Writes into `scratch.bytes` what [`Plan`] writes (a test compares the two on random
+/// windows), for what every share of a built-in network is: modern rules, no donation,
+/// the tracker's window in 128 bits. No list of amounts: one pass over the window's
+/// credits for their amounts (in `scratch.values`, aligned with the credits), the
+/// selection on a copy of them, one pass that writes the kept ones.
+fn modern_bytes(
+    net: &Network,
+    window: &Window<'_>,
+    weights: &WindowWeights<'_>,
+    credits: &[Credit<u128>],
+    req: &GentxRequest<'_>,
+    scratch: &mut Scratch,
+) -> Result<(), GentxError> {
+    let script_sig = coinbase_script_of(
+        net,
+        window.previous_share_hash,
+        window.target,
+        req.nonce,
+        req.modern.as_ref(),
+    );
+    if script_sig.len() > MAX_COINBASE_SCRIPT_LEN {
+        return Err(GentxError::CoinbaseScriptTooLong {
+            len: script_sig.len(),
+        });
+    }
+    let this_weight = window.weights.this_weight;
+    let total = this_weight + window.weights.other_total;
+    if total.is_zero() {
+        return Err(GentxError::ZeroTotalWeight);
+    }
+    // `amounts`: 398/400 by weight, 2/400 and the remainder to the finder.
+    let subsidy = req.subsidy;
+    let divider = Divider::new(subsidy, 398, total);
+    let finder = req.new_script;
+    let finder_key = script_key(finder);
+    let mut own = 0u128;
+    let mut paid = 0u64;
+    let values = &mut scratch.values;
+    values.clear();
+    values.extend(credits.iter().map(|c| {
+        if c.key == finder_key && weights.bytes(c.script) == finder {
+            // Paid with the finder (a script is in a window once).
+            own = c.weight;
+            0
+        } else {
+            let value = divider.of128(c.weight);
+            paid += value;
+            value
+        }
+    }));
+    let mut finder_value = divider.of(this_weight + U512::from(own)) + subsidy * 2 / 400;
+    paid += finder_value;
+    finder_value += subsidy.saturating_sub(paid);
+
+    // `payout_outputs`: the `keep` largest others by (amount, script), in script order:
+    // amounts above `cut`, and those equal to it from the credit `from` on. None of 0.
+    let keep = RuleSet::Modern.max_payout_outputs().saturating_sub(1);
+    let nonzero = values.iter().filter(|&&v| v != 0).count();
+    let (cut, from) = if keep == 0 {
+        (u64::MAX, usize::MAX)
+    } else if nonzero <= keep {
+        (1, 0)
+    } else {
+        let copy = &mut scratch.select;
+        copy.clear();
+        copy.extend_from_slice(values);
+        let (_, &mut cut, _) = copy.select_nth_unstable_by(keep - 1, |a, b| b.cmp(a));
+        let above = copy[..keep - 1].iter().filter(|&&v| v > cut).count();
+        // The last `keep − above` of the amounts equal to it (ties go to the larger
+        // script, later in the window).
+        let mut tied = keep - above;
+        let mut from = 0;
+        for (k, &v) in values.iter().enumerate().rev() {
+            if v == cut {
+                tied -= 1;
+                if tied == 0 {
+                    from = k;
+                    break;
+                }
+            }
+        }
+        (cut, from)
+    };
+    let kept = |k: usize, v: u64| v > cut || (v == cut && k >= from);
+    // The finder's output, unless it comes to 0 with what the cut leaves it.
+    let finder_paid = finder_value != 0
+        || values
+            .iter()
+            .enumerate()
+            .any(|(k, &v)| v != 0 && !kept(k, v));
+
+    let commitment = req
+        .modern
+        .as_ref()
+        .and_then(ModernFields::commitment)
+        .map(|c| script::witness_commitment_script(&c));
+    let outputs = nonzero.min(keep) + usize::from(finder_paid) + usize::from(commitment.is_some());
+    let out = &mut scratch.bytes;
+    out.clear();
+    out.put_u32_le(1); // version
+    out.put_compact_size(1);
+    OutPoint::NULL.txid.encode_to(out);
+    out.put_u32_le(OutPoint::NULL.vout);
+    out.put_var_bytes(&script_sig);
+    out.put_u32_le(0xffff_ffff); // sequence
+    out.put_compact_size(outputs as u64);
+    if let Some(c) = &commitment {
+        out.put_u64_le(0);
+        out.put_var_bytes(c);
+    }
+    let mut rest = 0;
+    for (k, (c, &value)) in credits.iter().zip(values.iter()).enumerate() {
+        if kept(k, value) {
+            let script = weights.bytes(c.script);
+            out.put_u64_le(value);
+            match u8::try_from(script.len()) {
+                Ok(len) if len < 0xfd => out.push(len),
+                _ => out.put_compact_size(script.len() as u64),
+            }
+            out.extend_from_slice(script);
+        } else {
+            rest += value;
+        }
+    }
+    if finder_paid {
+        out.put_u64_le(finder_value + rest);
+        out.put_var_bytes(finder);
+    }
+    out.put_u32_le(0); // lock time
+    Ok(())
 }
 
 /// A generation transaction decided but not written: its coinbase script, witness
@@ -1506,33 +1696,43 @@ mod tests {
         ] {
             let mut net = legacy_net(donation);
             net.rules = rules;
-            net.chain_length = 250;
+            net.chain_length = 260;
             let mut order = scripts.clone();
             for k in (1..order.len()).rev() {
                 order.swap(k, (next() % (k as u64 + 1)) as usize);
             }
-            let (small, hashes) = sample::chain(&net, 270, 10, &order[..230]);
-            for case in 0..12 {
+            let (small, hashes) = sample::chain(&net, 280, 10, &order[..255]);
+            // The fast path's case (`modern_bytes`) more often.
+            let cases = if rules == RuleSet::Modern && !donation {
+                360
+            } else {
+                72
+            };
+            for case in (0..cases).map(|c| c % 72) {
                 let shift = [0usize, 40, 70, 100, 130, 200][case % 6];
+                // Few multipliers make many ties; a few huge weights make most amounts 0.
+                let (few, spiky) = (case / 18 % 2 == 1, case / 36 == 1);
                 let scale: Vec<U512> = hashes
                     .iter()
-                    .map(|_| match next() % 8 {
-                        0 => U512::ZERO,
-                        1 => U512::from(1u64) << (shift + 60),
+                    .map(|_| match next() % 32 {
+                        0..4 => U512::ZERO,
+                        4 if spiky => U512::from(1u64) << (shift + 60),
+                        _ if few => U512::from(1 + next() % 4) << shift,
                         _ => U512::from(next() % 1000) << shift,
                     })
                     .collect();
                 let tracker = Tracker::rescaled(&small, &hashes, |k| scale[k]);
                 let finder = &scripts[(next() % scripts.len() as u64) as usize];
-                let block_bits = match case % 3 {
+                let block_bits = match case / 6 % 3 {
                     0 => Bits(0x1f1fffff),
-                    1 => Bits::from_target_floor(U256::MAX >> (shift + 12)),
+                    1 => Bits::from_target_floor(U256::MAX >> (shift + 22)),
                     _ => Bits::from_target_floor(U256::MAX >> 255),
                 };
                 let req = GentxRequest {
-                    previous_share_hash: hashes.get(260 - case).copied(),
+                    previous_share_hash: hashes.get(279 - case % 20).copied(),
                     new_script: finder,
-                    subsidy: [5_000_000_000, 1, 199, u64::MAX >> 12][case % 4],
+                    subsidy: [5_000_000_000, 7_000_000_000, 199, u64::MAX >> 12]
+                        [(next() % 4) as usize],
                     nonce: b"nonce",
                     block_bits,
                     modern: (rules == RuleSet::Modern).then_some(ModernFields {
@@ -1540,8 +1740,16 @@ mod tests {
                         witness_commitment: [case as u8; 32],
                     }),
                 };
-                let window =
-                    window(&tracker, &net, req.previous_share_hash, req.block_bits).unwrap();
+                // The target as retargeting would give it (this chain's rates are made up).
+                let target = Bits::from_target_floor(net.max_target);
+                let window = window_with_target(
+                    &tracker,
+                    &net,
+                    req.previous_share_hash,
+                    req.block_bits,
+                    target,
+                )
+                .unwrap();
                 let mut list: Vec<(&[u8], U512)> = window.by_script.iter().collect();
                 list.reverse();
                 let k = (next() % (list.len() as u64 + 1)) as usize;
