@@ -133,7 +133,7 @@ pub fn next_target(
     let lookbehind = net.target_lookbehind - 1;
     let (Some(near), Some((far, attempts))) = (
         tracker.entry(&near_hash),
-        tracker.all().nth_parent_with_work(&near_hash, lookbehind),
+        tracker.nth_parent_with_work(&near_hash, lookbehind),
     ) else {
         // height >= lookbehind guarantees both are known.
         return Ok(Bits::from_target_floor(net.max_target));

@@ -29,6 +29,8 @@ const WINDOW_CACHE: usize = 8;
 /// Paths below heads remembered for scoring (each about 100 KB at CHAIN_LENGTH 17280):
 /// one per verified tree a think scores, and a few trees at most compete.
 const PATH_CACHE: usize = 4;
+/// Lines of ancestors remembered for the retarget (TARGET_LOOKBEHIND shares each).
+const LINE_CACHE: usize = 4;
 
 /// A known share and what the tracker knows about it.
 #[derive(Debug, Clone)]
@@ -448,15 +450,6 @@ impl<'t> WindowWeights<'t> {
         }
     }
 
-    /// The `k`-th script (empty past the end).
-    pub(super) fn script(&self, k: usize) -> &'t [u8] {
-        let script = match &self.window {
-            Cached::Narrow(w) => w.weights.get(k).map(|c| c.script),
-            Cached::Wide(w) => w.weights.get(k).map(|c| c.script),
-        };
-        script.map_or(&[], |s| self.bytes(s))
-    }
-
     /// The bytes of the script numbered `script` (a credit's).
     pub(super) fn bytes(&self, script: u32) -> &'t [u8] {
         self.tracker.scripts.bytes(script)
@@ -598,6 +591,8 @@ pub struct Tracker {
     scripts: Scripts,
     windows: RefCell<VecDeque<Cached>>,
     paths: RefCell<VecDeque<Path>>,
+    /// A share and its ancestors, `line[j]` its `j`-th (`Tracker::nth_parent_with_work`).
+    lines: RefCell<VecDeque<VecDeque<Idx>>>,
 }
 
 impl Tracker {
@@ -671,10 +666,13 @@ impl Tracker {
             // A path runs through parent links: only its first share can be a head and
             // only its last a tail.
             let mut paths = self.paths.borrow_mut();
+            let mut lines = self.lines.borrow_mut();
             if middle {
                 paths.clear();
+                lines.clear();
             } else {
                 paths.retain(|p| p.path.front() != Some(&i) && p.path.back() != Some(&i));
+                lines.retain(|l| l.front() != Some(&i) && l.back() != Some(&i));
             }
         }
         self.verified.remove(hash);
@@ -708,6 +706,54 @@ impl Tracker {
     /// The ancestor `n` generations above `hash` (`n = 0` is `hash` itself), if known.
     pub fn nth_parent(&self, hash: Hash256, n: u32) -> Option<Hash256> {
         self.all.nth_parent(hash, n)
+    }
+
+    /// [`Forest::nth_parent_with_work`] over all shares: the ancestor `n` generations
+    /// above `hash` and the attempts of the `n` shares from `hash` down to it.
+    ///
+    /// The line of ancestors is remembered, so for a share on top of (or below) one
+    /// asked about before this reads a share or two, not a walk of `n` (each step a
+    /// cache miss: the retarget asks for TARGET_LOOKBEHIND − 1 on every share).
+    pub fn nth_parent_with_work(&self, hash: &Hash256, n: u32) -> Option<(&Entry, U512)> {
+        let all = &self.all;
+        let i = all.idx(hash)?;
+        if n >= all.height_of(i) {
+            return None;
+        }
+        let Ok(mut lines) = self.lines.try_borrow_mut() else {
+            return all.nth_parent_with_work(hash, n);
+        };
+        let parent = all.parent_idx(i);
+        let found = lines
+            .iter()
+            .position(|l| l.front() == Some(&i))
+            .or_else(|| parent.and_then(|p| lines.iter().position(|l| l.front() == Some(&p))))
+            .or_else(|| lines.iter().position(|l| l.get(1) == Some(&i)));
+        let mut line = found.and_then(|k| lines.remove(k)).unwrap_or_default();
+        match line.front() {
+            Some(&f) if f == i => {}
+            Some(&f) if Some(f) == parent => line.push_front(i),
+            Some(_) if line.get(1) == Some(&i) => {
+                line.pop_front();
+            }
+            _ => {
+                line.clear();
+                line.push_back(i);
+            }
+        }
+        let n = n as usize;
+        line.truncate(n + 1);
+        while line.len() <= n {
+            // Known: `n` is below the share's height.
+            let next = line.back().and_then(|&b| all.parent_idx(b))?;
+            line.push_back(next);
+        }
+        let a = *line.get(n)?;
+        if lines.len() >= LINE_CACHE {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+        Some((all.value_of(a), all.work_between(i, a)))
     }
 
     /// Total expected hashes of `n` shares from `start` back.
@@ -1010,6 +1056,59 @@ mod tests {
             let got = sorted(tracker.weights(Some(hashes[k]), max, desired));
             let want = linear(&tracker, Some(hashes[k]), max, desired);
             assert_eq!(got, want, "share {k}, max {max}, desired {desired:?}");
+        }
+    }
+
+    #[test]
+    fn remembered_ancestor_lines_equal_the_walk() {
+        // A chain with a fork, asked up, down, across the fork and after tails and heads
+        // are removed.
+        let net = legacy_net(false);
+        let scripts: Vec<Vec<u8>> = (0..3).map(payout).collect();
+        let (mut tracker, mut hashes) = chain(&net, 40, 12, &scripts);
+        let mut prev = Some(hashes[30]);
+        let mut fork = Vec::new();
+        for i in 0..8u32 {
+            let share = crate::sharechain::sample::mine(
+                &tracker,
+                &net,
+                &crate::sharechain::sample::Spec::new(
+                    prev,
+                    1_600_000_000 + 12 * (31 + i) + 5,
+                    payout(7),
+                ),
+            );
+            prev = Some(share.hash);
+            fork.push(share.hash);
+            tracker.add(share, 0, None);
+        }
+        let check = |tracker: &Tracker, h: &Hash256, n: u32| {
+            let got = tracker
+                .nth_parent_with_work(h, n)
+                .map(|(e, w)| (e.share.hash, w));
+            let want = tracker
+                .all()
+                .nth_parent_with_work(h, n)
+                .map(|(e, w)| (e.share.hash, w));
+            assert_eq!(got, want, "share {h}, n {n}");
+        };
+        let mut order: Vec<Hash256> = hashes.clone();
+        order.extend(fork.iter().copied());
+        order.extend(hashes.iter().rev().copied());
+        order.extend([
+            hashes[39], fork[7], hashes[38], fork[6], fork[7], hashes[31],
+        ]);
+        for (step, h) in order.iter().enumerate() {
+            let n = [5u32, 5, 5, 12, 0, 39][step % 6];
+            check(&tracker, h, n);
+        }
+        tracker.remove(&hashes[0]);
+        tracker.remove(&hashes[1]);
+        tracker.remove(&fork[7]);
+        hashes.drain(..2);
+        for (step, h) in hashes.iter().chain(&fork[..7]).enumerate() {
+            check(&tracker, h, [5u32, 37, 3][step % 3]);
+            check(&tracker, h, 5);
         }
     }
 }
