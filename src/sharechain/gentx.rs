@@ -203,7 +203,7 @@ enum Fit {
     Narrow {
         scale: u64,
         den: u64,
-        inverse: u128,
+        inverse: u64,
         max: u64,
     },
     /// The same in 128 bits.
@@ -222,8 +222,9 @@ impl Divider {
                         (Ok(_), Ok(den), Ok(scale)) => Fit::Narrow {
                             scale,
                             den,
-                            // den > 0: the total is not zero (checked by the caller).
-                            inverse: (1u128 << 64) / u128::from(den),
+                            // den ≥ 400: the total is not zero (checked by the caller),
+                            // so the inverse is below 2^64 / 400.
+                            inverse: ((1u128 << 64) / u128::from(den)) as u64,
                             max: t as u64,
                         },
                         _ => Fit::Wide { scale, den, max: t },
@@ -264,8 +265,15 @@ impl Divider {
                     let num = scale * w as u64;
                     // inverse ≤ 2^64 / den, so this is at most the quotient, and at most 2
                     // below it (num < 2^64): the remainder, corrected, makes it exact.
-                    let mut q = ((u128::from(num) * inverse) >> 64) as u64;
+                    // Corrected without branches (which amounts would mispredict), then
+                    // in a loop that never runs.
+                    let mut q = ((u128::from(num) * u128::from(inverse)) >> 64) as u64;
                     let mut r = num - q * den;
+                    for _ in 0..2 {
+                        let over = u64::from(r >= den);
+                        q += over;
+                        r -= over * den;
+                    }
                     while r >= den {
                         q += 1;
                         r -= den;
@@ -898,6 +906,7 @@ fn modern_bytes(
     let finder_key = script_key(finder);
     let mut own = 0u128;
     let mut paid = 0u64;
+    let mut nonzero = 0;
     let values = &mut scratch.values;
     values.clear();
     values.extend(credits.iter().map(|c| {
@@ -908,6 +917,7 @@ fn modern_bytes(
         } else {
             let value = divider.of128(c.weight);
             paid += value;
+            nonzero += usize::from(value != 0);
             value
         }
     }));
@@ -918,7 +928,6 @@ fn modern_bytes(
     // `payout_outputs`: the `keep` largest others by (amount, script), in script order:
     // amounts above `cut`, and those equal to it from the credit `from` on. None of 0.
     let keep = RuleSet::Modern.max_payout_outputs().saturating_sub(1);
-    let nonzero = values.iter().filter(|&&v| v != 0).count();
     let (cut, from) = if keep == 0 {
         (u64::MAX, usize::MAX)
     } else if nonzero <= keep {
