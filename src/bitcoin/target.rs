@@ -64,15 +64,22 @@ impl Bits {
     /// The largest compact encoding whose target does not exceed `target` (R's
     /// `from_target_upper_bound`): the mantissa is truncated, never rounded up.
     pub fn from_target_floor(target: U256) -> Bits {
-        let be = target.to_be_bytes::<32>();
-        let first = be.iter().position(|&b| b != 0).unwrap_or(32);
-        let mut n: Vec<u8> = be[first..].to_vec();
-        if n.first().is_some_and(|&b| b >= 0x80) {
-            n.insert(0, 0);
-        }
-        let len = n.len() as u32;
-        n.extend_from_slice(&[0, 0, 0]);
-        Bits((len << 24) | (u32::from(n[0]) << 16) | (u32::from(n[1]) << 8) | u32::from(n[2]))
+        // The big-endian bytes with a zero byte before them (the sign byte a leading byte
+        // of 0x80 or more takes) and three after (a short number's mantissa is padded).
+        let mut buf = [0u8; 36];
+        buf[1..33].copy_from_slice(&target.to_be_bytes::<32>());
+        let first = buf[1..33]
+            .iter()
+            .position(|&b| b != 0)
+            .map_or(33, |p| p + 1);
+        let start = if buf[first] >= 0x80 { first - 1 } else { first };
+        let len = (33 - start) as u32;
+        Bits(
+            (len << 24)
+                | (u32::from(buf[start]) << 16)
+                | (u32::from(buf[start + 1]) << 8)
+                | u32::from(buf[start + 2]),
+        )
     }
 }
 
@@ -144,6 +151,52 @@ mod tests {
         assert_eq!(Bits(0x01010000).to_target(), U256::from(1u64));
         assert_eq!(Bits::from_target_floor(U256::ZERO), Bits(0));
         assert_eq!(Bits(0).to_target(), U256::ZERO);
+    }
+
+    /// `from_target_floor` as first written, with a list of bytes.
+    fn from_target_floor_plain(target: U256) -> Bits {
+        let be = target.to_be_bytes::<32>();
+        let first = be.iter().position(|&b| b != 0).unwrap_or(32);
+        let mut n: Vec<u8> = be[first..].to_vec();
+        if n.first().is_some_and(|&b| b >= 0x80) {
+            n.insert(0, 0);
+        }
+        let len = n.len() as u32;
+        n.extend_from_slice(&[0, 0, 0]);
+        Bits((len << 24) | (u32::from(n[0]) << 16) | (u32::from(n[1]) << 8) | u32::from(n[2]))
+    }
+
+    #[test]
+    fn floor_encoding_in_place_is_the_plain_one() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for case in 0..4000u32 {
+            let limbs = [next(), next(), next(), next()];
+            // Every length, and leading bytes at, above and below 0x80.
+            let mut x = U256::from_limbs(limbs) >> (case % 257) as usize;
+            if case % 3 == 0 {
+                let top = 256usize.saturating_sub(case as usize % 257 + 1);
+                x |= U256::from(1u64) << top;
+            }
+            assert_eq!(
+                Bits::from_target_floor(x),
+                from_target_floor_plain(x),
+                "{x:#x}"
+            );
+        }
+        for x in [
+            U256::ZERO,
+            U256::MAX,
+            U256::from(0x80u64),
+            U256::from(0x7fu64),
+        ] {
+            assert_eq!(Bits::from_target_floor(x), from_target_floor_plain(x));
+        }
     }
 
     #[test]

@@ -178,12 +178,13 @@ fn payouts(chain: &ShareChain, best: Hash256, value: u64) -> Vec<PayoutView> {
     let net = chain.network();
     let tracker = chain.tracker();
     let (height, _) = tracker.height_and_last(Some(best));
-    let (weights, total) = tracker.weights(Some(best), height.min(net.chain_length), None);
+    let weights = tracker.weights(Some(best), height.min(net.chain_length), None);
+    let total = weights.total();
     if total.is_zero() {
         return Vec::new();
     }
     let mut out: Vec<PayoutView> = weights
-        .into_iter()
+        .iter()
         .map(|(script, w)| {
             let amount = U512::from(value) * w / total;
             PayoutView {

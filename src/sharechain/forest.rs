@@ -521,6 +521,11 @@ impl<T> Forest<T> {
         ))
     }
 
+    /// The total attempts of the shares from `i` down to its ancestor `a`, `a` left out.
+    pub(crate) fn work_between(&self, i: Idx, a: Idx) -> U512 {
+        self.node(i).work.wrapping_sub(self.node(a).work)
+    }
+
     /// Total attempts of the `n` shares from `start` back (fewer if fewer are known).
     pub fn work(&self, start: Hash256, n: u32) -> U512 {
         let Some(i) = self.idx(&start) else {

@@ -4,6 +4,7 @@
 //! The same function builds work for local miners and regenerates a peer's share for
 //! verification; every quantity that can pass 2^256 is computed in 512 bits.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -17,7 +18,7 @@ use crate::bitcoin::tx::{OutPoint, Transaction, TxIn, TxOut};
 use crate::network::{Network, RuleSet, WeightCap};
 
 use super::share::{ModernFields, ShareData};
-use super::tracker::Tracker;
+use super::tracker::{Credit, Tracker, Weight, WindowWeights};
 
 /// Longest coinbase script (consensus, since R's `a15f771`).
 pub const MAX_COINBASE_SCRIPT_LEN: usize = 100;
@@ -58,8 +59,7 @@ impl Weights {
     ) -> BTreeMap<Vec<u8>, U512> {
         tracker
             .weights(previous, self.max_shares, self.desired)
-            .0
-            .into_iter()
+            .iter()
             .map(|(s, w)| (s.to_vec(), w))
             .collect()
     }
@@ -143,9 +143,7 @@ pub fn next_target(
     };
     let (Some(near), Some((far, attempts))) = (
         tracker.entry(&near_hash),
-        tracker
-            .all()
-            .nth_parent_with_work(&near_hash, window.saturating_sub(1)),
+        tracker.nth_parent_with_work(&near_hash, window.saturating_sub(1)),
     ) else {
         // height >= window guarantees both are known.
         return Ok(Bits::from_target_floor(net.max_target));
@@ -215,7 +213,7 @@ enum Fit {
     Narrow {
         scale: u64,
         den: u64,
-        inverse: u128,
+        inverse: u64,
         max: u64,
     },
     /// The same in 128 bits.
@@ -234,8 +232,9 @@ impl Divider {
                         (Ok(_), Ok(den), Ok(scale)) => Fit::Narrow {
                             scale,
                             den,
-                            // den > 0: the total is not zero (checked by the caller).
-                            inverse: (1u128 << 64) / u128::from(den),
+                            // den ≥ 400: the total is not zero (checked by the caller),
+                            // so the inverse is below 2^64 / 400.
+                            inverse: ((1u128 << 64) / u128::from(den)) as u64,
                             max: t as u64,
                         },
                         _ => Fit::Wide { scale, den, max: t },
@@ -256,6 +255,15 @@ impl Divider {
     /// `share_of(subsidy, by_weight, w, total)`.
     #[inline]
     fn of(&self, w: U512) -> u64 {
+        match u128::try_from(w) {
+            Ok(w) => self.of128(w),
+            Err(_) => share_of(self.subsidy, self.by_weight, w, self.total),
+        }
+    }
+
+    /// [`Divider::of`] for a weight below 2^128.
+    #[inline]
+    fn of128(&self, w: u128) -> u64 {
         match self.fit {
             Fit::Narrow {
                 scale,
@@ -263,14 +271,19 @@ impl Divider {
                 inverse,
                 max,
             } => {
-                if let Ok(w) = u64::try_from(w)
-                    && w <= max
-                {
-                    let num = scale * w;
+                if w <= u128::from(max) {
+                    let num = scale * w as u64;
                     // inverse ≤ 2^64 / den, so this is at most the quotient, and at most 2
                     // below it (num < 2^64): the remainder, corrected, makes it exact.
-                    let mut q = ((u128::from(num) * inverse) >> 64) as u64;
+                    // Corrected without branches (which amounts would mispredict), then
+                    // in a loop that never runs.
+                    let mut q = ((u128::from(num) * u128::from(inverse)) >> 64) as u64;
                     let mut r = num - q * den;
+                    for _ in 0..2 {
+                        let over = u64::from(r >= den);
+                        q += over;
+                        r -= over * den;
+                    }
                     while r >= den {
                         q += 1;
                         r -= den;
@@ -279,83 +292,185 @@ impl Divider {
                 }
             }
             Fit::Wide { scale, den, max } => {
-                if let Ok(w) = u128::try_from(w)
-                    && w <= max
-                {
+                if w <= max {
                     // At most scale / 400 < 2^64, since w ≤ total.
                     return (scale * w / den) as u64;
                 }
             }
             Fit::Full => {}
         }
-        share_of(self.subsidy, self.by_weight, w, self.total)
+        share_of(self.subsidy, self.by_weight, U512::from(w), self.total)
+    }
+
+    /// [`Divider::of`] for a window's weight of either width.
+    #[inline]
+    fn of_weight<W: Weight>(&self, w: W) -> u64 {
+        match w.as_u128() {
+            Some(w) => self.of128(w),
+            None => self.of(w.wide()),
+        }
     }
 }
 
-fn credit<'a>(amount: &mut Vec<Paid<'a>>, script: &'a [u8], value: u64) {
-    let key = script_key(script);
-    match amount
-        .iter_mut()
-        .find(|p| p.key == key && p.script == script)
-    {
-        Some(p) => p.value += value,
-        None => amount.push(Paid { key, script, value }),
+/// Where a paid script comes from: its number in the tracker's table for a window's
+/// script, its place for a list's (see [`ByScript::script`]), or one of these two (the
+/// tracker numbers fewer scripts than it has shares, a list is shorter than a window).
+type Src = u32;
+const FINDER: Src = u32::MAX;
+const DONATION: Src = u32::MAX - 1;
+
+/// An amount to pay, with its script's [`script_key`] computed once: the selection and
+/// the sort below compare keys, and read a script's bytes only on a tie. The script is
+/// named by where it comes from ([`Payees::script`]), so that lists of these outlive a
+/// share and are reused.
+#[derive(Debug, Clone, Copy)]
+struct Paid {
+    key: u64,
+    value: u64,
+    src: Src,
+}
+
+/// The scripts a generation transaction pays: the finder, the donation and the window's.
+#[derive(Clone, Copy)]
+struct Payees<'w, 'a> {
+    finder: &'a [u8],
+    donation: Option<&'a [u8]>,
+    by_script: &'w ByScript<'a>,
+}
+
+impl<'a> Payees<'_, 'a> {
+    fn script(&self, src: Src) -> &'a [u8] {
+        match src {
+            FINDER => self.finder,
+            DONATION => self.donation.unwrap_or_default(),
+            src => self.by_script.script(src),
+        }
     }
+
+    /// Scripts in byte order.
+    fn by_script(&self, a: &Paid, b: &Paid) -> std::cmp::Ordering {
+        a.key
+            .cmp(&b.key)
+            .then_with(|| self.script(a.src).cmp(self.script(b.src)))
+    }
+
+    /// Largest amount first, ties broken by the larger script, as R's reverse sort by
+    /// (amount, script).
+    fn largest_first(&self, a: &Paid, b: &Paid) -> std::cmp::Ordering {
+        b.value.cmp(&a.value).then_with(|| self.by_script(b, a))
+    }
+
+    /// Adds `value` to `src`'s script, or pays it anew.
+    fn credit(&self, amount: &mut Vec<Paid>, src: Src, value: u64) {
+        let script = self.script(src);
+        let key = script_key(script);
+        match amount
+            .iter_mut()
+            .find(|p| p.key == key && self.script(p.src) == script)
+        {
+            Some(p) => p.value += value,
+            None => amount.push(Paid { key, value, src }),
+        }
+    }
+}
+
+/// Pays each of a window's credits but the finder's by weight; returns the finder's.
+fn pay_credits<W: Weight>(
+    amount: &mut Vec<Paid>,
+    credits: &[Credit<W>],
+    window: &WindowWeights<'_>,
+    finder: &[u8],
+    finder_key: u64,
+    divider: &Divider,
+) -> U512 {
+    let mut own = U512::ZERO;
+    for c in credits {
+        // Keys first: most scripts differ from the finder's in their first 8 bytes.
+        if c.key == finder_key && window.bytes(c.script) == finder {
+            own += c.weight.wide();
+        } else if !c.weight.is_zero() {
+            amount.push(Paid {
+                key: c.key,
+                value: divider.of_weight(c.weight),
+                src: c.script,
+            });
+        }
+    }
+    own
 }
 
 /// Splits `subsidy` by weight (§5.3): 396/400 by weight + 2/400 to the finder + 2/400
 /// and the rounding remainder to the donation script, or without donation 398/400 by
 /// weight + 2/400 and the remainder to the finder. The finder has `this_weight` and its
-/// weight in `others`, if any (it is paid the fee all the same); `others` has each script
-/// once. The result has each script once, the finder's first, others of weight 0 left out.
-fn amounts<'a>(
+/// weight in the window, if any (it is paid the fee all the same); the window has each
+/// script once. Writes into `amount` each script once, the finder's first, others of
+/// weight 0 left out.
+fn amounts(
+    amount: &mut Vec<Paid>,
+    payees: &Payees<'_, '_>,
     subsidy: u64,
-    finder: &'a [u8],
     this_weight: U512,
-    others: &[(&'a [u8], U512)],
     total: U512,
-    donation: Option<&'a [u8]>,
-) -> Result<Vec<Paid<'a>>, GentxError> {
+) -> Result<(), GentxError> {
     if total.is_zero() {
         return Err(GentxError::ZeroTotalWeight);
     }
-    let by_weight = if donation.is_some() { 396u64 } else { 398 };
+    let by_weight = if payees.donation.is_some() {
+        396u64
+    } else {
+        398
+    };
     let divider = Divider::new(subsidy, by_weight, total);
+    let finder = payees.finder;
     let finder_key = script_key(finder);
-    let mut finder_weight = this_weight;
-    // One pass, one allocation: each script's key, computed here, serves the finder
-    // comparison, the donation's and the selection and order of the outputs.
-    let mut amount = Vec::with_capacity(others.len() + 2);
+    // One pass: each script's key, kept by the window, serves the finder comparison,
+    // the donation's and the selection and order of the outputs.
+    amount.clear();
+    amount.reserve(payees.by_script.len() + 2);
     amount.push(Paid {
         key: finder_key,
-        script: finder,
         value: 0,
+        src: FINDER,
     });
-    for &(script, w) in others {
-        let key = script_key(script);
-        // Keys first: most scripts differ from the finder's in their first 8 bytes.
-        if key == finder_key && script == finder {
-            finder_weight += w;
-        } else if !w.is_zero() {
-            amount.push(Paid {
-                key,
-                script,
-                value: divider.of(w),
-            });
+    let own = match payees.by_script {
+        ByScript::Window(window) => match (window.narrow(), window.wide()) {
+            (Some(credits), _) => {
+                pay_credits(amount, credits, window, finder, finder_key, &divider)
+            }
+            (_, Some(credits)) => {
+                pay_credits(amount, credits, window, finder, finder_key, &divider)
+            }
+            _ => U512::ZERO,
+        },
+        ByScript::List(list) => {
+            let mut own = U512::ZERO;
+            for (k, &(script, w)) in list.iter().enumerate() {
+                let key = script_key(script);
+                if key == finder_key && script == finder {
+                    own += w;
+                } else if !w.is_zero() {
+                    amount.push(Paid {
+                        key,
+                        value: divider.of(w),
+                        src: k as Src,
+                    });
+                }
+            }
+            own
         }
-    }
+    };
     let fee = subsidy * 2 / 400;
-    amount[0].value = divider.of(finder_weight) + fee;
-    let remainder_to = match donation {
-        Some(d) => {
-            credit(&mut amount, d, fee);
-            d
+    amount[0].value = divider.of(this_weight + own) + fee;
+    let remainder_to = match payees.donation {
+        Some(_) => {
+            payees.credit(amount, DONATION, fee);
+            DONATION
         }
-        None => finder,
+        None => FINDER,
     };
     let paid: u64 = amount.iter().map(|p| p.value).sum();
-    credit(&mut amount, remainder_to, subsidy.saturating_sub(paid));
-    Ok(amount)
+    payees.credit(amount, remainder_to, subsidy.saturating_sub(paid));
+    Ok(())
 }
 
 /// The first 8 bytes of a script, big-endian, zero-padded: ordering scripts by this and
@@ -371,111 +486,152 @@ pub(super) fn script_key(script: &[u8]) -> u64 {
     }
 }
 
-/// An amount to pay, with its script's [`script_key`] computed once: the selection and
-/// the sort below compare keys, and read a script's bytes only on a tie.
-#[derive(Debug, Clone, Copy)]
-struct Paid<'a> {
-    key: u64,
-    script: &'a [u8],
-    value: u64,
-}
-
-impl Paid<'_> {
-    /// Scripts in byte order.
-    fn by_script(&self, other: &Paid<'_>) -> std::cmp::Ordering {
-        (self.key, self.script).cmp(&(other.key, other.script))
-    }
-
-    /// Largest amount first, ties broken by the larger script, as R's reverse sort by
-    /// (amount, script).
-    fn largest_first(&self, other: &Paid<'_>) -> std::cmp::Ordering {
-        other
-            .value
-            .cmp(&self.value)
-            .then_with(|| other.by_script(self))
-    }
-}
-
-/// Drops `amount[..from]`, keeps the `keep` largest of `amount[from..]` in their order,
-/// and returns the sum of the others. Each script is in `amount` once, so no two are
-/// equal by [`Paid::largest_first`].
-fn keep_largest(amount: &mut Vec<Paid<'_>>, from: usize, keep: usize) -> u64 {
+/// Drops `amount[..from]`, keeps the `keep` largest of `amount[from..]` in their order
+/// but none of value 0, and returns the sum of the others and whether the kept are in
+/// script order. Each script is in `amount` once, so no two are equal by
+/// [`Payees::largest_first`]. `values` is room to work in.
+fn keep_largest(
+    amount: &mut Vec<Paid>,
+    from: usize,
+    keep: usize,
+    payees: &Payees<'_, '_>,
+    values: &mut Vec<u64>,
+) -> (u64, bool) {
     let candidates = amount.get(from..).unwrap_or_default();
-    let cutoff = smallest_kept(candidates, keep);
+    // In script order (as the window gives them), position breaks ties as the script
+    // would: the selection compares integers only.
+    let sorted = candidates.is_sorted_by(|a, b| payees.by_script(a, b).is_lt());
     let mut index = 0;
     let mut rest = 0;
-    // One pass that keeps the order (by script, as the window gives it: then the outputs
-    // need no sort).
-    amount.retain(|p| {
-        index += 1;
-        if index <= from {
-            return false;
+    let mut keep_if = |amount: &mut Vec<Paid>, kept: &dyn Fn(usize, &Paid) -> bool| {
+        // One pass that keeps the order.
+        amount.retain(|p| {
+            index += 1;
+            if index <= from {
+                return false;
+            }
+            let kept = p.value != 0 && kept(index - from - 1, p);
+            if !kept {
+                rest += p.value;
+            }
+            kept
+        });
+    };
+    if sorted {
+        match smallest_kept_value(candidates, keep, values) {
+            Some((value, position)) => keep_if(amount, &|k, p| {
+                p.value > value || (p.value == value && k >= position)
+            }),
+            None => keep_if(amount, &|_, _| keep > 0),
         }
-        let kept = cutoff.is_some_and(|c| p.largest_first(&c).is_le());
-        if !kept {
-            rest += p.value;
-        }
-        kept
-    });
-    rest
+    } else {
+        let cutoff = smallest_kept(candidates, keep, payees, values);
+        keep_if(amount, &|_, p| {
+            cutoff.is_some_and(|c| payees.largest_first(p, &c).is_le())
+        });
+    }
+    (rest, sorted)
 }
 
-/// The smallest by [`Paid::largest_first`] of the `keep` largest of `candidates`: the
-/// largest are those not after it. `None` when none is kept.
-///
-/// The selection runs on the amounts alone, copied out (integer comparisons, and the
-/// list keeps its order); only scripts tied with the smallest kept amount are compared
-/// by their bytes.
-fn smallest_kept<'a>(candidates: &[Paid<'a>], keep: usize) -> Option<Paid<'a>> {
-    let last = keep.min(candidates.len()).checked_sub(1)?;
-    let mut values: Vec<u64> = candidates.iter().map(|p| p.value).collect();
+/// For `candidates` in script order, the smallest kept amount and the position from
+/// which those equal to it are kept (ties go to the larger script, the later one), when
+/// fewer than all are kept; `None` when all or none are.
+fn smallest_kept_value(
+    candidates: &[Paid],
+    keep: usize,
+    values: &mut Vec<u64>,
+) -> Option<(u64, usize)> {
+    if keep == 0 || keep >= candidates.len() {
+        return None;
+    }
+    let last = keep - 1;
+    values.clear();
+    values.extend(candidates.iter().map(|p| p.value));
     let (_, &mut value, _) = values.select_nth_unstable_by(last, |a, b| b.cmp(a));
     let above = values[..last].iter().filter(|&&v| v > value).count();
-    let mut tied: Vec<Paid<'a>> = candidates
+    // The last `keep − above` of the amounts equal to it are kept.
+    let mut tied = keep - above;
+    for (k, p) in candidates.iter().enumerate().rev() {
+        if p.value == value {
+            tied -= 1;
+            if tied == 0 {
+                return Some((value, k));
+            }
+        }
+    }
+    // Not reached: at least `keep − above` amounts equal the selected one.
+    Some((value, 0))
+}
+
+/// The smallest by [`Payees::largest_first`] of the `keep` largest of `candidates`: the
+/// largest are those not after it. `None` when none is kept.
+///
+/// The selection runs on the amounts alone, copied out to `values` (integer comparisons,
+/// and the list keeps its order); only scripts tied with the smallest kept amount are
+/// compared by their bytes.
+fn smallest_kept(
+    candidates: &[Paid],
+    keep: usize,
+    payees: &Payees<'_, '_>,
+    values: &mut Vec<u64>,
+) -> Option<Paid> {
+    let last = keep.min(candidates.len()).checked_sub(1)?;
+    values.clear();
+    values.extend(candidates.iter().map(|p| p.value));
+    let (_, &mut value, _) = values.select_nth_unstable_by(last, |a, b| b.cmp(a));
+    let above = values[..last].iter().filter(|&&v| v > value).count();
+    let mut tied: Vec<Paid> = candidates
         .iter()
         .filter(|p| p.value == value)
         .copied()
         .collect();
     // `last − above` of the tied amounts come before the smallest kept; largest first.
-    tied.sort_unstable_by(Paid::largest_first);
+    tied.sort_unstable_by(|a, b| payees.largest_first(a, b));
     tied.get(last - above).copied()
 }
 
 /// Chooses the paid outputs and their order (§5.4, and the modern 200-output cap):
-/// by script bytes, the finder last, none of value 0. `amount` has each script once,
-/// the finder's first.
+/// by script bytes, the finder last, none of value 0. `paid` has each script once,
+/// the finder's first; `values` is room to work in.
 ///
 /// Only which scripts make the cut depends on the order by amount, so the largest are
 /// selected (linear time), not sorted, and the list keeps its order by script.
-fn payout_outputs(mut paid: Vec<Paid<'_>>, rules: RuleSet) -> Vec<Paid<'_>> {
+fn payout_outputs(
+    paid: &mut Vec<Paid>,
+    payees: &Payees<'_, '_>,
+    rules: RuleSet,
+    values: &mut Vec<u64>,
+) {
     let cap = rules.max_payout_outputs();
     let Some(&finder) = paid.first() else {
-        return paid;
+        return;
     };
-    let mut finder_value = None;
-    match rules {
+    let (finder_value, sorted) = match rules {
         RuleSet::Legacy2011 => {
             // The `cap` largest, the finder among them or not; the rest is not paid.
-            keep_largest(&mut paid, 0, cap);
-            if let Some(k) = paid.iter().position(|p| p.script == finder.script) {
-                finder_value = Some(paid.remove(k).value);
-            }
+            let (_, sorted) = keep_largest(paid, 0, cap, payees, values);
+            let script = payees.script(finder.src);
+            let at = paid
+                .iter()
+                .position(|p| p.key == finder.key && payees.script(p.src) == script);
+            (at.map(|k| paid.remove(k).value), sorted)
         }
         RuleSet::Modern => {
             // The finder and the `cap − 1` largest others; the rest is the finder's.
-            let value = finder.value;
-            let rest = keep_largest(&mut paid, 1, cap.saturating_sub(1));
-            finder_value = Some(value + rest);
+            let (rest, sorted) = keep_largest(paid, 1, cap.saturating_sub(1), payees, values);
+            (Some(finder.value + rest), sorted)
         }
-    }
+    };
     // The window hands its scripts in order, so only a donation script credited at the
     // end (or a caller's list in another order) needs the sort.
-    if !paid.is_sorted_by(|a, b| a.by_script(b).is_lt()) {
-        paid.sort_unstable_by(Paid::by_script);
+    if !sorted && !paid.is_sorted_by(|a, b| payees.by_script(a, b).is_lt()) {
+        paid.sort_unstable_by(|a, b| payees.by_script(a, b));
     }
-    paid.extend(finder_value.map(|value| Paid { value, ..finder }));
-    paid.retain(|p| p.value != 0);
-    paid
+    paid.extend(
+        finder_value
+            .filter(|&value| value != 0)
+            .map(|value| Paid { value, ..finder }),
+    );
 }
 
 /// The coinbase script: [BIP34 height push, modern only] ‖ IDENTIFIER ‖ share_data.
@@ -484,15 +640,74 @@ pub fn coinbase_script(
     share_data: &ShareData,
     modern: Option<&ModernFields>,
 ) -> Vec<u8> {
+    coinbase_script_of(
+        net,
+        share_data.previous_share_hash,
+        share_data.target,
+        &share_data.nonce,
+        modern,
+    )
+}
+
+fn coinbase_script_of(
+    net: &Network,
+    previous_share_hash: Option<Hash256>,
+    target: Bits,
+    nonce: &[u8],
+    modern: Option<&ModernFields>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     if let Some(m) = modern {
         out.extend_from_slice(&script::height_push(m.block_height));
     }
     out.extend_from_slice(&net.identifier);
-    out.extend_from_slice(&share_data.previous_share_hash.unwrap_or(Hash256::ZERO).0);
-    out.put_u32_le(share_data.target.0);
-    out.put_var_bytes(&share_data.nonce);
+    out.extend_from_slice(&previous_share_hash.unwrap_or(Hash256::ZERO).0);
+    out.put_u32_le(target.0);
+    out.put_var_bytes(nonce);
     out
+}
+
+/// The weights of the window before a share, by payout script, each script once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ByScript<'a> {
+    /// The tracker's window, borrowed: in the order of the scripts' bytes.
+    Window(WindowWeights<'a>),
+    /// A list in any order (work keeps its window so, apart from the tracker).
+    List(Vec<(&'a [u8], U512)>),
+}
+
+impl<'a> ByScript<'a> {
+    pub fn len(&self) -> usize {
+        match self {
+            ByScript::Window(w) => w.len(),
+            ByScript::List(l) => l.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `k`-th script and its weight.
+    pub fn get(&self, k: usize) -> Option<(&'a [u8], U512)> {
+        match self {
+            ByScript::Window(w) => w.get(k),
+            ByScript::List(l) => l.get(k).copied(),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], U512)> + '_ {
+        (0..self.len()).filter_map(|k| self.get(k))
+    }
+
+    /// The script of a [`Paid`] from this window: for the tracker's, the script
+    /// numbered `src` in its table; for a list, the `src`-th (empty past the end).
+    fn script(&self, src: Src) -> &'a [u8] {
+        match self {
+            ByScript::Window(w) => w.bytes(src),
+            ByScript::List(l) => l.get(src as usize).map_or(&[], |e| e.0),
+        }
+    }
 }
 
 /// What a generation transaction takes from the chain for a given parent and block
@@ -505,9 +720,8 @@ pub struct Window<'a> {
     /// The share target that retargeting gives a child of `previous_share_hash`.
     pub target: Bits,
     pub weights: Weights,
-    /// The weights of the window before this share, by payout script, each script once
-    /// (in no particular order).
-    pub by_script: Vec<(&'a [u8], U512)>,
+    /// The weights of the window before this share, by payout script, each script once.
+    pub by_script: ByScript<'a>,
 }
 
 /// Computes the `Window` of a child of `previous` whose header has `block_bits`.
@@ -557,7 +771,8 @@ fn window_with<'t>(
     let this_weight = max_weight.map_or(own_attempts, |m| own_attempts.min(m));
     let desired = max_weight.map(|m| m.saturating_sub(this_weight));
     let max_shares = height.min(net.chain_length);
-    let (by_script, other_total) = tracker.weights(previous, max_shares, desired);
+    let by_script = tracker.weights(previous, max_shares, desired);
+    let other_total = by_script.total();
     Ok(Window {
         previous_share_hash: previous,
         target,
@@ -568,7 +783,7 @@ fn window_with<'t>(
             max_shares,
             desired,
         },
-        by_script,
+        by_script: ByScript::Window(by_script),
     })
 }
 
@@ -591,10 +806,14 @@ pub fn build_generation(
     window: &Window<'_>,
     req: &GentxRequest<'_>,
 ) -> Result<Generated, GentxError> {
-    let plan = Plan::new(net, window, req)?;
+    let plan = Plan::new(net, window, req, &mut Scratch::default())?;
     Ok(Generated {
         tx: plan.transaction(),
-        share_data: plan.share_data,
+        share_data: ShareData {
+            previous_share_hash: window.previous_share_hash,
+            target: window.target,
+            nonce: req.nonce.to_vec(),
+        },
         weights: window.weights.clone(),
     })
 }
@@ -607,6 +826,21 @@ pub struct GenerationId {
     pub stripped_size: usize,
 }
 
+/// Room to work in, kept from one share's verification to the next (no allocation per
+/// share): the amounts, the selection's copy of them, the transaction's bytes.
+#[derive(Debug, Default)]
+struct Scratch {
+    paid: Vec<Paid>,
+    values: Vec<u64>,
+    select: Vec<u64>,
+    bytes: Vec<u8>,
+}
+
+thread_local! {
+    /// [`generation_id`]'s room, on the thread that verifies shares (the node's).
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
 /// The txid and stripped size of the transaction [`build_generation`] builds, from its
 /// bytes written once: no `Transaction`, no copy of each payout script.
 pub fn generation_id(
@@ -614,57 +848,221 @@ pub fn generation_id(
     window: &Window<'_>,
     req: &GentxRequest<'_>,
 ) -> Result<GenerationId, GentxError> {
-    let bytes = Plan::new(net, window, req)?.stripped_bytes();
-    Ok(GenerationId {
-        txid: sha256d(&bytes),
-        stripped_size: bytes.len(),
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => generation_id_in(net, window, req, &mut scratch),
+        Err(_) => generation_id_in(net, window, req, &mut Scratch::default()),
     })
+}
+
+fn generation_id_in(
+    net: &Network,
+    window: &Window<'_>,
+    req: &GentxRequest<'_>,
+    scratch: &mut Scratch,
+) -> Result<GenerationId, GentxError> {
+    if let (RuleSet::Modern, None, ByScript::Window(weights)) =
+        (net.rules, &net.donation_script, &window.by_script)
+        && let Some(credits) = weights.narrow()
+    {
+        modern_bytes(net, window, weights, credits, req, scratch)?;
+        return Ok(GenerationId {
+            txid: sha256d(&scratch.bytes),
+            stripped_size: scratch.bytes.len(),
+        });
+    }
+    let plan = Plan::new(net, window, req, scratch)?;
+    plan.write_stripped(&mut scratch.bytes);
+    scratch.paid = plan.payouts;
+    Ok(GenerationId {
+        txid: sha256d(&scratch.bytes),
+        stripped_size: scratch.bytes.len(),
+    })
+}
+
+/// Writes into `scratch.bytes` what [`Plan`] writes (a test compares the two on random
+/// windows), for what every share of a built-in network is: modern rules, no donation,
+/// the tracker's window in 128 bits. No list of amounts: one pass over the window's
+/// credits for their amounts (in `scratch.values`, aligned with the credits), the
+/// selection on a copy of them, one pass that writes the kept ones.
+fn modern_bytes(
+    net: &Network,
+    window: &Window<'_>,
+    weights: &WindowWeights<'_>,
+    credits: &[Credit<u128>],
+    req: &GentxRequest<'_>,
+    scratch: &mut Scratch,
+) -> Result<(), GentxError> {
+    let script_sig = coinbase_script_of(
+        net,
+        window.previous_share_hash,
+        window.target,
+        req.nonce,
+        req.modern.as_ref(),
+    );
+    if script_sig.len() > MAX_COINBASE_SCRIPT_LEN {
+        return Err(GentxError::CoinbaseScriptTooLong {
+            len: script_sig.len(),
+        });
+    }
+    let this_weight = window.weights.this_weight;
+    let total = this_weight + window.weights.other_total;
+    if total.is_zero() {
+        return Err(GentxError::ZeroTotalWeight);
+    }
+    // `amounts`: 398/400 by weight, 2/400 and the remainder to the finder.
+    let subsidy = req.subsidy;
+    let divider = Divider::new(subsidy, 398, total);
+    let finder = req.new_script;
+    let finder_key = script_key(finder);
+    let mut own = 0u128;
+    let mut paid = 0u64;
+    let mut nonzero = 0;
+    let values = &mut scratch.values;
+    values.clear();
+    values.extend(credits.iter().map(|c| {
+        if c.key == finder_key && weights.bytes(c.script) == finder {
+            // Paid with the finder (a script is in a window once).
+            own = c.weight;
+            0
+        } else {
+            let value = divider.of128(c.weight);
+            paid += value;
+            nonzero += usize::from(value != 0);
+            value
+        }
+    }));
+    let mut finder_value = divider.of(this_weight + U512::from(own)) + subsidy * 2 / 400;
+    paid += finder_value;
+    finder_value += subsidy.saturating_sub(paid);
+
+    // `payout_outputs`: the `keep` largest others by (amount, script), in script order:
+    // amounts above `cut`, and those equal to it from the credit `from` on. None of 0.
+    let keep = RuleSet::Modern.max_payout_outputs().saturating_sub(1);
+    let (cut, from) = if keep == 0 {
+        (u64::MAX, usize::MAX)
+    } else if nonzero <= keep {
+        (1, 0)
+    } else {
+        let copy = &mut scratch.select;
+        copy.clear();
+        copy.extend_from_slice(values);
+        let (_, &mut cut, _) = copy.select_nth_unstable_by(keep - 1, |a, b| b.cmp(a));
+        let above = copy[..keep - 1].iter().filter(|&&v| v > cut).count();
+        // The last `keep − above` of the amounts equal to it (ties go to the larger
+        // script, later in the window).
+        let mut tied = keep - above;
+        let mut from = 0;
+        for (k, &v) in values.iter().enumerate().rev() {
+            if v == cut {
+                tied -= 1;
+                if tied == 0 {
+                    from = k;
+                    break;
+                }
+            }
+        }
+        (cut, from)
+    };
+    let kept = |k: usize, v: u64| v > cut || (v == cut && k >= from);
+    // The finder's output, unless it comes to 0 with what the cut leaves it.
+    let finder_paid = finder_value != 0
+        || values
+            .iter()
+            .enumerate()
+            .any(|(k, &v)| v != 0 && !kept(k, v));
+
+    let commitment = req
+        .modern
+        .as_ref()
+        .and_then(ModernFields::commitment)
+        .map(|c| script::witness_commitment_script(&c));
+    let outputs = nonzero.min(keep) + usize::from(finder_paid) + usize::from(commitment.is_some());
+    let out = &mut scratch.bytes;
+    out.clear();
+    out.put_u32_le(1); // version
+    out.put_compact_size(1);
+    OutPoint::NULL.txid.encode_to(out);
+    out.put_u32_le(OutPoint::NULL.vout);
+    out.put_var_bytes(&script_sig);
+    out.put_u32_le(0xffff_ffff); // sequence
+    out.put_compact_size(outputs as u64);
+    if let Some(c) = &commitment {
+        out.put_u64_le(0);
+        out.put_var_bytes(c);
+    }
+    let mut rest = 0;
+    for (k, (c, &value)) in credits.iter().zip(values.iter()).enumerate() {
+        if kept(k, value) {
+            let script = weights.bytes(c.script);
+            out.put_u64_le(value);
+            match u8::try_from(script.len()) {
+                Ok(len) if len < 0xfd => out.push(len),
+                _ => out.put_compact_size(script.len() as u64),
+            }
+            out.extend_from_slice(script);
+        } else {
+            rest += value;
+        }
+    }
+    if finder_paid {
+        out.put_u64_le(finder_value + rest);
+        out.put_var_bytes(finder);
+    }
+    out.put_u32_le(0); // lock time
+    Ok(())
 }
 
 /// A generation transaction decided but not written: its coinbase script, witness
 /// commitment and payouts (scripts borrowed from the window and the request). Written as
 /// a `Transaction` for work and blocks, or straight to bytes for verification.
-struct Plan<'a> {
-    share_data: ShareData,
+struct Plan<'w, 'a> {
     script_sig: Vec<u8>,
     commitment: Option<[u8; 32]>,
+    payees: Payees<'w, 'a>,
     /// In output order.
-    payouts: Vec<Paid<'a>>,
+    payouts: Vec<Paid>,
 }
 
-impl<'a> Plan<'a> {
+impl<'w, 'a> Plan<'w, 'a> {
+    /// Takes `scratch.paid` for its payouts (give it back) and works in `scratch.values`.
     fn new(
         net: &'a Network,
-        window: &Window<'a>,
+        window: &'w Window<'a>,
         req: &GentxRequest<'a>,
-    ) -> Result<Plan<'a>, GentxError> {
-        let share_data = ShareData {
-            previous_share_hash: window.previous_share_hash,
-            target: window.target,
-            nonce: req.nonce.to_vec(),
-        };
-        let this_weight = window.weights.this_weight;
-        let total_weight = this_weight + window.weights.other_total;
-        let amount = amounts(
-            req.subsidy,
-            req.new_script,
-            this_weight,
-            &window.by_script,
-            total_weight,
-            net.donation_script.as_deref(),
-        )?;
-        let payouts = payout_outputs(amount, net.rules);
-
-        let script_sig = coinbase_script(net, &share_data, req.modern.as_ref());
+        scratch: &mut Scratch,
+    ) -> Result<Plan<'w, 'a>, GentxError> {
+        let script_sig = coinbase_script_of(
+            net,
+            window.previous_share_hash,
+            window.target,
+            req.nonce,
+            req.modern.as_ref(),
+        );
         if script_sig.len() > MAX_COINBASE_SCRIPT_LEN {
             return Err(GentxError::CoinbaseScriptTooLong {
                 len: script_sig.len(),
             });
         }
+        let payees = Payees {
+            finder: req.new_script,
+            donation: net.donation_script.as_deref(),
+            by_script: &window.by_script,
+        };
+        let this_weight = window.weights.this_weight;
+        let total_weight = this_weight + window.weights.other_total;
+        let mut payouts = std::mem::take(&mut scratch.paid);
+        amounts(
+            &mut payouts,
+            &payees,
+            req.subsidy,
+            this_weight,
+            total_weight,
+        )?;
+        payout_outputs(&mut payouts, &payees, net.rules, &mut scratch.values);
         Ok(Plan {
-            share_data,
             script_sig,
             commitment: req.modern.as_ref().and_then(ModernFields::commitment),
+            payees,
             payouts,
         })
     }
@@ -679,7 +1077,7 @@ impl<'a> Plan<'a> {
         }
         outputs.extend(self.payouts.iter().map(|p| TxOut {
             value: p.value,
-            script_pubkey: p.script.to_vec(),
+            script_pubkey: self.payees.script(p.src).to_vec(),
         }));
         Transaction {
             version: 1,
@@ -699,31 +1097,17 @@ impl<'a> Plan<'a> {
         }
     }
 
-    /// `self.transaction().to_stripped_bytes()`, written directly (a test holds the two
-    /// equal).
-    fn stripped_bytes(&self) -> Vec<u8> {
+    /// `self.transaction().to_stripped_bytes()`, written directly into `out` (a test
+    /// holds the two equal).
+    fn write_stripped(&self, out: &mut Vec<u8>) {
         let commitment = self
             .commitment
             .map(|c| script::witness_commitment_script(&c));
         let outputs = self.payouts.len() + usize::from(commitment.is_some());
-        let size = 4
-            + 1
-            + 36
-            + 9
-            + self.script_sig.len()
-            + 4
-            + 9
-            + self
-                .payouts
-                .iter()
-                .map(|p| 8 + 9 + p.script.len())
-                .sum::<usize>()
-            + commitment.as_ref().map_or(0, |c| 8 + 9 + c.len())
-            + 4;
-        let mut out = Vec::with_capacity(size);
+        out.clear();
         out.put_u32_le(1); // version
         out.put_compact_size(1);
-        OutPoint::NULL.txid.encode_to(&mut out);
+        OutPoint::NULL.txid.encode_to(out);
         out.put_u32_le(OutPoint::NULL.vout);
         out.put_var_bytes(&self.script_sig);
         out.put_u32_le(0xffff_ffff); // sequence
@@ -733,16 +1117,23 @@ impl<'a> Plan<'a> {
             out.put_var_bytes(c);
         }
         for p in &self.payouts {
+            let script = self.payees.script(p.src);
             out.put_u64_le(p.value);
             // A one-byte length for every script but a long one (the common case
             // written inline: this loop writes some 200 outputs a share).
-            match u8::try_from(p.script.len()) {
+            match u8::try_from(script.len()) {
                 Ok(len) if len < 0xfd => out.push(len),
-                _ => out.put_compact_size(p.script.len() as u64),
+                _ => out.put_compact_size(script.len() as u64),
             }
-            out.extend_from_slice(p.script);
+            out.extend_from_slice(script);
         }
         out.put_u32_le(0); // lock time
+    }
+
+    #[cfg(test)]
+    fn stripped_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_stripped(&mut out);
         out
     }
 }
@@ -758,35 +1149,60 @@ mod tests {
         new_script: &[u8],
         donation: Option<&[u8]>,
     ) -> Result<BTreeMap<Vec<u8>, u64>, GentxError> {
-        let w: Vec<(&[u8], U512)> = weights.iter().map(|(s, &w)| (s.as_slice(), w)).collect();
-        amounts(subsidy, new_script, U512::ZERO, &w, total, donation).map(|v| {
-            v.into_iter()
-                .map(|p| (p.script.to_vec(), p.value))
+        let by_script = ByScript::List(weights.iter().map(|(s, &w)| (s.as_slice(), w)).collect());
+        let payees = Payees {
+            finder: new_script,
+            donation,
+            by_script: &by_script,
+        };
+        let mut out = Vec::new();
+        amounts(&mut out, &payees, subsidy, U512::ZERO, total).map(|()| {
+            out.iter()
+                .map(|p| (payees.script(p.src).to_vec(), p.value))
                 .collect()
         })
     }
 
-    fn paid(script: &[u8], value: u64) -> Paid<'_> {
-        Paid {
-            key: script_key(script),
-            script,
+    /// `payout_outputs` of a list of scripts and amounts, the finder's first.
+    fn select(finder_first: &[(&[u8], u64)], rules: RuleSet) -> Vec<(Vec<u8>, u64)> {
+        let Some((&(finder, value), rest)) = finder_first.split_first() else {
+            return Vec::new();
+        };
+        let by_script = ByScript::List(rest.iter().map(|&(s, _)| (s, U512::ZERO)).collect());
+        let payees = Payees {
+            finder,
+            donation: None,
+            by_script: &by_script,
+        };
+        let mut paid = vec![Paid {
+            key: script_key(finder),
             value,
-        }
+            src: FINDER,
+        }];
+        paid.extend(rest.iter().enumerate().map(|(k, &(s, value))| Paid {
+            key: script_key(s),
+            value,
+            src: k as Src,
+        }));
+        payout_outputs(&mut paid, &payees, rules, &mut Vec::new());
+        paid.iter()
+            .map(|p| (payees.script(p.src).to_vec(), p.value))
+            .collect()
     }
 
     fn outputs_of(amount: BTreeMap<Vec<u8>, u64>, finder: &[u8], rules: RuleSet) -> Vec<TxOut> {
-        let mut list = vec![paid(finder, amount.get(finder).copied().unwrap_or(0))];
+        let mut list = vec![(finder, amount.get(finder).copied().unwrap_or(0))];
         list.extend(
             amount
                 .iter()
                 .filter(|(s, _)| s.as_slice() != finder)
-                .map(|(s, a)| paid(s, *a)),
+                .map(|(s, a)| (s.as_slice(), *a)),
         );
-        payout_outputs(list, rules)
+        select(&list, rules)
             .into_iter()
-            .map(|p| TxOut {
-                value: p.value,
-                script_pubkey: p.script.to_vec(),
+            .map(|(script_pubkey, value)| TxOut {
+                value,
+                script_pubkey,
             })
             .collect()
     }
@@ -1247,12 +1663,12 @@ mod tests {
                 .map(|s| (s.as_slice(), next() % 4 * 1000))
                 .collect();
             let finder = amount[(next() % amount.len() as u64) as usize].0;
-            let mut finder_first = vec![paid(finder, 0)];
+            let mut finder_first = vec![(finder, 0)];
             for &(s, a) in &amount {
                 if s == finder {
-                    finder_first[0].value = a;
+                    finder_first[0].1 = a;
                 } else {
-                    finder_first.push(paid(s, a));
+                    finder_first.push((s, a));
                 }
             }
             // In script order (as a window gives them) or not (the sort's path).
@@ -1261,10 +1677,7 @@ mod tests {
                 let k = (next() % finder_first.len() as u64) as usize;
                 finder_first[1..].rotate_left(k.saturating_sub(1));
             }
-            let got: Vec<(Vec<u8>, u64)> = payout_outputs(finder_first, rules)
-                .into_iter()
-                .map(|p| (p.script.to_vec(), p.value))
-                .collect();
+            let got = select(&finder_first, rules);
             assert_eq!(
                 got,
                 outputs_by_sorting(amount, finder, rules),
@@ -1335,7 +1748,7 @@ mod tests {
                 };
                 let window =
                     window(&tracker, &net, req.previous_share_hash, req.block_bits).unwrap();
-                let plan = Plan::new(&net, &window, &req).unwrap();
+                let plan = Plan::new(&net, &window, &req, &mut Scratch::default()).unwrap();
                 let tx = build_generation(&net, &window, &req).unwrap().tx;
                 assert_eq!(plan.stripped_bytes(), tx.to_stripped_bytes());
                 assert_eq!(
@@ -1344,6 +1757,112 @@ mod tests {
                         txid: tx.txid(),
                         stripped_size: tx.stripped_size()
                     }
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn window_weights_and_a_list_of_them_give_the_same_transaction() {
+        // The tracker's window (scripts in order, keys kept, weights in 128 bits or 512)
+        // against the same weights as a list in another order (keys computed, 512-bit
+        // weights, sorted at the end): random weights from 0 to past 2^256, windows
+        // capped or not, both rule sets with and without donation, more scripts than
+        // the modern cap.
+        let mut rng = 0x853c_49e6_748f_ea9bu64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        // Standard templates (modern chains take no other), some sharing their 8-byte keys.
+        let mut scripts: Vec<Vec<u8>> = (0..=255).map(payout).collect();
+        scripts.push(script::p2pk(&[4; 65]));
+        scripts.extend(
+            (0..4u8).map(|k| {
+                script::p2pkh(&[1, 1, 1, 1, 1, k, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+            }),
+        );
+        for (rules, donation) in [
+            (RuleSet::Modern, false),
+            (RuleSet::Modern, true),
+            (RuleSet::Legacy2011, false),
+            (RuleSet::Legacy2011, true),
+        ] {
+            let mut net = legacy_net(donation);
+            net.rules = rules;
+            net.chain_length = 260;
+            let mut order = scripts.clone();
+            for k in (1..order.len()).rev() {
+                order.swap(k, (next() % (k as u64 + 1)) as usize);
+            }
+            let (small, hashes) = sample::chain(&net, 280, 10, &order[..255]);
+            // The fast path's case (`modern_bytes`) more often.
+            let cases = if rules == RuleSet::Modern && !donation {
+                360
+            } else {
+                72
+            };
+            for case in (0..cases).map(|c| c % 72) {
+                let shift = [0usize, 40, 70, 100, 130, 200][case % 6];
+                // Few multipliers make many ties; a few huge weights make most amounts 0.
+                let (few, spiky) = (case / 18 % 2 == 1, case / 36 == 1);
+                let scale: Vec<U512> = hashes
+                    .iter()
+                    .map(|_| match next() % 32 {
+                        0..4 => U512::ZERO,
+                        4 if spiky => U512::from(1u64) << (shift + 60),
+                        _ if few => U512::from(1 + next() % 4) << shift,
+                        _ => U512::from(next() % 1000) << shift,
+                    })
+                    .collect();
+                let tracker = Tracker::rescaled(&small, &hashes, |k| scale[k]);
+                let finder = &scripts[(next() % scripts.len() as u64) as usize];
+                let block_bits = match case / 6 % 3 {
+                    0 => Bits(0x1f1fffff),
+                    1 => Bits::from_target_floor(U256::MAX >> (shift + 22)),
+                    _ => Bits::from_target_floor(U256::MAX >> 255),
+                };
+                let req = GentxRequest {
+                    previous_share_hash: hashes.get(279 - case % 20).copied(),
+                    new_script: finder,
+                    subsidy: [5_000_000_000, 7_000_000_000, 199, u64::MAX >> 12]
+                        [(next() % 4) as usize],
+                    nonce: b"nonce",
+                    block_bits,
+                    modern: (rules == RuleSet::Modern).then_some(ModernFields {
+                        block_height: 300,
+                        witness_commitment: [case as u8; 32],
+                    }),
+                };
+                // The target as retargeting would give it (this chain's rates are made up).
+                let target = Bits::from_target_floor(net.max_target);
+                let window = window_with_target(
+                    &tracker,
+                    &net,
+                    req.previous_share_hash,
+                    req.block_bits,
+                    target,
+                )
+                .unwrap();
+                let mut list: Vec<(&[u8], U512)> = window.by_script.iter().collect();
+                list.reverse();
+                let k = (next() % (list.len() as u64 + 1)) as usize;
+                let k = k.min(list.len());
+                list.rotate_left(k);
+                let listed = Window {
+                    by_script: ByScript::List(list),
+                    ..window.clone()
+                };
+                let from_window = Plan::new(&net, &window, &req, &mut Scratch::default())
+                    .map(|p| p.stripped_bytes());
+                let from_list = Plan::new(&net, &listed, &req, &mut Scratch::default())
+                    .map(|p| p.stripped_bytes());
+                assert_eq!(from_window, from_list, "{rules:?}, case {case}");
+                assert_eq!(
+                    generation_id(&net, &window, &req),
+                    generation_id(&net, &listed, &req)
                 );
             }
         }

@@ -29,6 +29,8 @@ const WINDOW_CACHE: usize = 8;
 /// Paths below heads remembered for scoring (each about 100 KB at CHAIN_LENGTH 17280):
 /// one per verified tree a think scores, and a few trees at most compete.
 const PATH_CACHE: usize = 4;
+/// Lines of ancestors remembered for the retarget (TARGET_LOOKBEHIND shares each).
+const LINE_CACHE: usize = 4;
 
 /// A known share and what the tracker knows about it.
 #[derive(Debug, Clone)]
@@ -49,8 +51,50 @@ pub struct Entry {
 #[derive(Debug, Default)]
 struct Scripts {
     ids: HashMap<Vec<u8>, u32>,
-    table: Vec<(Vec<u8>, u32)>,
+    table: Vec<(ScriptBuf, u32)>,
     free: Vec<u32>,
+}
+
+/// Bytes of a script kept inline (every standard template but P2PK with an uncompressed
+/// key fits).
+const INLINE_SCRIPT: usize = 38;
+
+/// A script's bytes, inline when short: the table is then one block of memory, and
+/// writing a generation transaction's 200 outputs reads it in order instead of
+/// following 200 pointers to as many allocations.
+#[derive(Debug, Clone)]
+enum ScriptBuf {
+    Inline { len: u8, bytes: [u8; INLINE_SCRIPT] },
+    Heap(Vec<u8>),
+}
+
+impl Default for ScriptBuf {
+    fn default() -> ScriptBuf {
+        ScriptBuf::Inline {
+            len: 0,
+            bytes: [0; INLINE_SCRIPT],
+        }
+    }
+}
+
+impl ScriptBuf {
+    fn new(script: &[u8]) -> ScriptBuf {
+        match u8::try_from(script.len()) {
+            Ok(len) if script.len() <= INLINE_SCRIPT => {
+                let mut bytes = [0; INLINE_SCRIPT];
+                bytes[..script.len()].copy_from_slice(script);
+                ScriptBuf::Inline { len, bytes }
+            }
+            _ => ScriptBuf::Heap(script.to_vec()),
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            ScriptBuf::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            ScriptBuf::Heap(v) => v,
+        }
+    }
 }
 
 impl Scripts {
@@ -61,11 +105,11 @@ impl Scripts {
         }
         let id = match self.free.pop() {
             Some(id) => {
-                self.table[id as usize] = (script.to_vec(), 1);
+                self.table[id as usize] = (ScriptBuf::new(script), 1);
                 id
             }
             None => {
-                self.table.push((script.to_vec(), 1));
+                self.table.push((ScriptBuf::new(script), 1));
                 (self.table.len() - 1) as u32
             }
         };
@@ -78,41 +122,108 @@ impl Scripts {
         slot.1 -= 1;
         if slot.1 == 0 {
             let script = std::mem::take(&mut slot.0);
-            self.ids.remove(&script);
+            self.ids.remove(script.as_slice());
             self.free.push(id);
         }
     }
 
     fn bytes(&self, id: u32) -> &[u8] {
-        &self.table[id as usize].0
+        self.table[id as usize].0.as_slice()
     }
 }
 
+/// A weight as a window keeps it: `u128` for any real chain (2^128 hashes is far more
+/// than all of Bitcoin's work), `U512` should a window's total pass that.
+pub(super) trait Weight: Copy + Default + Ord + std::fmt::Debug {
+    /// `a` in this width, `None` if it does not fit.
+    fn of(a: U512) -> Option<Self>;
+    fn wide(self) -> U512;
+    /// `None` if the sum does not fit.
+    fn plus(self, other: Self) -> Option<Self>;
+    /// `other` is at most `self` (a window takes out only what it put in).
+    fn minus(self, other: Self) -> Self;
+    fn is_zero(self) -> bool;
+    /// `Some` whenever the width is 128 bits.
+    fn as_u128(self) -> Option<u128>;
+}
+
+impl Weight for u128 {
+    fn of(a: U512) -> Option<u128> {
+        u128::try_from(a).ok()
+    }
+    fn wide(self) -> U512 {
+        U512::from(self)
+    }
+    fn plus(self, other: u128) -> Option<u128> {
+        self.checked_add(other)
+    }
+    fn minus(self, other: u128) -> u128 {
+        self.wrapping_sub(other)
+    }
+    fn is_zero(self) -> bool {
+        self == 0
+    }
+    fn as_u128(self) -> Option<u128> {
+        Some(self)
+    }
+}
+
+impl Weight for U512 {
+    fn of(a: U512) -> Option<U512> {
+        Some(a)
+    }
+    fn wide(self) -> U512 {
+        self
+    }
+    /// Never `None`: a window holds at most 2^32 shares of at most 2^256 attempts each.
+    fn plus(self, other: U512) -> Option<U512> {
+        Some(self.wrapping_add(other))
+    }
+    fn minus(self, other: U512) -> U512 {
+        self.wrapping_sub(other)
+    }
+    fn is_zero(self) -> bool {
+        U512::is_zero(&self)
+    }
+    fn as_u128(self) -> Option<u128> {
+        None
+    }
+}
+
+/// A weight did not fit the window's width.
+#[derive(Debug)]
+struct Overflow;
+
 /// Shares paying a generation transaction, newest first, with per-script sums.
 #[derive(Debug, Clone, Default)]
-struct Window {
+struct Window<W> {
     /// Fully credited shares; the front is the window's start.
     shares: VecDeque<Idx>,
-    full_total: U512,
+    full_total: W,
     /// The boundary share, credited in part.
-    partial: Option<(Idx, U512)>,
+    partial: Option<(Idx, W)>,
     /// The credited scripts in the order of their bytes, which is the order of the
     /// outputs that pay them: a generation transaction then needs no sort.
-    weights: Vec<Credit>,
+    weights: Vec<Credit<W>>,
 }
 
 /// One script's part of a window.
 #[derive(Debug, Clone, Copy)]
-struct Credit {
+pub(super) struct Credit<W> {
     /// `script_key` of its bytes, compared before them.
-    key: u64,
-    script: u32,
-    weight: U512,
+    pub(super) key: u64,
+    /// Its number in the tracker's script table.
+    pub(super) script: u32,
     /// Credited shares (the script leaves the window at 0).
     shares: u32,
+    pub(super) weight: W,
 }
 
-impl Window {
+impl<W: Weight> Window<W> {
+    fn attempts(all: &Forest<Entry>, i: Idx) -> Result<W, Overflow> {
+        W::of(all.attempts_of(i)).ok_or(Overflow)
+    }
+
     /// Where `script` is in `weights`, or where it would go.
     fn find(&self, scripts: &Scripts, script: u32) -> (u64, Result<usize, usize>) {
         let bytes = scripts.bytes(script);
@@ -125,11 +236,11 @@ impl Window {
         (key, at)
     }
 
-    fn credit(&mut self, scripts: &Scripts, script: u32, amount: U512) {
+    fn credit(&mut self, scripts: &Scripts, script: u32, amount: W) -> Result<(), Overflow> {
         match self.find(scripts, script) {
             (_, Ok(k)) => {
                 let c = &mut self.weights[k];
-                c.weight += amount;
+                c.weight = c.weight.plus(amount).ok_or(Overflow)?;
                 c.shares += 1;
             }
             (key, Err(k)) => self.weights.insert(
@@ -137,17 +248,18 @@ impl Window {
                 Credit {
                     key,
                     script,
-                    weight: amount,
                     shares: 1,
+                    weight: amount,
                 },
             ),
         }
+        Ok(())
     }
 
-    fn debit(&mut self, scripts: &Scripts, script: u32, amount: U512) {
+    fn debit(&mut self, scripts: &Scripts, script: u32, amount: W) {
         if let (_, Ok(k)) = self.find(scripts, script) {
             let c = &mut self.weights[k];
-            c.weight -= amount;
+            c.weight = c.weight.minus(amount);
             c.shares -= 1;
             if c.shares == 0 {
                 self.weights.remove(k);
@@ -155,12 +267,44 @@ impl Window {
         }
     }
 
-    fn pop_back(&mut self, all: &Forest<Entry>, scripts: &Scripts) {
+    fn pop_back(&mut self, all: &Forest<Entry>, scripts: &Scripts) -> Result<(), Overflow> {
         if let Some(i) = self.shares.pop_back() {
-            let a = all.attempts_of(i);
-            self.full_total -= a;
+            let a = Self::attempts(all, i)?;
+            self.full_total = self.full_total.minus(a);
             self.debit(scripts, all.value_of(i).script, a);
         }
+        Ok(())
+    }
+
+    /// Moves the window from the start it has to `start`, its child or parent (`parent`
+    /// is `start`'s), then fits it (below).
+    fn update(
+        &mut self,
+        all: &Forest<Entry>,
+        scripts: &Scripts,
+        start: Idx,
+        parent: Option<Idx>,
+        max_shares: u32,
+        desired: Option<U512>,
+    ) -> Result<(), Overflow> {
+        if let Some(&front) = self.shares.front()
+            && front != start
+        {
+            if Some(front) == parent {
+                let a = Self::attempts(all, start)?;
+                self.shares.push_front(start);
+                self.full_total = self.full_total.plus(a).ok_or(Overflow)?;
+                self.credit(scripts, all.value_of(start).script, a)?;
+            } else {
+                self.shares.pop_front();
+                let a = Self::attempts(all, front)?;
+                self.full_total = self.full_total.minus(a);
+                self.debit(scripts, all.value_of(front).script, a);
+            }
+        }
+        // A `desired` beyond this width is beyond every total it holds: no bound.
+        let desired = desired.and_then(W::of);
+        self.fit(all, scripts, start, max_shares, desired)
     }
 
     /// Reshapes the window to start at its front and follow the walk of §5.2: up to
@@ -172,18 +316,18 @@ impl Window {
         scripts: &Scripts,
         start: Idx,
         max_shares: u32,
-        desired: Option<U512>,
-    ) {
+        desired: Option<W>,
+    ) -> Result<(), Overflow> {
         if let Some((i, a)) = self.partial.take() {
             self.debit(scripts, all.value_of(i).script, a);
         }
         let max = max_shares as usize;
         while self.shares.len() > max {
-            self.pop_back(all, scripts);
+            self.pop_back(all, scripts)?;
         }
         if let Some(d) = desired {
             while self.full_total > d {
-                self.pop_back(all, scripts);
+                self.pop_back(all, scripts)?;
             }
             // A share is credited only while the total is below `desired`.
             while self.full_total == d
@@ -192,7 +336,7 @@ impl Window {
                     .back()
                     .is_some_and(|&i| all.attempts_of(i).is_zero())
             {
-                self.pop_back(all, scripts);
+                self.pop_back(all, scripts)?;
             }
         }
         while self.shares.len() < max {
@@ -204,30 +348,186 @@ impl Window {
                 None => Some(start),
             };
             let Some(next) = next else { break };
-            let a = all.attempts_of(next);
+            let a = Self::attempts(all, next)?;
             let script = all.value_of(next).script;
+            // A sum past this width is past a `desired` within it.
+            let sum = self.full_total.plus(a);
             if let Some(d) = desired
-                && self.full_total + a > d
+                && sum.is_none_or(|s| s > d)
             {
-                let part = d - self.full_total;
+                let part = d.minus(self.full_total);
                 self.partial = Some((next, part));
-                self.credit(scripts, script, part);
+                self.credit(scripts, script, part)?;
                 break;
             }
             self.shares.push_back(next);
-            self.full_total += a;
-            self.credit(scripts, script, a);
+            self.full_total = sum.ok_or(Overflow)?;
+            self.credit(scripts, script, a)?;
         }
+        Ok(())
     }
 
     fn total(&self) -> U512 {
-        self.full_total + self.partial.map_or(U512::ZERO, |(_, a)| a)
+        self.full_total.wide() + self.partial.map_or(U512::ZERO, |(_, a)| a.wide())
     }
 
     fn touches(&self, i: Idx) -> bool {
         self.shares.front() == Some(&i)
             || self.shares.back() == Some(&i)
             || self.partial.is_some_and(|(p, _)| p == i)
+    }
+}
+
+impl Window<U512> {
+    /// The same window in 128 bits, if its total fits (then every weight does).
+    fn narrowed(&self) -> Option<Window<u128>> {
+        u128::try_from(self.total()).ok()?;
+        let narrow = |a: U512| u128::try_from(a).unwrap_or(u128::MAX);
+        Some(Window {
+            shares: self.shares.clone(),
+            full_total: narrow(self.full_total),
+            partial: self.partial.map(|(i, a)| (i, narrow(a))),
+            weights: self
+                .weights
+                .iter()
+                .map(|c| Credit {
+                    key: c.key,
+                    script: c.script,
+                    shares: c.shares,
+                    weight: narrow(c.weight),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// A remembered window, in the width its weights need.
+#[derive(Debug, Clone)]
+enum Cached {
+    Narrow(Window<u128>),
+    Wide(Window<U512>),
+}
+
+impl Default for Cached {
+    fn default() -> Cached {
+        Cached::Narrow(Window::default())
+    }
+}
+
+impl Cached {
+    fn front(&self) -> Option<Idx> {
+        match self {
+            Cached::Narrow(w) => w.shares.front().copied(),
+            Cached::Wide(w) => w.shares.front().copied(),
+        }
+    }
+
+    fn touches(&self, i: Idx) -> bool {
+        match self {
+            Cached::Narrow(w) => w.touches(i),
+            Cached::Wide(w) => w.touches(i),
+        }
+    }
+}
+
+/// The weights of a payout window, borrowed from the tracker: every credited script once
+/// (even at weight 0), in the order of the scripts' bytes, and the total.
+///
+/// The window is the tracker's remembered one, checked out: dropping this gives it back,
+/// so that the next share's window is derived from it.
+#[derive(Clone)]
+pub struct WindowWeights<'t> {
+    tracker: &'t Tracker,
+    window: Cached,
+}
+
+impl<'t> WindowWeights<'t> {
+    /// The sum of the weights.
+    pub fn total(&self) -> U512 {
+        match &self.window {
+            Cached::Narrow(w) => w.total(),
+            Cached::Wide(w) => w.total(),
+        }
+    }
+
+    /// The number of credited scripts.
+    pub fn len(&self) -> usize {
+        match &self.window {
+            Cached::Narrow(w) => w.weights.len(),
+            Cached::Wide(w) => w.weights.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `k`-th script and its weight.
+    pub fn get(&self, k: usize) -> Option<(&'t [u8], U512)> {
+        let (script, weight) = match &self.window {
+            Cached::Narrow(w) => w.weights.get(k).map(|c| (c.script, c.weight.wide()))?,
+            Cached::Wide(w) => w.weights.get(k).map(|c| (c.script, c.weight))?,
+        };
+        Some((self.bytes(script), weight))
+    }
+
+    /// Each credited script and its weight, in the order of the scripts' bytes.
+    pub fn iter(&self) -> impl Iterator<Item = (&'t [u8], U512)> + '_ {
+        (0..self.len()).filter_map(|k| self.get(k))
+    }
+
+    /// The credits when every weight fits 128 bits (any real chain), else `None`.
+    pub(super) fn narrow(&self) -> Option<&[Credit<u128>]> {
+        match &self.window {
+            Cached::Narrow(w) => Some(&w.weights),
+            Cached::Wide(_) => None,
+        }
+    }
+
+    /// The credits in 512 bits, when they need it.
+    pub(super) fn wide(&self) -> Option<&[Credit<U512>]> {
+        match &self.window {
+            Cached::Narrow(_) => None,
+            Cached::Wide(w) => Some(&w.weights),
+        }
+    }
+
+    /// The bytes of the script numbered `script` (a credit's).
+    pub(super) fn bytes(&self, script: u32) -> &'t [u8] {
+        self.tracker.scripts.bytes(script)
+    }
+}
+
+impl std::fmt::Debug for WindowWeights<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowWeights")
+            .field("weights", &self.iter().collect::<Vec<_>>())
+            .field("total", &self.total())
+            .finish()
+    }
+}
+
+impl PartialEq for WindowWeights<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.total() == other.total() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for WindowWeights<'_> {}
+
+impl Drop for WindowWeights<'_> {
+    fn drop(&mut self) {
+        let Some(front) = self.window.front() else {
+            return;
+        };
+        let Ok(mut windows) = self.tracker.windows.try_borrow_mut() else {
+            return;
+        };
+        windows.retain(|w| w.front() != Some(front));
+        if windows.len() >= WINDOW_CACHE {
+            windows.pop_front();
+        }
+        windows.push_back(std::mem::take(&mut self.window));
     }
 }
 
@@ -331,8 +631,10 @@ pub struct Tracker {
     all: Forest<Entry>,
     verified: Forest<()>,
     scripts: Scripts,
-    windows: RefCell<VecDeque<Window>>,
+    windows: RefCell<VecDeque<Cached>>,
     paths: RefCell<VecDeque<Path>>,
+    /// A share and its ancestors, `line[j]` its `j`-th (`Tracker::nth_parent_with_work`).
+    lines: RefCell<VecDeque<VecDeque<Idx>>>,
 }
 
 impl Tracker {
@@ -406,10 +708,13 @@ impl Tracker {
             // A path runs through parent links: only its first share can be a head and
             // only its last a tail.
             let mut paths = self.paths.borrow_mut();
+            let mut lines = self.lines.borrow_mut();
             if middle {
                 paths.clear();
+                lines.clear();
             } else {
                 paths.retain(|p| p.path.front() != Some(&i) && p.path.back() != Some(&i));
+                lines.retain(|l| l.front() != Some(&i) && l.back() != Some(&i));
             }
         }
         self.verified.remove(hash);
@@ -445,6 +750,54 @@ impl Tracker {
         self.all.nth_parent(hash, n)
     }
 
+    /// [`Forest::nth_parent_with_work`] over all shares: the ancestor `n` generations
+    /// above `hash` and the attempts of the `n` shares from `hash` down to it.
+    ///
+    /// The line of ancestors is remembered, so for a share on top of (or below) one
+    /// asked about before this reads a share or two, not a walk of `n` (each step a
+    /// cache miss: the retarget asks for TARGET_LOOKBEHIND − 1 on every share).
+    pub fn nth_parent_with_work(&self, hash: &Hash256, n: u32) -> Option<(&Entry, U512)> {
+        let all = &self.all;
+        let i = all.idx(hash)?;
+        if n >= all.height_of(i) {
+            return None;
+        }
+        let Ok(mut lines) = self.lines.try_borrow_mut() else {
+            return all.nth_parent_with_work(hash, n);
+        };
+        let parent = all.parent_idx(i);
+        let found = lines
+            .iter()
+            .position(|l| l.front() == Some(&i))
+            .or_else(|| parent.and_then(|p| lines.iter().position(|l| l.front() == Some(&p))))
+            .or_else(|| lines.iter().position(|l| l.get(1) == Some(&i)));
+        let mut line = found.and_then(|k| lines.remove(k)).unwrap_or_default();
+        match line.front() {
+            Some(&f) if f == i => {}
+            Some(&f) if Some(f) == parent => line.push_front(i),
+            Some(_) if line.get(1) == Some(&i) => {
+                line.pop_front();
+            }
+            _ => {
+                line.clear();
+                line.push_back(i);
+            }
+        }
+        let n = n as usize;
+        line.truncate(n + 1);
+        while line.len() <= n {
+            // Known: `n` is below the share's height.
+            let next = line.back().and_then(|&b| all.parent_idx(b))?;
+            line.push_back(next);
+        }
+        let a = *line.get(n)?;
+        if lines.len() >= LINE_CACHE {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+        Some((all.value_of(a), all.work_between(i, a)))
+    }
+
     /// Total expected hashes of `n` shares from `start` back.
     pub fn work(&self, start: Hash256, n: u32) -> U512 {
         self.all.work(start, n)
@@ -471,68 +824,88 @@ impl Tracker {
     }
 
     /// The payout weights of §5.2: up to `max_shares` shares from `start` back, stopping
-    /// at `desired` weight with partial credit for the boundary share. Returns the weight
-    /// by payout script (every credited script once, even at weight 0; in the order of
-    /// the scripts' bytes) and the total.
+    /// at `desired` weight with partial credit for the boundary share: the weight by
+    /// payout script (every credited script once, even at weight 0; in the order of the
+    /// scripts' bytes) and the total, borrowed (see [`WindowWeights`]).
     pub fn weights(
         &self,
         start: Option<Hash256>,
         max_shares: u32,
         desired: Option<U512>,
-    ) -> (Vec<(&[u8], U512)>, U512) {
+    ) -> WindowWeights<'_> {
         let Some(s) = start.and_then(|h| self.all.idx(&h)) else {
-            return (Vec::new(), U512::ZERO);
+            return WindowWeights {
+                tracker: self,
+                window: Cached::default(),
+            };
         };
-        let mut windows = self.windows.borrow_mut();
         let parent = self.all.parent_idx(s);
         // A remembered window at this share, at its parent (one share more at the top),
-        // or at its child (one share less, as verification walks down a chain).
-        let found = windows
-            .iter()
-            .position(|w| w.shares.front() == Some(&s))
-            .or_else(|| {
-                parent.and_then(|p| windows.iter().position(|w| w.shares.front() == Some(&p)))
-            })
-            .or_else(|| {
-                windows.iter().position(|w| {
-                    w.shares
-                        .front()
-                        .is_some_and(|&f| self.all.parent_idx(f) == Some(s))
-                })
-            });
-        // Taken and moved, not copied: the window it was is one share away from this one,
-        // so it is cheap to derive again if asked for.
-        let mut window = found.and_then(|k| windows.remove(k)).unwrap_or_default();
-        if let Some(&front) = window.shares.front()
-            && front != s
+        // or at its child (one share less, as verification walks down a chain). Taken
+        // and moved, not copied; it comes back when the caller is done with it.
+        let found = self.windows.try_borrow_mut().ok().and_then(|mut windows| {
+            let k = windows
+                .iter()
+                .position(|w| w.front() == Some(s))
+                .or_else(|| parent.and_then(|p| windows.iter().position(|w| w.front() == Some(p))))
+                .or_else(|| {
+                    windows
+                        .iter()
+                        .position(|w| w.front().is_some_and(|f| self.all.parent_idx(f) == Some(s)))
+                })?;
+            windows.remove(k)
+        });
+        let mut window = found.unwrap_or_default();
+        let fits = match &mut window {
+            Cached::Narrow(w) => w.update(&self.all, &self.scripts, s, parent, max_shares, desired),
+            Cached::Wide(w) => w.update(&self.all, &self.scripts, s, parent, max_shares, desired),
+        };
+        if fits.is_err() {
+            // A weight passed 2^128: the window again from scratch, in 512 bits (where
+            // nothing overflows: `Weight::plus` for `U512`).
+            let mut wide = Window::<U512>::default();
+            let _ = wide.update(&self.all, &self.scripts, s, parent, max_shares, desired);
+            window = Cached::Wide(wide);
+        }
+        if let Cached::Wide(w) = &window
+            && let Some(narrow) = w.narrowed()
         {
-            if Some(front) == parent {
-                let a = self.all.attempts_of(s);
-                window.shares.push_front(s);
-                window.full_total += a;
-                window.credit(&self.scripts, self.all.value_of(s).script, a);
-            } else {
-                window.shares.pop_front();
-                let a = self.all.attempts_of(front);
-                window.full_total -= a;
-                window.debit(&self.scripts, self.all.value_of(front).script, a);
-            }
+            window = Cached::Narrow(narrow);
         }
-        window.fit(&self.all, &self.scripts, s, max_shares, desired);
-        let out = window
-            .weights
-            .iter()
-            .map(|c| (self.scripts.bytes(c.script), c.weight))
-            .collect();
-        let total = window.total();
-        if !window.shares.is_empty() {
-            windows.retain(|w| w.shares.front() != Some(&s));
-            if windows.len() >= WINDOW_CACHE {
-                windows.pop_front();
-            }
-            windows.push_back(window);
+        WindowWeights {
+            tracker: self,
+            window,
         }
-        (out, total)
+    }
+
+    /// `t`'s shares `hashes` (each after its parent) again, each one's attempts
+    /// multiplied by `scale` of its position: weights no real chain reaches, for tests.
+    #[cfg(test)]
+    pub(super) fn rescaled(
+        t: &Tracker,
+        hashes: &[Hash256],
+        scale: impl Fn(usize) -> U512,
+    ) -> Tracker {
+        let mut out = Tracker::new();
+        for (k, h) in hashes.iter().enumerate() {
+            let Some(e) = t.entry(h).cloned() else {
+                continue;
+            };
+            let attempts = e.attempts * scale(k);
+            let script = out.scripts.intern(&e.share.info.new_script);
+            let (hash, prev) = (e.share.hash, e.share.previous_hash());
+            out.all.insert(
+                hash,
+                prev,
+                attempts,
+                Entry {
+                    attempts,
+                    script,
+                    ..e
+                },
+            );
+        }
+        out
     }
 
     /// The `count` shares from the `k`-th ancestor of `head` back (fewer where the known
@@ -605,7 +978,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     /// The window as a map, after checking that it came in the order of the scripts' bytes.
-    fn sorted((w, total): (Vec<(&[u8], U512)>, U512)) -> (BTreeMap<Vec<u8>, U512>, U512) {
+    fn sorted(weights: WindowWeights<'_>) -> (BTreeMap<Vec<u8>, U512>, U512) {
+        let (w, total): (Vec<(&[u8], U512)>, U512) = (weights.iter().collect(), weights.total());
         assert!(
             w.is_sorted_by(|a, b| a.0 < b.0),
             "window out of script order"
@@ -689,6 +1063,94 @@ mod tests {
                 sorted(tracker.weights(Some(hashes[k]), 1000, desired)),
                 linear(&tracker, Some(hashes[k]), 1000, desired)
             );
+        }
+    }
+
+    #[test]
+    fn windows_past_128_bits_equal_the_share_by_share_walk() {
+        // Windows slide in and out of a stretch of shares whose weights pass 2^128 (and
+        // one past 2^256), so they go from 128 to 512 bits and back, with `desired` below,
+        // near and past 2^128.
+        let net = legacy_net(false);
+        let mut scripts: Vec<Vec<u8>> = (0..7).map(payout).collect();
+        scripts.extend([vec![0x76; 3], vec![0x76; 9]]);
+        let (small, hashes) = chain(&net, 80, 12, &scripts);
+        let tracker = Tracker::rescaled(&small, &hashes, |k| match k {
+            20..40 => U512::from(1u64) << 125,
+            50 => U512::from(1u64) << 200,
+            _ => U512::from(1u64),
+        });
+        let unit = tracker.entry(&hashes[0]).map(|e| e.attempts).unwrap();
+        let big = unit << 125;
+        let mut order: Vec<usize> = (0..80).collect();
+        order.extend([79, 30, 31, 45, 44, 60, 59, 0, 1, 25]);
+        order.extend((0..80).rev());
+        for (step, &k) in order.iter().enumerate() {
+            let max = [5u32, 17, 80, 1000, 30][step % 5];
+            let desired = match step % 6 {
+                0 => None,
+                1 => Some(unit * U512::from(step as u64 % 9) + U512::from(step as u64)),
+                2 => Some(big * U512::from(3u64) + U512::from(step as u64)),
+                3 => Some(U512::from(1u64) << 128),
+                4 => Some(U512::from(1u64) << 300),
+                _ => Some(unit * U512::from(3u64)),
+            };
+            let got = sorted(tracker.weights(Some(hashes[k]), max, desired));
+            let want = linear(&tracker, Some(hashes[k]), max, desired);
+            assert_eq!(got, want, "share {k}, max {max}, desired {desired:?}");
+        }
+    }
+
+    #[test]
+    fn remembered_ancestor_lines_equal_the_walk() {
+        // A chain with a fork, asked up, down, across the fork and after tails and heads
+        // are removed.
+        let net = legacy_net(false);
+        let scripts: Vec<Vec<u8>> = (0..3).map(payout).collect();
+        let (mut tracker, mut hashes) = chain(&net, 40, 12, &scripts);
+        let mut prev = Some(hashes[30]);
+        let mut fork = Vec::new();
+        for i in 0..8u32 {
+            let share = crate::sharechain::sample::mine(
+                &tracker,
+                &net,
+                &crate::sharechain::sample::Spec::new(
+                    prev,
+                    1_600_000_000 + 12 * (31 + i) + 5,
+                    payout(7),
+                ),
+            );
+            prev = Some(share.hash);
+            fork.push(share.hash);
+            tracker.add(share, 0, None);
+        }
+        let check = |tracker: &Tracker, h: &Hash256, n: u32| {
+            let got = tracker
+                .nth_parent_with_work(h, n)
+                .map(|(e, w)| (e.share.hash, w));
+            let want = tracker
+                .all()
+                .nth_parent_with_work(h, n)
+                .map(|(e, w)| (e.share.hash, w));
+            assert_eq!(got, want, "share {h}, n {n}");
+        };
+        let mut order: Vec<Hash256> = hashes.clone();
+        order.extend(fork.iter().copied());
+        order.extend(hashes.iter().rev().copied());
+        order.extend([
+            hashes[39], fork[7], hashes[38], fork[6], fork[7], hashes[31],
+        ]);
+        for (step, h) in order.iter().enumerate() {
+            let n = [5u32, 5, 5, 12, 0, 39][step % 6];
+            check(&tracker, h, n);
+        }
+        tracker.remove(&hashes[0]);
+        tracker.remove(&hashes[1]);
+        tracker.remove(&fork[7]);
+        hashes.drain(..2);
+        for (step, h) in hashes.iter().chain(&fork[..7]).enumerate() {
+            check(&tracker, h, [5u32, 37, 3][step % 3]);
+            check(&tracker, h, 5);
         }
     }
 }

@@ -137,17 +137,15 @@ impl std::error::Error for VerifyError {
 /// `(y[(n-1)//2] + y[n//2]) // 2` of the sorted timestamps of up to 11 shares from
 /// `start` back; `None` when `start` is unknown.
 pub fn median_timestamp(tracker: &Tracker, start: Option<Hash256>) -> Option<u32> {
-    let mut ts: Vec<u64> = tracker
-        .chain(start)
-        .take(MEDIAN_WINDOW)
-        .map(|e| u64::from(e.share.timestamp()))
-        .collect();
-    if ts.is_empty() {
-        return None;
+    let mut ts = [0u64; MEDIAN_WINDOW];
+    let mut n = 0;
+    for (t, e) in ts.iter_mut().zip(tracker.chain(start)) {
+        *t = u64::from(e.share.timestamp());
+        n += 1;
     }
+    let ts = &mut ts[..n];
     ts.sort_unstable();
-    let n = ts.len();
-    Some(((ts[(n - 1) / 2] + ts[n / 2]) / 2) as u32)
+    Some(((ts.get(n.checked_sub(1)? / 2)? + ts.get(n / 2)?) / 2) as u32)
 }
 
 /// Checks `share` against its known ancestors with the clock at `now` (Unix seconds,

@@ -27,7 +27,7 @@ use crate::bitcoin::template::Template;
 use crate::bitcoin::tx::Transaction;
 use crate::network::{Network, RuleSet};
 use crate::sharechain::chain::ShareChain;
-use crate::sharechain::gentx::{self, GentxError, GentxRequest, Weights, Window};
+use crate::sharechain::gentx::{self, ByScript, GentxError, GentxRequest, Weights, Window};
 use crate::sharechain::share::{
     ModernFields, Share, Share1a, Share1b, ShareData, ShareError, ShareInfo,
 };
@@ -213,7 +213,7 @@ impl Work {
             by_script: window
                 .by_script
                 .iter()
-                .map(|(s, w)| (s.to_vec(), *w))
+                .map(|(s, w)| (s.to_vec(), w))
                 .collect(),
             coinbases: Mutex::new(HashMap::new()),
             net,
@@ -253,7 +253,7 @@ impl Work {
             previous_share_hash: self.best,
             target: self.share_target,
             weights: self.weights.clone(),
-            by_script,
+            by_script: ByScript::List(by_script),
         };
         let mut nonce = [0u8; NONCE_SIZE];
         nonce[..RUN_ID_SIZE].copy_from_slice(&run_id());
