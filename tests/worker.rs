@@ -1406,5 +1406,9 @@ fn a_second_share_of_ours_on_the_same_best_share_is_never_made_however_fast_it_c
     assert_eq!(node.view().shares.len(), 1);
     let stats = node.workers.stats();
     let s = stats.iter().find(|s| s.address == addr(24)).unwrap();
-    assert_eq!((s.shares, s.accepted + s.stale + s.rejected), (1, 2), "{s:?}");
+    assert_eq!(
+        (s.shares, s.accepted + s.stale + s.rejected),
+        (1, 2),
+        "{s:?}"
+    );
 }
