@@ -563,8 +563,17 @@ fn stratum_hostile_miners_are_answered_or_dropped_while_an_honest_miner_keeps_mi
     // newest job.
     let submit = |id: u64, job: &str, f: &[String]| json!({"id": id, "method": "mining.submit", "params": [user, job, f[0], f[1], f[2]]});
     let mut notify = notify;
+    let mut difficulty = difficulty;
     let mut en2 = 1u8;
     loop {
+        // The share target climbs as the honest miner's shares come (a young chain
+        // retargets from its second share), and the pseudo-share difficulty with it.
+        if let Some(d) = c
+            .latest_kept("mining.set_difficulty")
+            .and_then(|n| n["params"][0].as_f64())
+        {
+            difficulty = d;
+        }
         let job = notify["params"][0].as_str().unwrap().to_string();
         let fields = grind_stratum(&notify, &en1, [en2, 0, 0, 0], difficulty);
         c.send(submit(11, &job, &fields));
@@ -581,10 +590,9 @@ fn stratum_hostile_miners_are_answered_or_dropped_while_an_honest_miner_keeps_mi
                 "duplicate or cleaned: {again}"
             );
         } else {
-            assert_eq!(
-                reply["error"][0],
-                json!(21),
-                "only a cleaned job may fail: {reply}"
+            assert!(
+                reply["error"][0] == json!(21) || reply["error"][0] == json!(23),
+                "only a cleaned job, or a difficulty raised meanwhile, may fail: {reply}"
             );
         }
         notify = match c.latest_kept("mining.notify") {
@@ -1299,8 +1307,8 @@ fn vardiff_raises_a_fast_miners_difficulty_and_plus_diff_fixes_it_once_shares_ar
     let start = Instant::now();
     while share_difficulty(&node) < 2.0 * easiest {
         assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "share target not harder within 60 s"
+            start.elapsed() < Duration::from_secs(120),
+            "share target not harder within 120 s"
         );
         thread::sleep(Duration::from_millis(100));
     }
