@@ -130,8 +130,11 @@ fn mine_for_a_while(bcoin: &Bcoin, nodes: &[NodeProc]) -> Vec<u64> {
     heights
 }
 
-/// The bounds of the mean interval of the best chain's newest shares (regtest: 5 s).
-const INTERVAL: (f64, f64) = (2.0, 15.0);
+/// Generous bounds on the mean interval of the best chain's newest shares after a minute
+/// (regtest: 5 s): the chain has left its 256-hash start and is not stuck. The measured
+/// figures (2.6–2.9 s here in a debug build, 4.3–5.1 s after five minutes in release) are
+/// in doc/performance.md; a faster machine takes a few more shares to climb.
+const INTERVAL: (f64, f64) = (1.0, 15.0);
 /// The most of one node's own shares that may be stale (orphaned or dead on arrival).
 const MAX_STALE: f64 = 0.2;
 
