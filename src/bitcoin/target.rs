@@ -168,13 +168,7 @@ mod tests {
 
     #[test]
     fn floor_encoding_in_place_is_the_plain_one() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::bitcoin::xorshift(0x2545_f491_4f6c_dd1du64);
         for case in 0..4000u32 {
             let limbs = [next(), next(), next(), next()];
             // Every length, and leading bytes at, above and below 0x80.

@@ -1627,13 +1627,7 @@ mod tests {
     fn selecting_the_largest_pays_what_sorting_everything_paid() {
         // Scripts of several lengths sharing long prefixes, amounts with many ties and
         // zeros, around both caps.
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::bitcoin::xorshift(0x2545_f491_4f6c_dd1du64);
         for case in 0..60 {
             let rules = if case % 3 == 0 {
                 RuleSet::Legacy2011
@@ -1690,13 +1684,7 @@ mod tests {
     fn divider_gives_what_the_512_bit_formula_gives() {
         // Totals in each regime (64-bit, 128-bit, beyond), weights at 0, at the total,
         // tied, and (a broken invariant) above it; subsidies from 0 to u64::MAX.
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::bitcoin::xorshift(0x9e37_79b9_7f4a_7c15u64);
         for case in 0..400 {
             let subsidy = match case % 5 {
                 0 => 0,
@@ -1769,13 +1757,7 @@ mod tests {
         // weights, sorted at the end): random weights from 0 to past 2^256, windows
         // capped or not, both rule sets with and without donation, more scripts than
         // the modern cap.
-        let mut rng = 0x853c_49e6_748f_ea9bu64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::bitcoin::xorshift(0x853c_49e6_748f_ea9bu64);
         // Standard templates (modern chains take no other), some sharing their 8-byte keys.
         let mut scripts: Vec<Vec<u8>> = (0..=255).map(payout).collect();
         scripts.push(script::p2pk(&[4; 65]));

@@ -119,11 +119,6 @@ impl LineClient {
         self.send_raw(format!("{v}\n").as_bytes());
     }
 
-    /// How long a read waits (5 s unless changed).
-    pub fn set_timeout(&self, timeout: Duration) {
-        self.stream.set_read_timeout(Some(timeout)).unwrap();
-    }
-
     /// The next line, or `None` when the server closed the connection (or 5 s passed).
     pub fn read(&mut self) -> Option<Value> {
         let mut line = String::new();
