@@ -196,9 +196,10 @@ fn share_of(subsidy: u64, by_weight: u64, w: U512, total: U512) -> u64 {
 ///
 /// Every weight is at most the total, so when `subsidy × by_weight × total` and
 /// `400 × total` fit in 64 bits (small shares, as in tests and benches) each amount is
-/// a 64-bit multiplication by an inverse, and when they fit in 128 bits (mainnet: about
-/// 2^118) one 128-bit division; only otherwise, or for a weight above the total (a broken
-/// invariant), the 512-bit formula. The total must not be zero.
+/// two 64-bit multiplications by a 128-bit reciprocal, exact; when they fit in 128 bits
+/// (mainnet: about 2^118) a floating-point estimate checked (and if need be corrected)
+/// in exact 128-bit arithmetic; only otherwise, or for a weight above the total (a
+/// broken invariant), the 512-bit formula. The total must not be zero.
 struct Divider {
     subsidy: u64,
     by_weight: u64,
@@ -208,18 +209,81 @@ struct Divider {
 
 #[derive(Clone, Copy)]
 enum Fit {
-    /// `scale × w // den` for `w ≤ max`, in 64 bits, by multiplying with
-    /// `inverse = 2^64 // den` (a division costs some 30 cycles, 300 times a share).
-    Narrow {
-        scale: u64,
-        den: u64,
-        inverse: u64,
-        max: u64,
+    /// `scale × w // den` for `w ≤ max`, in 64 bits: `(scale × w × magic) >> 128` with
+    /// `magic = ⌈2^128 / den⌉`, exact for every numerator below 2^64 (Lemire, Kaser and
+    /// Kurz, "Faster remainder by direct computation", 2019, theorem 1: 128 ≥ 64 +
+    /// log2 den). A division costs some 30 cycles, 300 times a share.
+    Narrow { scale: u64, magic: u128, max: u64 },
+    /// The same in 128 bits: `inverse ≈ 1 / den` gives an estimate that the
+    /// remainder, computed exactly, confirms (or a division replaces).
+    Wide {
+        scale: u128,
+        den: u128,
+        inverse: f64,
+        max: u128,
     },
-    /// The same in 128 bits.
-    Wide { scale: u128, den: u128, max: u128 },
     /// Neither fits: [`share_of`] for each weight.
     Full,
+}
+
+/// `⌊a × b / 2^128⌋` for `b < 2^64`.
+#[inline(always)]
+fn mul_high(a: u128, b: u64) -> u64 {
+    let low = (a as u64 as u128) * u128::from(b);
+    let high = (a >> 64) * u128::from(b);
+    // high ≤ (2^64 − 1)^2 and low >> 64 < 2^64: no overflow.
+    ((high + (low >> 64)) >> 64) as u64
+}
+
+/// `x` as a float, without the library's conversion call (rounding is fine: an
+/// estimate).
+#[inline(always)]
+fn float(x: u128) -> f64 {
+    ((x >> 64) as u64 as f64) * 18_446_744_073_709_551_616.0 + (x as u64 as f64)
+}
+
+impl Fit {
+    /// `scale × w // den`, or `None` when `w` is beyond what this fit covers.
+    #[inline(always)]
+    fn quotient(self, w: u128) -> Option<u64> {
+        match self {
+            Fit::Narrow { scale, magic, max } => {
+                (w <= u128::from(max)).then(|| mul_high(magic, scale * w as u64))
+            }
+            Fit::Wide {
+                scale,
+                den,
+                inverse,
+                max,
+            } => {
+                if w > max {
+                    return None;
+                }
+                // At most scale / 400 < 2^64, since w ≤ total.
+                let num = scale * w;
+                let q = (float(num) * inverse) as u64;
+                // Exact when q × den ≤ num < q × den + den, which a 53-bit estimate of
+                // a quotient below 2^51 (amounts of at most MAX_MONEY) always is but
+                // for rounding at the edge: then one step either way, else divide.
+                Some(match (q as u128).checked_mul(den) {
+                    Some(low) if low <= num => {
+                        if num - low < den {
+                            q
+                        } else if num - low - den < den {
+                            q + 1
+                        } else {
+                            (num / den) as u64
+                        }
+                    }
+                    _ if q > 0 && (q as u128 - 1).checked_mul(den).is_some_and(|l| l <= num) => {
+                        q - 1
+                    }
+                    _ => (num / den) as u64,
+                })
+            }
+            Fit::Full => None,
+        }
+    }
 }
 
 impl Divider {
@@ -231,13 +295,18 @@ impl Divider {
                     match (u64::try_from(num), u64::try_from(den), u64::try_from(scale)) {
                         (Ok(_), Ok(den), Ok(scale)) => Fit::Narrow {
                             scale,
-                            den,
                             // den ≥ 400: the total is not zero (checked by the caller),
-                            // so the inverse is below 2^64 / 400.
-                            inverse: ((1u128 << 64) / u128::from(den)) as u64,
+                            // so ⌊(2^128 − 1) / den⌋ + 1 (which is ⌈2^128 / den⌉, den
+                            // dividing 2^128 or not) fits.
+                            magic: u128::MAX / u128::from(den) + 1,
                             max: t as u64,
                         },
-                        _ => Fit::Wide { scale, den, max: t },
+                        _ => Fit::Wide {
+                            scale,
+                            den,
+                            inverse: 1.0 / float(den),
+                            max: t,
+                        },
                     }
                 }
                 _ => Fit::Full,
@@ -264,41 +333,16 @@ impl Divider {
     /// [`Divider::of`] for a weight below 2^128.
     #[inline]
     fn of128(&self, w: u128) -> u64 {
-        match self.fit {
-            Fit::Narrow {
-                scale,
-                den,
-                inverse,
-                max,
-            } => {
-                if w <= u128::from(max) {
-                    let num = scale * w as u64;
-                    // inverse ≤ 2^64 / den, so this is at most the quotient, and at most 2
-                    // below it (num < 2^64): the remainder, corrected, makes it exact.
-                    // Corrected without branches (which amounts would mispredict), then
-                    // in a loop that never runs.
-                    let mut q = ((u128::from(num) * u128::from(inverse)) >> 64) as u64;
-                    let mut r = num - q * den;
-                    for _ in 0..2 {
-                        let over = u64::from(r >= den);
-                        q += over;
-                        r -= over * den;
-                    }
-                    while r >= den {
-                        q += 1;
-                        r -= den;
-                    }
-                    return q;
-                }
-            }
-            Fit::Wide { scale, den, max } => {
-                if w <= max {
-                    // At most scale / 400 < 2^64, since w ≤ total.
-                    return (scale * w / den) as u64;
-                }
-            }
-            Fit::Full => {}
+        match self.fit.quotient(w) {
+            Some(q) => q,
+            None => self.slow(w),
         }
+    }
+
+    /// The 512-bit formula, out of the way of the fast paths.
+    #[cold]
+    #[inline(never)]
+    fn slow(&self, w: u128) -> u64 {
         share_of(self.subsidy, self.by_weight, U512::from(w), self.total)
     }
 
@@ -993,13 +1037,7 @@ fn modern_bytes(
     let mut rest = 0;
     for (k, (c, &value)) in credits.iter().zip(values.iter()).enumerate() {
         if kept(k, value) {
-            let script = weights.bytes(c.script);
-            out.put_u64_le(value);
-            match u8::try_from(script.len()) {
-                Ok(len) if len < 0xfd => out.push(len),
-                _ => out.put_compact_size(script.len() as u64),
-            }
-            out.extend_from_slice(script);
+            put_output(out, value, weights.bytes(c.script));
         } else {
             rest += value;
         }
@@ -1010,6 +1048,34 @@ fn modern_bytes(
     }
     out.put_u32_le(0); // lock time
     Ok(())
+}
+
+/// Writes one output: `value`, then `script` with its length. The standard lengths
+/// (P2WPKH, P2SH, P2PKH, P2WSH and P2TR) go as one fixed-size block: a copy of an
+/// unknown length is a call, 200 times a share.
+#[inline(always)]
+fn put_output(out: &mut Vec<u8>, value: u64, script: &[u8]) {
+    match script.len() {
+        22 => put_fixed::<22>(out, value, script),
+        23 => put_fixed::<23>(out, value, script),
+        25 => put_fixed::<25>(out, value, script),
+        34 => put_fixed::<34>(out, value, script),
+        _ => {
+            out.put_u64_le(value);
+            out.put_var_bytes(script);
+        }
+    }
+}
+
+/// An output whose `script` is `N` bytes long (`N` below 0xfd): written in place, not
+/// through a block on the stack (whose read-back, a store-forwarding stall, cost more
+/// than the copy).
+#[inline(always)]
+fn put_fixed<const N: usize>(out: &mut Vec<u8>, value: u64, script: &[u8]) {
+    out.reserve(9 + N);
+    out.put_u64_le(value);
+    out.push(N as u8);
+    out.extend_from_slice(&script[..N]);
 }
 
 /// A generation transaction decided but not written: its coinbase script, witness
