@@ -1218,6 +1218,14 @@ fn miners_get_the_reason_the_node_is_not_ready_and_mine_again_once_it_is() {
     for (readiness, message) in [
         (Readiness::DownloadingShares, "p2pool is downloading shares"),
         (Readiness::NoBitcoind, "lost contact with bitcoind"),
+        (
+            Readiness::BitcoindUnreached,
+            "p2pool has not reached bitcoind yet",
+        ),
+        (
+            Readiness::NoTemplate,
+            "bitcoind gives no block template yet",
+        ),
         (Readiness::NoPeers, "p2pool is not connected to any peers"),
     ] {
         node.set_readiness(readiness);

@@ -134,7 +134,7 @@ impl Service {
             return Err(RpcError::new(-12345, message));
         }
         self.shared.current().ok_or_else(|| {
-            RpcError::new(-12345, Readiness::NoBitcoind.message().unwrap_or_default())
+            RpcError::new(-12345, Readiness::NoTemplate.message().unwrap_or_default())
         })
     }
 
