@@ -431,7 +431,7 @@ impl Core {
         let dead = found.share.previous_hash() != self.best
             || self.template.as_ref().is_some_and(|t| {
                 t.previous_block != found.share.header.previous_block
-                    && t.previous_block != found.share.hash
+                    && t.previous_block != found.share.pow_hash
             });
         info!(
             target: LOG,
@@ -1047,6 +1047,36 @@ mod tests {
             "the share's hash, not the block's"
         );
         assert!(ours.local);
+    }
+
+    #[test]
+    fn our_block_share_is_not_dead_when_bitcoinds_template_already_builds_on_its_block() {
+        let net = modern_net();
+        let (tracker, hashes) = sample::chain(&net, 1, 10, &[payout(1)]);
+        let share = tracker.get(&hashes[0]).expect("share").clone();
+        assert_ne!(
+            share.hash, share.pow_hash,
+            "a share's hash is not its block's"
+        );
+        let mut core = core();
+        // The block reached bitcoind over the link before the share reached the node: the
+        // template already builds on the block (its hash is the header's, the pow hash).
+        core.on(Event::Template(template(share.pow_hash, 102)), NOW);
+        core.on(
+            Event::Miner(MinerEvent::Share(Box::new(FoundShare {
+                share: share.clone(),
+                block: Some(Block {
+                    header: share.header,
+                    txs: vec![],
+                }),
+                height: 101,
+                work_id: 1,
+                submitted: true,
+                miner: "m".into(),
+            }))),
+            NOW,
+        );
+        assert_eq!(core.local.counts().dead, 0, "{:?}", core.local.counts());
     }
 
     #[test]
