@@ -300,7 +300,8 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
         }
         Err(e) => warn!(
             target: LOG,
-            "bitcoind is not answering yet ({e}); the node keeps trying"
+            "bitcoind is not answering yet ({e}); the node keeps trying: {}",
+            status::advice(Some(e.trouble()), false)
         ),
         Ok(info) => info!(
             target: LOG,

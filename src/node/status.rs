@@ -55,21 +55,7 @@ pub fn not_ready(readiness: Readiness, feed: &FeedStatus) -> Option<NotReady> {
         .last_error
         .as_deref()
         .map_or(String::new(), |e| format!(" ({e})"));
-    let advice = match feed.trouble {
-        None | Some(Trouble::NoAnswer) => {
-            "start bitcoind with its RPC server on (server=1), or point --bitcoind-address and \
-             --bitcoind-rpc-port at it"
-        }
-        Some(Trouble::Credentials) => {
-            "give --bitcoind-datadir (the directory where bitcoind writes its .cookie file) or \
-             BITCOIND_RPC_USERNAME BITCOIND_RPC_PASSWORD"
-        }
-        Some(Trouble::Forbidden) => "allow this host with rpcallowip in bitcoin.conf",
-        Some(Trouble::Answered) if feed.syncing => {
-            "bitcoind is still downloading blocks; wait until it has synced"
-        }
-        Some(Trouble::Answered) => "wait until bitcoind has started, then see its log",
-    };
+    let advice = advice(feed.trouble, feed.syncing);
     let reason = match readiness {
         Readiness::Ready => return None,
         Readiness::BitcoindUnreached if feed.trouble.is_none() => {
@@ -92,6 +78,26 @@ pub fn not_ready(readiness: Readiness, feed: &FeedStatus) -> Option<NotReady> {
             .to_string(),
     };
     Some(NotReady { cause, reason })
+}
+
+/// What an operator does about bitcoind's `trouble` (`None`: no error yet, taken as no
+/// answer); `syncing`: bitcoind said it is still downloading blocks.
+pub fn advice(trouble: Option<Trouble>, syncing: bool) -> &'static str {
+    match trouble {
+        None | Some(Trouble::NoAnswer) => {
+            "start bitcoind with its RPC server on (server=1), or point --bitcoind-address and \
+             --bitcoind-rpc-port at it"
+        }
+        Some(Trouble::Credentials) => {
+            "give --bitcoind-datadir (the directory where bitcoind writes its .cookie file) or \
+             BITCOIND_RPC_USERNAME BITCOIND_RPC_PASSWORD"
+        }
+        Some(Trouble::Forbidden) => "allow this host with rpcallowip in bitcoin.conf",
+        Some(Trouble::Answered) if syncing => {
+            "bitcoind is still downloading blocks; wait until it has synced"
+        }
+        Some(Trouble::Answered) => "wait until bitcoind has started, then see its log",
+    }
 }
 
 fn u512_to_f64(v: U512) -> f64 {

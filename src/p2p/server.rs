@@ -4,8 +4,8 @@
 //! The connector dials the `-n` addresses first (each again after `redial` while it is not
 //! connected; `-n` host names resolved on short `p2p_resolve` threads, a name that does not
 //! resolve logged and tried again after `redial`), then random address-book entries while
-//! outbound connections are below the limit; it asks a random peer for addresses while the book is small, and hands the book's
-//! changes to the node.
+//! outbound connections are below the limit; it asks a random peer for addresses while the
+//! book is small, and hands the book's changes to the node.
 //!
 //! Events reach the node through `p2p_events`: peers queue them on a short hand-over queue
 //! and this thread moves them to the node's queue (`events_queue`), keeping each event's
