@@ -105,7 +105,9 @@ while sleep 5; do
     for i in $(seq 0 $((NODES - 1))); do
         s="$(get $((BASE + 10 * i)) /api/stats 2>/dev/null || true)"
         line+="node$i: chain $(field "$s" best_height) shares, "
-        line+="$(field "$s" blocks_found) blocks found | "
+        # Accepted (in bitcoind's chain) of found: every node counts the pool's blocks,
+        # stale ones too, so found alone may exceed bitcoind's height.
+        line+="blocks $(field "$s" accepted) accepted of $(field "$s" blocks_found) found | "
     done
     echo "bitcoin height $(field "$(get "$BASE" /api/stats 2>/dev/null || true)" block_height) | $line"
 done

@@ -2,10 +2,11 @@
 //! `p2pool [options] [BITCOIND_RPC_USERNAME BITCOIND_RPC_PASSWORD]`.
 //!
 //! `Cli` is what clap parses; `Config` is the checked, resolved configuration the node
-//! runs with (defaults filled in from the network, addresses resolved, credentials chosen).
+//! runs with (defaults filled in from the network, IP addresses parsed and host names checked
+//! (the P2P connector resolves `-n` names when it dials), credentials chosen).
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use clap::{ArgAction, Parser};
@@ -27,8 +28,13 @@ pub const DEFAULT_MAX_OUTBOUND: usize = 6;
     name = "p2pool",
     version,
     about = "A decentralized Bitcoin mining pool node (P2Pool)",
-    after_help = "With no BITCOIND_RPC_PASSWORD (and none in $P2POOL_BITCOIND_RPC_PASSWORD), \
-                  bitcoind's cookie file is used.\n\
+    after_help = "Credentials: BITCOIND_RPC_USERNAME BITCOIND_RPC_PASSWORD, or the password in \
+                  $P2POOL_BITCOIND_RPC_PASSWORD (with or without BITCOIND_RPC_USERNAME; without \
+                  one the user name is empty, as bitcoind's own rpcpassword without rpcuser). \
+                  With no password at all, bitcoind's cookie file is used \
+                  (--bitcoind-datadir).\n\
+                  Listening: -w, --stratum-port and --p2pool-port take PORT (every interface) or \
+                  ADDR:PORT ([ADDR]:PORT for IPv6) to listen on one address only.\n\
                   Ports default per network: worker (getwork and web) / P2Pool / Stratum are \
                   9332 / 9333 / 9334 on bitcoin, 19332 / 19333 / 19334 on testnet, \
                   29332 / … on testnet4, 39332 / … on signet, 49332 / … on regtest."
@@ -49,9 +55,9 @@ pub struct Cli {
     /// Pay to this address (default: ask bitcoind's wallet, else a key generated in the data dir)
     #[arg(short = 'a', long, value_name = "ADDRESS")]
     pub address: Option<String>,
-    /// Listen for P2Pool peers on PORT (default: the network's, e.g. 9333)
-    #[arg(long, value_name = "PORT", help_heading = "p2pool interface")]
-    pub p2pool_port: Option<u16>,
+    /// Listen for P2Pool peers on PORT, on every interface or only ADDR (default: the network's port, e.g. 9333)
+    #[arg(long, value_name = "[ADDR:]PORT", value_parser = parse_listen, help_heading = "p2pool interface")]
+    pub p2pool_port: Option<Listen>,
     /// Connect to the P2Pool node at ADDR[:PORT] (repeatable; the port defaults to the network's)
     #[arg(short = 'n', long, value_name = "ADDR[:PORT]", action = ArgAction::Append, help_heading = "p2pool interface")]
     pub p2pool_node: Vec<String>,
@@ -70,17 +76,18 @@ pub struct Cli {
     /// Start a new share chain on a network that persists instead of waiting for peers
     #[arg(long, help_heading = "p2pool interface")]
     pub start_new_chain: bool,
-    /// Listen for getwork miners and the web dashboard on PORT (default: the network's, e.g. 9332)
+    /// Listen for getwork miners and the web dashboard on PORT, on every interface or only ADDR (default: the network's port, e.g. 9332)
     #[arg(
         short = 'w',
         long,
-        value_name = "PORT",
+        value_name = "[ADDR:]PORT",
+        value_parser = parse_listen,
         help_heading = "worker interface"
     )]
-    pub worker_port: Option<u16>,
-    /// Listen for Stratum miners on PORT (default: the network's, e.g. 9334)
-    #[arg(long, value_name = "PORT", help_heading = "worker interface")]
-    pub stratum_port: Option<u16>,
+    pub worker_port: Option<Listen>,
+    /// Listen for Stratum miners on PORT, on every interface or only ADDR (default: the network's port, e.g. 9334)
+    #[arg(long, value_name = "[ADDR:]PORT", value_parser = parse_listen, help_heading = "worker interface")]
+    pub stratum_port: Option<Listen>,
     /// Charge miners this percentage of their work, mined to this node's address (0 to 100)
     #[arg(
         long,
@@ -90,7 +97,7 @@ pub struct Cli {
         help_heading = "worker interface"
     )]
     pub fee: f64,
-    /// bitcoind's address
+    /// bitcoind's host name or IP address
     #[arg(
         long,
         value_name = "ADDRESS",
@@ -116,7 +123,7 @@ pub struct Cli {
     /// bitcoind RPC username
     #[arg(value_name = "BITCOIND_RPC_USERNAME")]
     pub rpc_username: Option<String>,
-    /// bitcoind RPC password (or $P2POOL_BITCOIND_RPC_PASSWORD; without one the cookie is used)
+    /// bitcoind RPC password (or $P2POOL_BITCOIND_RPC_PASSWORD, which also works without a user name; without a password the cookie is used)
     #[arg(value_name = "BITCOIND_RPC_PASSWORD")]
     pub rpc_password: Option<String>,
 }
@@ -165,7 +172,11 @@ pub struct Config {
     /// The payout script of `-a`, with the address as given.
     pub address: Option<(String, Vec<u8>)>,
     pub p2p_listen: SocketAddr,
+    /// `-n` IP addresses.
     pub connect: Vec<SocketAddr>,
+    /// `-n` host names and ports, resolved by the P2P connector when it dials (a name
+    /// that does not resolve yet is tried again, so a DNS hiccup at start stops nothing).
+    pub connect_hosts: Vec<(String, u16)>,
     pub low_bandwidth: bool,
     pub max_inbound: usize,
     pub max_outbound: usize,
@@ -236,29 +247,40 @@ impl Config {
             })?),
             None => None,
         };
-        let p2p_port = cli.p2pool_port.unwrap_or(net.p2p_port);
-        let worker_port = cli.worker_port.unwrap_or(net.worker_port);
-        let stratum_port = cli.stratum_port.unwrap_or(net.stratum_port);
-        if worker_port != 0 && worker_port == stratum_port {
+        let any = unspecified(&net);
+        let listen = |l: Option<Listen>, port: u16| match l {
+            Some(Listen { ip, port }) => SocketAddr::new(ip.unwrap_or(any), port),
+            None => SocketAddr::new(any, port),
+        };
+        let p2p_listen = listen(cli.p2pool_port, net.p2p_port);
+        let worker_listen = listen(cli.worker_port, net.worker_port);
+        let stratum_listen = listen(cli.stratum_port, net.stratum_port);
+        if worker_listen.port() != 0
+            && worker_listen.port() == stratum_listen.port()
+            && (worker_listen.ip() == stratum_listen.ip()
+                || worker_listen.ip().is_unspecified()
+                || stratum_listen.ip().is_unspecified())
+        {
             return Err(ConfigError::new(
                 "--stratum-port",
-                format!("port {stratum_port} is also the worker port (-w)"),
+                format!(
+                    "port {} is also the worker port (-w)",
+                    stratum_listen.port()
+                ),
             ));
         }
-        let connect = cli
-            .p2pool_node
-            .iter()
-            .map(|n| resolve_node(n, net.p2p_port))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut connect = Vec::new();
+        let mut connect_hosts = Vec::new();
+        for node in &cli.p2pool_node {
+            match parse_node(node, net.p2p_port)? {
+                NodeAddr::Ip(addr) => connect.push(addr),
+                NodeAddr::Host(host, port) => connect_hosts.push((host, port)),
+            }
+        }
 
         let rpc_port = cli.bitcoind_rpc_port.unwrap_or(net.bitcoin.rpc_port);
         let p2p = cli.bitcoind_p2p_port.unwrap_or(net.bitcoin.p2p_port);
-        if cli.bitcoind_address.is_empty() || cli.bitcoind_address.contains('/') {
-            return Err(ConfigError::new(
-                "--bitcoind-address",
-                format!("{:?} is not a host name or address", cli.bitcoind_address),
-            ));
-        }
+        let bitcoind_host = bitcoind_host(&cli.bitcoind_address)?;
         let password = cli.rpc_password.clone().or(env_password);
         let (auth, auth_flag) = match (&cli.rpc_username, password) {
             (Some(user), Some(password)) => (
@@ -274,7 +296,14 @@ impl Config {
                     ),
                 ));
             }
-            (None, _) => {
+            // A password alone: bitcoind's own `rpcpassword` without `rpcuser` is the
+            // empty user name with that password, and so is the original's single argument.
+            (None, Some(password)) => (
+                Auth::user_pass(String::new(), password),
+                "BITCOIND_RPC_USERNAME (none was given, so the user name was empty) with \
+                     $P2POOL_BITCOIND_RPC_PASSWORD, or unset it to use the cookie",
+            ),
+            (None, None) => {
                 let dir = match &cli.bitcoind_datadir {
                     Some(d) => d.clone(),
                     None => rpc::default_datadir().ok_or_else(|| {
@@ -295,21 +324,23 @@ impl Config {
             Some(d) => d.clone(),
             None => default_datadir(&net.name),
         };
+        check_datadir(&datadir)?;
         Ok(Config {
             debug: cli.debug,
             address,
-            p2p_listen: SocketAddr::new(unspecified(&net), p2p_port),
+            p2p_listen,
             connect,
+            connect_hosts,
             low_bandwidth: cli.low_bandwidth,
             max_inbound: cli.max_inbound,
             max_outbound: cli.max_outbound,
             external_ip,
             start_new_chain: cli.start_new_chain,
-            worker_listen: SocketAddr::new(unspecified(&net), worker_port),
-            stratum_listen: SocketAddr::new(unspecified(&net), stratum_port),
+            worker_listen,
+            stratum_listen,
             fee: cli.fee,
             bitcoind: BitcoindConfig {
-                host: cli.bitcoind_address.clone(),
+                host: bitcoind_host,
                 rpc_port,
                 p2p_port: (p2p != 0).then_some(p2p),
                 auth,
@@ -324,15 +355,19 @@ impl Config {
     /// The effective configuration, one line per setting, secrets redacted.
     pub fn summary(&self) -> String {
         let auth = match &self.bitcoind.auth {
+            Auth::UserPass { user, .. } if user.is_empty() => {
+                "no user name (empty), password <redacted>".to_string()
+            }
             Auth::UserPass { user, .. } => format!("user {user:?}, password <redacted>"),
             Auth::Cookie(path) => format!("cookie {}", path.display()),
         };
-        let connect = if self.connect.is_empty() {
+        let connect = if self.connect.is_empty() && self.connect_hosts.is_empty() {
             "none".to_string()
         } else {
             self.connect
                 .iter()
                 .map(SocketAddr::to_string)
+                .chain(self.connect_hosts.iter().map(|(h, p)| format!("{h}:{p}")))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -409,18 +444,50 @@ fn unspecified(net: &Network) -> IpAddr {
     }
 }
 
-/// `ADDR[:PORT]`, `[V6]:PORT` or a bare IPv6 address, resolved.
-fn resolve_node(node: &str, default_port: u16) -> Result<SocketAddr, ConfigError> {
+/// Where to listen, as `-w`, `--stratum-port` and `--p2pool-port` take it: `PORT` (every
+/// interface) or `ADDR:PORT` / `[V6]:PORT` (that address only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+}
+
+/// Parses `PORT`, `ADDR:PORT` or `[V6]:PORT` (clap names the flag in its error).
+pub fn parse_listen(s: &str) -> Result<Listen, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(Listen { ip: None, port });
+    }
+    match s.parse::<SocketAddr>() {
+        Ok(addr) => Ok(Listen {
+            ip: Some(addr.ip()),
+            port: addr.port(),
+        }),
+        Err(_) => Err(format!(
+            "{s:?} is not PORT or ADDR:PORT with ADDR an IP address (e.g. 9332, \
+             127.0.0.1:9332, [::1]:9332)"
+        )),
+    }
+}
+
+/// A `-n` address: an IP address as given, or a host name the connector resolves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeAddr {
+    Ip(SocketAddr),
+    Host(String, u16),
+}
+
+/// `ADDR[:PORT]`, `[V6]:PORT` or a bare IPv6 address; a host name is checked, not resolved.
+pub fn parse_node(node: &str, default_port: u16) -> Result<NodeAddr, ConfigError> {
     const FLAG: &str = "-n/--p2pool-node";
     if let Ok(addr) = node.parse::<SocketAddr>() {
-        return Ok(addr);
+        return Ok(NodeAddr::Ip(addr));
     }
     let bare = node
         .strip_prefix('[')
         .and_then(|n| n.strip_suffix(']'))
         .unwrap_or(node);
     if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, default_port));
+        return Ok(NodeAddr::Ip(SocketAddr::new(ip, default_port)));
     }
     let (host, port) = match node.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => {
@@ -434,11 +501,60 @@ fn resolve_node(node: &str, default_port: u16) -> Result<SocketAddr, ConfigError
     if host.is_empty() {
         return Err(ConfigError::new(FLAG, format!("{node:?} has no host")));
     }
-    (host, port)
-        .to_socket_addrs()
-        .map_err(|e| ConfigError::new(FLAG, format!("cannot resolve {host:?}: {e}")))?
-        .next()
-        .ok_or_else(|| ConfigError::new(FLAG, format!("{host:?} resolves to no address")))
+    if !is_host_name(host) {
+        return Err(ConfigError::new(
+            FLAG,
+            format!("{host:?} is not a host name or IP address"),
+        ));
+    }
+    Ok(NodeAddr::Host(host.to_string(), port))
+}
+
+/// `--bitcoind-address`: an IP address (IPv6 with or without brackets) or a host name,
+/// without brackets.
+fn bitcoind_host(given: &str) -> Result<String, ConfigError> {
+    let bare = given
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(given);
+    if bare.parse::<IpAddr>().is_ok() || is_host_name(bare) {
+        return Ok(bare.to_string());
+    }
+    Err(ConfigError::new(
+        "--bitcoind-address",
+        format!("{given:?} is not a host name or IP address (the port is --bitcoind-rpc-port)"),
+    ))
+}
+
+/// A syntactically valid DNS name: dot-separated labels of letters, digits, `-` and `_`
+/// (1 to 63 characters, no `-` at either end), 253 characters at most, a trailing dot
+/// allowed. Whether it resolves is another matter (asked when connecting).
+pub fn is_host_name(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// `--datadir` must be a directory or not exist yet (it is created at start).
+fn check_datadir(dir: &Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(ConfigError::new(
+            "--datadir",
+            format!(
+                "{} exists and is not a directory; give a directory (it is created if missing)",
+                dir.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `~/.p2pool/<net>`, or `./data/<net>` without a home directory.
@@ -460,21 +576,64 @@ mod tests {
     }
 
     #[test]
-    fn node_address_forms_resolve_with_the_network_port() {
+    fn node_address_forms_take_the_network_port_and_leave_names_unresolved() {
+        let ip = |s: &str| NodeAddr::Ip(s.parse().unwrap());
+        assert_eq!(parse_node("127.0.0.1", 9333).unwrap(), ip("127.0.0.1:9333"));
+        assert_eq!(parse_node("[::1]:19", 9333).unwrap(), ip("[::1]:19"));
+        assert_eq!(parse_node("::1", 9333).unwrap(), ip("[::1]:9333"));
         assert_eq!(
-            resolve_node("127.0.0.1", 9333).unwrap(),
-            "127.0.0.1:9333".parse().unwrap()
+            parse_node("localhost:7", 9333).unwrap(),
+            NodeAddr::Host("localhost".into(), 7)
         );
         assert_eq!(
-            resolve_node("[::1]:19", 9333).unwrap(),
-            "[::1]:19".parse().unwrap()
+            parse_node("nosuchhost.invalid", 9333).unwrap(),
+            NodeAddr::Host("nosuchhost.invalid".into(), 9333)
+        );
+        assert!(parse_node("localhost:x", 9333).is_err());
+        assert!(parse_node("not a host", 9333).is_err());
+    }
+
+    #[test]
+    fn host_names_are_checked_for_their_form_only() {
+        for good in ["localhost", "node-1.example.org", "a_b.example.", "x"] {
+            assert!(is_host_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "not a host",
+            "-a.org",
+            "a..b",
+            "a/b",
+            "a:b",
+            &"x".repeat(64),
+        ] {
+            assert!(!is_host_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn listen_forms_are_a_port_or_an_ip_and_port() {
+        assert_eq!(
+            parse_listen("9332").unwrap(),
+            Listen {
+                ip: None,
+                port: 9332
+            }
         );
         assert_eq!(
-            resolve_node("::1", 9333).unwrap(),
-            "[::1]:9333".parse().unwrap()
+            parse_listen("127.0.0.1:0").unwrap(),
+            Listen {
+                ip: Some("127.0.0.1".parse().unwrap()),
+                port: 0
+            }
         );
-        assert_eq!(resolve_node("localhost:7", 9333).unwrap().port(), 7);
-        assert!(resolve_node("localhost:x", 9333).is_err());
+        assert_eq!(
+            parse_listen("[::1]:9").unwrap().ip,
+            Some("::1".parse().unwrap())
+        );
+        for bad in ["x", "70000", "localhost:9332", "127.0.0.1", ":9332"] {
+            assert!(parse_listen(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

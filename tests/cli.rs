@@ -208,6 +208,78 @@ fn credentials_come_from_arguments_then_environment_then_cookie() {
 }
 
 #[test]
+fn a_password_in_the_environment_without_a_user_name_is_used_with_an_empty_user() {
+    // As bitcoind's own rpcpassword without rpcuser: never silently the cookie instead.
+    let c = parse_env(&["--net", "testnet"], Some("from-env")).unwrap();
+    assert_eq!(c.bitcoind.auth, Auth::user_pass("", "from-env"));
+    assert!(
+        c.bitcoind.auth_flag.contains("BITCOIND_RPC_USERNAME"),
+        "a refusal names the user name to give: {}",
+        c.bitcoind.auth_flag
+    );
+    let summary = c.summary();
+    assert!(summary.contains("no user name"), "{summary}");
+    assert!(
+        !summary.contains("from-env") && !summary.contains("cookie"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn the_binary_takes_the_password_from_the_environment_and_says_so_in_help() {
+    let help = Command::new(env!("CARGO_BIN_EXE_p2pool"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(
+        help.contains("P2POOL_BITCOIND_RPC_PASSWORD") && help.contains("without"),
+        "{help}"
+    );
+    // A dead RPC port: the node starts, and its summary shows a password and no cookie.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_p2pool"))
+        .args([
+            "--net",
+            "regtest",
+            "--bitcoind-rpc-port",
+            "1",
+            "--bitcoind-p2p-port",
+            "0",
+        ])
+        .args(["-w", "127.0.0.1:0", "--p2pool-port", "127.0.0.1:0"])
+        .args(["--stratum-port", "127.0.0.1:0"])
+        .arg("--datadir")
+        .arg(dir.path())
+        .env("P2POOL_BITCOIND_RPC_PASSWORD", "sekrit-pw")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .take_while(|l| !l.contains("data directory:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let start = std::time::Instant::now();
+    while !lines.is_finished() && start.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = lines.join().unwrap();
+    assert!(log.contains("password <redacted>"), "{log}");
+    assert!(
+        !log.contains("cookie") && !log.contains("sekrit-pw"),
+        "{log}"
+    );
+}
+
+#[test]
 fn a_file_network_is_loaded() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("net.json");
@@ -233,7 +305,9 @@ fn a_file_network_is_loaded() {
 
 #[test]
 fn each_bad_value_is_refused_naming_its_flag() {
-    let cases: [(&[&str], &str); 12] = [
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let file = file.path().to_str().unwrap().to_string();
+    let cases: [(&[&str], &str); 17] = [
         (&["--net", "nonet", "u", "p"], "--net"),
         (
             &["--net-file", "/nonexistent/net.json", "u", "p"],
@@ -262,12 +336,117 @@ fn each_bad_value_is_refused_naming_its_flag() {
         ),
         (&["--max-outbound", "1000", "u", "p"], "--max-outbound"),
         (&["u"], "BITCOIND_RPC_PASSWORD"),
+        (&["-n", "not a host", "u", "p"], "-n/--p2pool-node"),
+        (
+            &["--bitcoind-address", "not a host", "u", "p"],
+            "--bitcoind-address",
+        ),
+        (
+            &["--bitcoind-address", "127.0.0.1:8332", "u", "p"],
+            "--bitcoind-address",
+        ),
+        (&["--datadir", &file, "u", "p"], "--datadir"),
+        (
+            &["-w", "127.0.0.1:5000", "--stratum-port", "5000", "u", "p"],
+            "--stratum-port",
+        ),
     ];
     for (args, flag) in cases {
         let e = refused(args);
         assert_eq!(e.flag, flag, "{args:?}: {e}");
         assert!(e.to_string().starts_with(flag), "{e}");
     }
+    let e = refused(&["--datadir", &file, "u", "p"]);
+    assert!(
+        e.reason.contains(&file) && e.reason.contains("not a directory"),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_datadir_refusal_at_the_binary_names_the_flag_and_the_path() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_p2pool"))
+        .args(["--net", "regtest", "--datadir"])
+        .arg(file.path())
+        .args(["u", "p"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--datadir") && err.contains(&*file.path().to_string_lossy()),
+        "{err}"
+    );
+    assert!(!err.contains("os error"), "{err}");
+}
+
+#[test]
+fn host_names_are_checked_at_start_and_resolved_later_ips_with_brackets_are_taken() {
+    // -n names are left to the connector, which resolves (and retries) them.
+    let c = parse(&[
+        "--net",
+        "regtest",
+        "-n",
+        "nosuchhost.invalid:7",
+        "-n",
+        "10.0.0.1",
+        "u",
+        "p",
+    ])
+    .unwrap();
+    assert_eq!(c.connect_hosts, vec![("nosuchhost.invalid".to_string(), 7)]);
+    assert_eq!(
+        c.connect,
+        vec!["10.0.0.1:49333".parse::<SocketAddr>().unwrap()]
+    );
+    assert!(
+        c.summary().contains("nosuchhost.invalid:7"),
+        "{}",
+        c.summary()
+    );
+    let c = parse(&["--bitcoind-address", "[::1]", "u", "p"]).unwrap();
+    assert_eq!(c.bitcoind.host, "::1");
+    let c = parse(&["--bitcoind-address", "node.example.org", "u", "p"]).unwrap();
+    assert_eq!(c.bitcoind.host, "node.example.org");
+}
+
+#[test]
+fn each_listening_port_takes_an_address_to_bind_and_a_bare_port_binds_every_interface() {
+    let c = parse(&[
+        "--net",
+        "regtest",
+        "-w",
+        "127.0.0.1:1003",
+        "--stratum-port",
+        "[::1]:1004",
+        "--p2pool-port",
+        "127.0.0.2:1001",
+        "u",
+        "p",
+    ])
+    .unwrap();
+    assert_eq!(c.worker_listen, "127.0.0.1:1003".parse().unwrap());
+    assert_eq!(c.stratum_listen, "[::1]:1004".parse().unwrap());
+    assert_eq!(c.p2p_listen, "127.0.0.2:1001".parse().unwrap());
+    let c = parse(&["--net", "regtest", "-w", "1003", "u", "p"]).unwrap();
+    assert!(c.worker_listen.ip().is_unspecified());
+    assert_eq!(c.worker_listen.port(), 1003);
+    // The same port on two different addresses is allowed.
+    let c = parse(&[
+        "-w",
+        "127.0.0.1:5000",
+        "--stratum-port",
+        "127.0.0.2:5000",
+        "u",
+        "p",
+    ]);
+    assert!(c.is_ok(), "{c:?}");
+    let e = clap_refuses(&["-w", "localhost:9332"]);
+    assert!(
+        e.contains("--worker-port") && e.contains("ADDR:PORT"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -275,6 +454,7 @@ fn malformed_numbers_and_unknown_flags_are_refused_by_the_parser() {
     for (args, flag) in [
         (&["--p2pool-port", "70000"][..], "--p2pool-port"),
         (&["-w", "x"][..], "--worker-port"),
+        (&["-w", "127.0.0.1"][..], "--worker-port"),
         (&["--stratum-port=-3"][..], "--stratum-port"),
         (&["--bitcoind-rpc-port", "1e3"][..], "--bitcoind-rpc-port"),
         (&["--bitcoind-p2p-port", ""][..], "--bitcoind-p2p-port"),

@@ -235,6 +235,26 @@ fn nodes_never_connect_to_themselves_nor_twice_to_each_other() {
     );
 }
 
+#[test]
+fn a_peer_given_by_host_name_is_resolved_and_dialled_once_while_a_name_that_fails_is_retried() {
+    let net = modern_net();
+    let a = TestNode::start(&net, &[]);
+    let mut cfg = config(&net, &[]);
+    // `localhost` may resolve to ::1 first, where nothing listens: the next address is
+    // tried. A name that never resolves stops nothing.
+    cfg.connect_hosts = vec![
+        ("nosuchhost.invalid".into(), a.addr.port()),
+        ("localhost".into(), a.addr.port()),
+    ];
+    let b = TestNode::start_with(cfg);
+    assert!(
+        a.wait_peers(1, WAIT) && b.wait_peers(1, WAIT),
+        "connected by name"
+    );
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(b.peers.status().outbound, 1, "one connection per name");
+}
+
 /// A loopback address with a port nothing listens on now.
 fn free_addr() -> SocketAddr {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -298,7 +298,8 @@ fn block_share_gives_a_whole_block_and_a_mutated_copy_waits_for_a_whole_one() {
     chain.add(whole.clone(), Some(2), NOW);
     let think = chain.think(&heights(&[], 0), None, NOW);
     assert_eq!(think.blocks.len(), 1);
-    let b = &think.blocks[0];
+    let (share, b) = &think.blocks[0];
+    assert_eq!(*share, whole.hash);
     assert_eq!(b.header.hash(), whole.pow_hash);
     assert_eq!(b.txs.len(), 2);
     assert_eq!(b.txs[0].inputs[0].witness, vec![vec![0u8; 32]]);

@@ -68,7 +68,8 @@ fn stats_answers_with_the_published_figures() {
     );
     assert_eq!(
         stats["sync"],
-        json!({"ready": true, "reason": null, "have": 8640, "want": 8640, "progress": 1.0})
+        json!({"ready": true, "reason": null, "cause": null, "have": 8640, "want": 8640,
+               "progress": 1.0})
     );
     assert_eq!(
         stats["peers"],
@@ -83,8 +84,14 @@ fn stats_answers_with_the_published_figures() {
     assert_eq!(stats["share_difficulty"], json!(1234.5));
     assert_eq!(stats["block_difficulty"], json!(4.5e6));
     assert_eq!(stats["block_height"], 812_345);
+    // Counters, not the lengths of the capped lists (one block listed, one paid block).
+    assert_eq!(
+        stats["blocks"],
+        json!({"found": 3, "accepted": 2, "stale": 1, "rejected": 0, "pending": 0,
+               "paid_node": 1})
+    );
     assert_eq!(stats["blocks_found"], 3);
-    assert_eq!(stats["blocks_paid"], 1);
+    assert_eq!(stats["blocks_paid"], 2, "the accepted blocks, uncapped");
     assert_eq!(stats["fee"], json!(0.5));
     assert_eq!(stats["payout_address"], MINER_ADDRESS);
     let uptime = stats["uptime"].as_u64().unwrap();
@@ -232,6 +239,7 @@ fn health_is_ok_when_ready_and_503_with_the_reason_otherwise() {
     let mut status = filled_status();
     status.ready = false;
     status.not_ready_reason = "p2pool is downloading shares".into();
+    status.not_ready_cause = "shares".into();
     status.sync_have = 100;
     status.sync_want = 400;
     let server = WebServer::start(filled_web(status));
@@ -243,6 +251,7 @@ fn health_is_ok_when_ready_and_503_with_the_reason_otherwise() {
     );
     let stats = get_json(&server, "/api/stats");
     assert_eq!(stats["sync"]["reason"], "p2pool is downloading shares");
+    assert_eq!(stats["sync"]["cause"], "shares");
     assert_eq!(stats["sync"]["progress"], json!(0.25));
 }
 
@@ -263,6 +272,27 @@ fn before_the_first_status_the_node_is_starting_and_figures_are_null() {
     board.publish(filled_status());
     assert_eq!(http(server.addr, "GET", "/health").status, 200);
     assert_eq!(get_json(&server, "/api/stats")["best_share"], BEST_SHARE);
+}
+
+#[test]
+fn without_miners_the_local_hash_rates_are_zero_never_negative_zero() {
+    let board = StatusBoard::new();
+    let server = WebServer::start(Web::new(board.clone()));
+    board.publish(filled_status());
+    let stats = http(server.addr, "GET", "/api/stats").text();
+    assert!(stats.contains("\"local_hashrate\":0.0"), "{stats}");
+    for path in ["/api/stats", "/local_stats", "/global_stats", "/api/chart"] {
+        let text = http(server.addr, "GET", path).text();
+        assert!(
+            !text.contains(":-0.0") && !text.contains(":-0,"),
+            "{path}: {text}"
+        );
+    }
+    let metrics = http(server.addr, "GET", "/metrics").text();
+    assert!(
+        !metrics.lines().any(|l| l.ends_with(" -0")),
+        "a negative zero in /metrics:\n{metrics}"
+    );
 }
 
 /// Prometheus text format 0.0.4: `# HELP`/`# TYPE` comments, then
@@ -373,6 +403,10 @@ fn metrics_parse_as_prometheus_text_with_the_figures() {
     assert_eq!(samples["p2pool_peers{direction=\"connecting\"}"], 1.0);
     assert_eq!(samples["p2pool_miners"], 2.0);
     assert_eq!(samples["p2pool_blocks_found"], 3.0);
+    assert_eq!(samples["p2pool_blocks{fate=\"accepted\"}"], 2.0);
+    assert_eq!(samples["p2pool_blocks{fate=\"stale\"}"], 1.0);
+    assert_eq!(samples["p2pool_blocks_paid"], 2.0);
+    assert_eq!(samples["p2pool_blocks_paid_node"], 1.0);
     assert_eq!(samples["p2pool_bitcoind_height"], 812_344.0);
     assert_eq!(
         samples[&format!("p2pool_payout_satoshis{{address=\"{MINER_ADDRESS}\"}}")],

@@ -1218,6 +1218,14 @@ fn miners_get_the_reason_the_node_is_not_ready_and_mine_again_once_it_is() {
     for (readiness, message) in [
         (Readiness::DownloadingShares, "p2pool is downloading shares"),
         (Readiness::NoBitcoind, "lost contact with bitcoind"),
+        (
+            Readiness::BitcoindUnreached,
+            "p2pool has not reached bitcoind yet",
+        ),
+        (
+            Readiness::NoTemplate,
+            "bitcoind gives no block template yet",
+        ),
         (Readiness::NoPeers, "p2pool is not connected to any peers"),
     ] {
         node.set_readiness(readiness);
@@ -1337,6 +1345,40 @@ fn vardiff_raises_a_fast_miners_difficulty_and_plus_diff_fixes_it_once_shares_ar
         (told - wanted).abs() <= wanted * 1e-6,
         "+DIFF {wanted} but told {told} (easiest {easiest})"
     );
+}
+
+#[test]
+fn a_getwork_miner_is_shown_the_difficulty_it_is_held_to_not_vardiffs_raw_wish() {
+    logs::init();
+    let node = static_node();
+    let worker = node.workers.worker_addr();
+    let share_difficulty = p2pool::worker::miners::target_difficulty(
+        node.view().last_work.as_ref().unwrap().share_target(),
+    );
+    // `+1000` asks for far harder pseudo-shares than shares: the unit's target is the
+    // share target, and that is the difficulty the miner is shown.
+    for user in [format!("{}+1000", addr(30)), addr(31)] {
+        let unit = rpc(worker, &user, r#"{"method":"getwork","id":1}"#).json();
+        let mut t = [0u8; 32];
+        t.copy_from_slice(&hex::decode(unit["result"]["target"].as_str().unwrap()).unwrap());
+        let held_to = p2pool::worker::miners::target_difficulty(U256::from_le_bytes(t));
+        let address = user.split('+').next().unwrap().to_string();
+        let shown = node
+            .workers
+            .stats()
+            .iter()
+            .find(|s| s.address == address)
+            .map(|s| s.difficulty)
+            .unwrap();
+        assert!(
+            (shown - held_to).abs() <= held_to * 1e-9,
+            "{user}: shown {shown}, held to {held_to}"
+        );
+        assert!(
+            shown <= share_difficulty * (1.0 + 1e-9),
+            "{user}: shown {shown} above the share difficulty {share_difficulty}"
+        );
+    }
 }
 
 /// Waits until the node's chain holds a verified share.

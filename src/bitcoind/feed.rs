@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounde
 use log::{debug, error, info, warn};
 
 use super::heights::Heights;
-use super::rpc::{BlockchainInfo, Client, RpcError, block_template_params};
+use super::rpc::{BlockchainInfo, Client, RpcError, Trouble, block_template_params};
 use crate::bitcoin::chain::ChainParams;
 use crate::bitcoin::template::{Template, TemplateAnswer, TemplateError};
 use crate::thread::{Shutdown, lock};
@@ -89,6 +89,11 @@ pub struct FeedStatus {
     /// The height of the newest template.
     pub height: Option<u32>,
     pub last_error: Option<String>,
+    /// What kind of trouble the last error was (`None` before any error).
+    pub trouble: Option<Trouble>,
+    /// bitcoind has answered since start (anything, even an error or a refusal): a
+    /// `false` here while unreachable means it was never reached, not that contact was lost.
+    pub answered: bool,
 }
 
 /// Why the feed stopped by itself.
@@ -352,7 +357,9 @@ impl Worker {
             info!(target: LOG, "bitcoind at {} answers again", self.rpc.addr());
         }
         self.reachable = Some(true);
-        lock(&self.status).reachable = true;
+        let mut status = lock(&self.status);
+        status.reachable = true;
+        status.answered = true;
     }
 
     fn unreachable(&mut self, e: &RpcError) {
@@ -370,6 +377,9 @@ impl Worker {
         let mut status = lock(&self.status);
         status.reachable = false;
         status.last_error = Some(e.to_string());
+        status.trouble = Some(e.trouble());
+        status.answered |=
+            e.trouble() != Trouble::NoAnswer && !matches!(e, RpcError::Cookie { .. });
     }
 
     /// Publishes a template if it is new work.

@@ -147,7 +147,39 @@ pub enum RpcError {
     BodyTooLarge(Call, u64),
 }
 
+/// What an error says about bitcoind, for the operator: what to fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    /// Nothing answered: bitcoind is not running there, or not reachable (refused, timed
+    /// out, no route, a name that does not resolve).
+    NoAnswer,
+    /// The credentials: the cookie file cannot be read, or bitcoind refused them (401).
+    Credentials,
+    /// bitcoind refuses this host (HTTP 403: its `rpcallowip`).
+    Forbidden,
+    /// bitcoind answered, with an error or something unusable (warming up, still
+    /// downloading blocks, a method it lacks).
+    Answered,
+}
+
 impl RpcError {
+    /// Which kind of trouble this error is.
+    pub fn trouble(&self) -> Trouble {
+        match self {
+            RpcError::ConnectionRefused { .. }
+            | RpcError::Timeout(..)
+            | RpcError::Transport(..) => Trouble::NoAnswer,
+            RpcError::AuthFailed { .. } | RpcError::Cookie { .. } => Trouble::Credentials,
+            RpcError::Http(_, 403) => Trouble::Forbidden,
+            RpcError::MethodNotFound(_)
+            | RpcError::Rpc { .. }
+            | RpcError::WarmingUp { .. }
+            | RpcError::BadJson(..)
+            | RpcError::Http(..)
+            | RpcError::BodyTooLarge(..) => Trouble::Answered,
+        }
+    }
+
     /// The JSON-RPC error code, when the server sent one.
     pub fn code(&self) -> Option<i64> {
         match self {

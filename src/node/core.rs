@@ -15,6 +15,7 @@ use crate::bitcoin::hash::Hash256;
 use crate::bitcoin::template::Template;
 use crate::bitcoind::feed::FeedStatus;
 use crate::bitcoind::heights::HeightAnswer;
+use crate::bitcoind::rpc::Trouble;
 use crate::bitcoind::submit::{BlockSubmission, Outcome, SubmitResult};
 use crate::p2p::message::Message;
 use crate::p2p::{PeerEvent, PeerId};
@@ -227,6 +228,9 @@ pub struct Core {
     /// Shares found by this node's miners.
     local: Local,
     feed: FeedStatus,
+    /// bitcoind has answered since start (a template or any answer): when it stops
+    /// answering, contact was lost, rather than never made.
+    bitcoind_seen: bool,
     /// Shares came from peers since the last think.
     dirty: bool,
     last_progress: u64,
@@ -256,6 +260,7 @@ impl Core {
             readiness: None,
             local: Local::default(),
             feed: FeedStatus::default(),
+            bitcoind_seen: false,
             dirty: false,
             clock_offset: 0,
             totals: Totals::default(),
@@ -286,7 +291,11 @@ impl Core {
             Event::Peer(e) => self.on_peer(e, now, &mut out),
             Event::Miner(e) => self.on_miner(e, now, &mut out),
             Event::Submitted(r) => {
-                self.history.set_outcome(&r.hash, r.outcome.to_string());
+                self.history.set_outcome(
+                    &r.hash,
+                    r.outcome.to_string(),
+                    &self.settings.payout_address,
+                );
                 if r.outcome == Outcome::Accepted {
                     self.on_accepted(&r, now, &mut out);
                 }
@@ -299,6 +308,7 @@ impl Core {
                 }
             }
             Event::Tick { feed } => {
+                self.bitcoind_seen |= feed.reachable || feed.answered;
                 self.feed = feed;
                 self.think(now, &mut out);
                 self.update_work(now, &mut out);
@@ -403,14 +413,16 @@ impl Core {
         let corrected = self.corrected(now);
         // A block went to bitcoind from the miner's thread (recorded here), or goes now.
         if let Some(block) = found.block.clone() {
-            self.found_block(
-                block,
+            let record = FoundBlock::new(
+                &block,
                 u64::from(found.height),
+                found.share.hash,
                 &found.share.info.new_script,
+                true,
                 corrected,
-                found.submitted,
-                out,
+                &self.chain.network().bitcoin,
             );
+            self.found_block(block, record, found.submitted, out);
         }
         let hash = found.share.hash;
         // Dead on arrival (R): the work it was found on was no longer current. A template
@@ -419,7 +431,7 @@ impl Core {
         let dead = found.share.previous_hash() != self.best
             || self.template.as_ref().is_some_and(|t| {
                 t.previous_block != found.share.header.previous_block
-                    && t.previous_block != found.share.hash
+                    && t.previous_block != found.share.pow_hash
             });
         info!(
             target: LOG,
@@ -484,8 +496,8 @@ impl Core {
                 let sync = self
                     .sync
                     .on_message(id, msg, &mut self.chain, &mut port, corrected);
-                for block in sync.blocks {
-                    self.submit_block(block, corrected, out);
+                for (share, block) in sync.blocks {
+                    self.submit_block(share, block, corrected, out);
                 }
             }
             PeerEvent::Addrs(changes) => {
@@ -551,8 +563,8 @@ impl Core {
         for (hash, peer, why) in &think.bad {
             warn!(target: LOG, "share {hash} from peer {peer:?} failed verification: {why}");
         }
-        for block in &think.blocks {
-            self.submit_block(block.clone(), corrected, out);
+        for (share, block) in &think.blocks {
+            self.submit_block(*share, block.clone(), corrected, out);
         }
         let mut port = Outbox {
             framing: &self.framing,
@@ -603,11 +615,23 @@ impl Core {
         }
     }
 
-    /// Whether miners may mine, as R decides it.
+    /// Whether miners may mine, as R decides it (bitcoind's trouble told apart: never
+    /// reached, lost, or answering without a template).
     fn update_readiness(&mut self, out: &mut Vec<Effect>) {
         let net = self.chain.network();
         let readiness = if self.template.is_none() || !self.feed.reachable {
-            Readiness::NoBitcoind
+            let answers = self.feed.reachable
+                || matches!(
+                    self.feed.trouble,
+                    Some(Trouble::Answered | Trouble::Forbidden)
+                );
+            if answers {
+                Readiness::NoTemplate
+            } else if self.bitcoind_seen || self.template.is_some() {
+                Readiness::NoBitcoind
+            } else {
+                Readiness::BitcoindUnreached
+            }
         } else if net.persist && !self.settings.start_new_chain && self.peers.is_empty() {
             Readiness::NoPeers
         } else if net.persist && !self.settings.start_new_chain && self.best.is_none() {
@@ -618,18 +642,9 @@ impl Core {
         if self.readiness == Some(readiness) {
             return;
         }
-        match readiness.message() {
+        match status::not_ready(readiness, &self.feed) {
             None => info!(target: LOG, "serving miners"),
-            Some(why) => warn!(
-                target: LOG,
-                "not serving miners: {why}{}",
-                if matches!(readiness, Readiness::NoPeers | Readiness::DownloadingShares) {
-                    " (this network persists: connect to a node with -n, or start a new \
-                     share chain with --start-new-chain)"
-                } else {
-                    ""
-                }
-            ),
+            Some(why) => warn!(target: LOG, "not serving miners: {}", why.reason),
         }
         self.readiness = Some(readiness);
         out.push(Effect::Readiness(readiness));
@@ -647,9 +662,12 @@ impl Core {
             local: &self.local,
             started_at: self.settings.started_at,
             now,
-            ready: match self.readiness.and_then(Readiness::message) {
-                None => Ok(()),
-                Some(why) => Err(why.to_string()),
+            ready: match self.readiness {
+                Some(r) => status::not_ready(r, &self.feed).map_or(Ok(()), Err),
+                None => Err(status::NotReady {
+                    cause: "starting",
+                    reason: "starting".into(),
+                }),
             },
             fee_percent: self.settings.fee_percent,
             payout_address: &self.settings.payout_address,
@@ -659,22 +677,30 @@ impl Core {
     }
 
     /// A block found in a peer's share: recorded and submitted once.
-    fn submit_block(&mut self, block: Block, now: u64, out: &mut Vec<Effect>) {
-        let hash = block.header.hash();
+    fn submit_block(&mut self, share: Hash256, block: Block, now: u64, out: &mut Vec<Effect>) {
         let height = self
             .heights
             .get(&block.header.previous_block)
             .map(|h| h + 1)
             .or(self.template.as_ref().map(|t| u64::from(t.height)))
             .unwrap_or(0);
-        // A share's hash is its header's hash: the block and the share share it.
+        // The finder: the share's payout script (a share's hash is not its block's).
         let finder = self
             .chain
             .tracker()
-            .get(&hash)
+            .get(&share)
             .map(|s| s.info.new_script.clone())
             .unwrap_or_default();
-        self.found_block(block, height, &finder, now, false, out);
+        let record = FoundBlock::new(
+            &block,
+            height,
+            share,
+            &finder,
+            self.local.contains(&share),
+            now,
+            &self.chain.network().bitcoin,
+        );
+        self.found_block(block, record, false, out);
     }
 
     /// Records a found block and submits it once (a block already recorded is not sent
@@ -682,22 +708,13 @@ impl Core {
     fn found_block(
         &mut self,
         block: Block,
-        height: u64,
-        finder: &[u8],
-        now: u64,
+        record: FoundBlock,
         submitted: bool,
         out: &mut Vec<Effect>,
     ) {
         let hash = block.header.hash();
-        let found = FoundBlock::new(
-            &block,
-            height,
-            hash,
-            finder,
-            now,
-            &self.chain.network().bitcoin,
-        );
-        if !self.history.found(found) {
+        let height = record.height;
+        if !self.history.found(record) {
             return;
         }
         if submitted {
@@ -836,6 +853,90 @@ mod tests {
         );
     }
 
+    /// The readiness said at a tick with `feed`, and the status's reason and cause.
+    fn readiness_at(
+        core: &mut Core,
+        feed: FeedStatus,
+        at: u64,
+    ) -> (Option<Readiness>, String, String) {
+        let effects = core.on(Event::Tick { feed }, at);
+        let readiness = effects.iter().find_map(|e| match e {
+            Effect::Readiness(r) => Some(*r),
+            _ => None,
+        });
+        let status = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Status(s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("a status at the tick");
+        (readiness, status.not_ready_reason, status.not_ready_cause)
+    }
+
+    fn failing(trouble: Trouble, error: &str) -> FeedStatus {
+        FeedStatus {
+            last_error: Some(error.into()),
+            trouble: Some(trouble),
+            ..FeedStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_bitcoind_never_reached_is_not_called_lost_and_the_reason_says_what_to_do() {
+        let mut core = core();
+        let refused = failing(
+            Trouble::NoAnswer,
+            "rpc connection refused at 127.0.0.1:18443",
+        );
+        let (r, reason, cause) = readiness_at(&mut core, refused.clone(), NOW);
+        assert_eq!(r, Some(Readiness::BitcoindUnreached));
+        assert_eq!(cause, "bitcoind");
+        assert!(!reason.contains("lost contact"), "{reason}");
+        for part in [
+            "not reached bitcoind",
+            "127.0.0.1:18443",
+            "start bitcoind",
+            "--bitcoind-rpc-port",
+        ] {
+            assert!(reason.contains(part), "{part:?} not in {reason:?}");
+        }
+        // No cookie: the advice is about credentials.
+        let mut core2 = super::tests::core();
+        let (_, reason, _) = readiness_at(
+            &mut core2,
+            failing(
+                Trouble::Credentials,
+                "cannot use the rpc cookie file /x/.cookie: not found",
+            ),
+            NOW,
+        );
+        assert!(
+            reason.contains("--bitcoind-datadir") && reason.contains("BITCOIND_RPC_USERNAME"),
+            "{reason}"
+        );
+        // bitcoind answers with an error: no template, neither unreached nor lost.
+        let (r, reason, _) = readiness_at(
+            &mut core2,
+            failing(
+                Trouble::Answered,
+                "rpc getblocktemplate failed with code -10: downloading blocks",
+            ),
+            NOW + 1,
+        );
+        assert_eq!(r, Some(Readiness::NoTemplate));
+        assert!(reason.contains("no block template"), "{reason}");
+
+        // Once reached (a template came), the same refusal is lost contact.
+        core.on(Event::Template(template(sha256d(b"tip"), 101)), NOW + 1);
+        let (r, _, _) = readiness_at(&mut core, reachable(), NOW + 2);
+        assert_ne!(r, None);
+        let (r, reason, cause) = readiness_at(&mut core, refused, NOW + 3);
+        assert_eq!(r, Some(Readiness::NoBitcoind));
+        assert_eq!(cause, "bitcoind");
+        assert!(reason.starts_with("lost contact with bitcoind"), "{reason}");
+    }
+
     #[test]
     fn shares_from_a_peer_are_verified_relayed_to_the_others_and_written_at_the_tick() {
         let net = modern_net();
@@ -939,6 +1040,65 @@ mod tests {
         let mut b = core();
         assert_eq!(submits(&b.on(found(false), NOW)), 1);
         assert_eq!(submits(&b.on(found(false), NOW)), 0, "once");
+        let ours = &a.history().blocks[0];
+        assert_eq!(
+            ours.share,
+            share.hash.to_hex(),
+            "the share's hash, not the block's"
+        );
+        assert!(ours.local);
+    }
+
+    #[test]
+    fn our_block_share_is_not_dead_when_bitcoinds_template_already_builds_on_its_block() {
+        let net = modern_net();
+        let (tracker, hashes) = sample::chain(&net, 1, 10, &[payout(1)]);
+        let share = tracker.get(&hashes[0]).expect("share").clone();
+        assert_ne!(
+            share.hash, share.pow_hash,
+            "a share's hash is not its block's"
+        );
+        let mut core = core();
+        // The block reached bitcoind over the link before the share reached the node: the
+        // template already builds on the block (its hash is the header's, the pow hash).
+        core.on(Event::Template(template(share.pow_hash, 102)), NOW);
+        core.on(
+            Event::Miner(MinerEvent::Share(Box::new(FoundShare {
+                share: share.clone(),
+                block: Some(Block {
+                    header: share.header,
+                    txs: vec![],
+                }),
+                height: 101,
+                work_id: 1,
+                submitted: true,
+                miner: "m".into(),
+            }))),
+            NOW,
+        );
+        assert_eq!(core.local.counts().dead, 0, "{:?}", core.local.counts());
+    }
+
+    #[test]
+    fn a_block_in_a_peers_share_is_recorded_with_its_share_and_finder_not_as_ours() {
+        let net = modern_net();
+        let (tracker, hashes) = sample::chain(&net, 1, 10, &[payout(7)]);
+        let share = tracker.get(&hashes[0]).expect("share").clone();
+        let block = Block {
+            header: share.header,
+            txs: vec![],
+        };
+        let mut core = core();
+        core.chain.add(share.clone(), Some(1), NOW);
+        let mut out = Vec::new();
+        core.submit_block(share.hash, block, NOW, &mut out);
+        let recorded = &core.history().blocks[0];
+        assert_eq!(recorded.share, share.hash.to_hex());
+        assert_eq!(
+            recorded.finder,
+            crate::bitcoin::address::from_script(&payout(7), &net.bitcoin).unwrap()
+        );
+        assert!(!recorded.local);
     }
 
     #[test]

@@ -300,7 +300,8 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
         }
         Err(e) => warn!(
             target: LOG,
-            "bitcoind is not answering yet ({e}); the node keeps trying"
+            "bitcoind is not answering yet ({e}); the node keeps trying: {}",
+            status::advice(Some(e.trouble()), false)
         ),
         Ok(info) => info!(
             target: LOG,
@@ -350,6 +351,7 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
 
     let mut p2p_cfg = P2pConfig::new(net.clone(), config.p2p_listen);
     p2p_cfg.connect = config.connect.clone();
+    p2p_cfg.connect_hosts = config.connect_hosts.clone();
     p2p_cfg.max_inbound = config.max_inbound;
     p2p_cfg.max_outbound = config.max_outbound;
     p2p_cfg.external_ip = config.external_ip;

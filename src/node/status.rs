@@ -8,12 +8,14 @@ use crate::bitcoin::hash::Hash256;
 use crate::bitcoin::target::target_to_difficulty;
 use crate::bitcoin::template::Template;
 use crate::bitcoind::feed::FeedStatus;
+use crate::bitcoind::rpc::Trouble;
 use crate::sharechain::chain::ShareChain;
 use crate::sharechain::gentx;
 use crate::web::status::{
-    BitcoindState, FoundBlock as FoundView, PaidBlock, Payout as PayoutView, PoolStatus,
-    RecentShare,
+    BitcoindState, BlockCounts, FoundBlock as FoundView, PaidBlock, Payout as PayoutView,
+    PoolStatus, RecentShare,
 };
+use crate::worker::Readiness;
 
 use super::history::History;
 use super::local::Local;
@@ -31,10 +33,71 @@ pub struct Inputs<'a> {
     pub local: &'a Local,
     pub started_at: u64,
     pub now: u64,
-    pub ready: Result<(), String>,
+    pub ready: Result<(), NotReady>,
     pub fee_percent: f64,
     pub payout_address: &'a str,
     pub peers: usize,
+}
+
+/// Why the node does not serve miners, for the operator: what keeps it (`cause`:
+/// `bitcoind`, `peers`, `shares` or `starting`) and a sentence naming what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    pub cause: &'static str,
+    pub reason: String,
+}
+
+/// The operator's account of `readiness`, with bitcoind's last error and advice that fits
+/// it; `None` when ready.
+pub fn not_ready(readiness: Readiness, feed: &FeedStatus) -> Option<NotReady> {
+    let cause = readiness.cause()?;
+    let error = feed
+        .last_error
+        .as_deref()
+        .map_or(String::new(), |e| format!(" ({e})"));
+    let advice = advice(feed.trouble, feed.syncing);
+    let reason = match readiness {
+        Readiness::Ready => return None,
+        Readiness::BitcoindUnreached if feed.trouble.is_none() => {
+            "waiting for bitcoind's first answer".to_string()
+        }
+        Readiness::BitcoindUnreached => {
+            format!("p2pool has not reached bitcoind since it started{error}: {advice}")
+        }
+        Readiness::NoBitcoind => format!("lost contact with bitcoind{error}: {advice}"),
+        Readiness::NoTemplate if feed.reachable => {
+            "bitcoind answers; waiting for its first block template".to_string()
+        }
+        Readiness::NoTemplate => format!("bitcoind gives no block template{error}: {advice}"),
+        Readiness::NoPeers => "p2pool is not connected to any peers; this network persists: \
+                               connect to a node with -n HOST, or start a new share chain with \
+                               --start-new-chain"
+            .to_string(),
+        Readiness::DownloadingShares => "p2pool is downloading the share chain from its peers \
+                                         (or start a new share chain with --start-new-chain)"
+            .to_string(),
+    };
+    Some(NotReady { cause, reason })
+}
+
+/// What an operator does about bitcoind's `trouble` (`None`: no error yet, taken as no
+/// answer); `syncing`: bitcoind said it is still downloading blocks.
+pub fn advice(trouble: Option<Trouble>, syncing: bool) -> &'static str {
+    match trouble {
+        None | Some(Trouble::NoAnswer) => {
+            "start bitcoind with its RPC server on (server=1), or point --bitcoind-address and \
+             --bitcoind-rpc-port at it"
+        }
+        Some(Trouble::Credentials) => {
+            "give --bitcoind-datadir (the directory where bitcoind writes its .cookie file) or \
+             BITCOIND_RPC_USERNAME BITCOIND_RPC_PASSWORD"
+        }
+        Some(Trouble::Forbidden) => "allow this host with rpcallowip in bitcoin.conf",
+        Some(Trouble::Answered) if syncing => {
+            "bitcoind is still downloading blocks; wait until it has synced"
+        }
+        Some(Trouble::Answered) => "wait until bitcoind has started, then see its log",
+    }
 }
 
 fn u512_to_f64(v: U512) -> f64 {
@@ -80,7 +143,16 @@ pub fn fill(i: &Inputs<'_>) -> PoolStatus {
         shares_verified: tracker.verified_count() as u64,
         sync_want: 2 * u64::from(net.chain_length),
         ready: i.ready.is_ok(),
-        not_ready_reason: i.ready.clone().err().unwrap_or_default(),
+        not_ready_reason: i
+            .ready
+            .as_ref()
+            .err()
+            .map_or(String::new(), |n| n.reason.clone()),
+        not_ready_cause: i
+            .ready
+            .as_ref()
+            .err()
+            .map_or(String::new(), |n| n.cause.to_string()),
         min_share_difficulty: target_to_difficulty(net.max_target),
         fee_percent: i.fee_percent,
         payout_address: i.payout_address.to_string(),
@@ -124,7 +196,15 @@ pub fn fill(i: &Inputs<'_>) -> PoolStatus {
         }
     }
     s.local_shares = i.local.counts();
-    s.blocks_found_total = i.history.total;
+    let c = i.history.counts;
+    s.blocks = BlockCounts {
+        found: c.found,
+        accepted: c.accepted,
+        stale: c.stale,
+        rejected: c.rejected,
+        pending: c.pending,
+        paid_node: c.paid_node,
+    };
     for b in i.history.blocks.iter().rev() {
         s.found_blocks.push(FoundView {
             time: b.time,
@@ -132,6 +212,7 @@ pub fn fill(i: &Inputs<'_>) -> PoolStatus {
             hash: b.hash.clone(),
             share: b.share.clone(),
             finder: b.finder.clone(),
+            local: b.local,
             status: b.outcome.clone(),
             value: b.value,
         });
@@ -166,8 +247,8 @@ pub fn fill(i: &Inputs<'_>) -> PoolStatus {
     if i.peers == 0 {
         s.warnings.push("no P2Pool peers connected".into());
     }
-    if let Err(reason) = &i.ready {
-        s.warnings.push(format!("not serving miners: {reason}"));
+    if let Err(n) = &i.ready {
+        s.warnings.push(format!("not serving miners: {}", n.reason));
     }
     s
 }

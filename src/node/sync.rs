@@ -103,8 +103,9 @@ const RELAY_MAX: usize = 100;
 pub struct SyncOutcome {
     /// Shares new to the chain: think soon.
     pub added: usize,
-    /// Whole copies that replaced mutated block shares: submit these blocks.
-    pub blocks: Vec<Block>,
+    /// Whole copies that replaced mutated block shares, with the share's hash: submit these
+    /// blocks.
+    pub blocks: Vec<(Hash256, Block)>,
 }
 
 /// The share chain's sync state: requests in flight and what was relayed.
@@ -245,7 +246,7 @@ impl ShareSync {
                 Added::New => out.added += 1,
                 Added::Known => {}
                 Added::Replaced(block) => {
-                    out.blocks.push(*block);
+                    out.blocks.push((hash, *block));
                     // Relay the whole copy after the next think.
                     self.relayed.remove(&hash);
                     self.last_best = None;

@@ -140,6 +140,10 @@ pub struct P2pConfig {
     pub listen: SocketAddr,
     /// `-n` addresses, dialled first and again whenever not connected.
     pub connect: Vec<SocketAddr>,
+    /// `-n` host names and ports: resolved by the connector (on a `p2p_resolve` thread),
+    /// again after `redial` while a name does not resolve and every 10 minutes once it
+    /// does, then dialled as the addresses above.
+    pub connect_hosts: Vec<(String, u16)>,
     pub max_inbound: usize,
     pub max_outbound: usize,
     /// Connections per /16 (IPv4) or /32 (IPv6); loopback is exempt.
@@ -174,6 +178,7 @@ impl P2pConfig {
             net,
             listen,
             connect: Vec::new(),
+            connect_hosts: Vec::new(),
             max_inbound: 40,
             max_outbound: 10,
             max_per_group: 3,

@@ -2,9 +2,10 @@
 //! starts and stops them.
 //!
 //! The connector dials the `-n` addresses first (each again after `redial` while it is not
-//! connected), then random address-book entries while outbound connections are below the
-//! limit; it asks a random peer for addresses while the book is small, and hands the book's
-//! changes to the node.
+//! connected; `-n` host names resolved on short `p2p_resolve` threads, a name that does not
+//! resolve logged and tried again after `redial`), then random address-book entries while
+//! outbound connections are below the limit; it asks a random peer for addresses while the
+//! book is small, and hands the book's changes to the node.
 //!
 //! Events reach the node through `p2p_events`: peers queue them on a short hand-over queue
 //! and this thread moves them to the node's queue (`events_queue`), keeping each event's
@@ -37,6 +38,8 @@ const HANDOVER_QUEUE: usize = 8;
 const TAKEN_POLL: Duration = Duration::from_millis(5);
 /// Addresses asked for at a time (R: 8).
 const GETADDRS_COUNT: u32 = 8;
+/// A `-n` host name that resolved is resolved again this often (its address may move).
+const RESOLVE_AGAIN: Duration = Duration::from_secs(600);
 
 /// The running p2p subsystem.
 pub struct P2p {
@@ -234,6 +237,7 @@ fn connect_loop(shared: &Arc<Shared>) {
     let mut last_try: HashMap<SocketAddr, Instant> = HashMap::new();
     let mut next_getaddrs = Instant::now();
     let mut next_expire = Instant::now();
+    let mut names = Names::new(&shared.cfg.connect_hosts);
     while !shared.shutdown.is_stopped() {
         let now = Instant::now();
         flush_addrs(shared);
@@ -245,7 +249,8 @@ fn connect_loop(shared: &Arc<Shared>) {
             next_getaddrs = now + t.getaddrs_every;
             ask_addrs(shared);
         }
-        if let Some(addr) = pick(shared, &last_try, now) {
+        names.update(now, t.redial);
+        if let Some(addr) = pick(shared, &names.addrs(), &last_try, now) {
             last_try.insert(addr, now);
             dial(shared, addr);
         }
@@ -254,9 +259,128 @@ fn connect_loop(shared: &Arc<Shared>) {
     }
 }
 
-/// The next address to dial: a `-n` address first, then an address-book entry.
+/// One `-n` host name: its addresses once resolved, and when to resolve it next.
+struct Name {
+    host: String,
+    port: u16,
+    addrs: Vec<SocketAddr>,
+    next: Instant,
+    resolving: bool,
+    /// Failed resolutions in a row (the first is a warning, the rest debug lines).
+    failures: u32,
+}
+
+/// The `-n` host names, resolved off the connector's thread (a slow DNS answer delays
+/// neither the dials nor the stop: a `p2p_resolve` thread ends when its lookup does).
+struct Names {
+    names: Vec<Name>,
+    answers: Receiver<(usize, std::io::Result<Vec<SocketAddr>>)>,
+    send: Sender<(usize, std::io::Result<Vec<SocketAddr>>)>,
+}
+
+impl Names {
+    fn new(hosts: &[(String, u16)]) -> Names {
+        let (send, answers) = bounded(hosts.len().max(1));
+        let now = Instant::now();
+        Names {
+            names: hosts
+                .iter()
+                .map(|(host, port)| Name {
+                    host: host.clone(),
+                    port: *port,
+                    addrs: Vec::new(),
+                    next: now,
+                    resolving: false,
+                    failures: 0,
+                })
+                .collect(),
+            answers,
+            send,
+        }
+    }
+
+    /// Takes the answers that came and starts the lookups that are due.
+    fn update(&mut self, now: Instant, redial: Duration) {
+        for (i, answer) in self.answers.try_iter() {
+            let Some(name) = self.names.get_mut(i) else {
+                continue;
+            };
+            name.resolving = false;
+            match answer {
+                Ok(addrs) if !addrs.is_empty() => {
+                    if name.addrs != addrs {
+                        info!(
+                            target: LOG,
+                            "-n {}:{} resolves to {}",
+                            name.host,
+                            name.port,
+                            addrs
+                                .iter()
+                                .map(SocketAddr::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        );
+                    }
+                    name.addrs = addrs;
+                    name.failures = 0;
+                    name.next = now + RESOLVE_AGAIN;
+                }
+                other => {
+                    let why = match other {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "no address".to_string(),
+                    };
+                    name.failures += 1;
+                    let level = if name.failures == 1 {
+                        log::Level::Warn
+                    } else {
+                        log::Level::Debug
+                    };
+                    log::log!(
+                        target: LOG,
+                        level,
+                        "-n {}: cannot resolve the host name ({why}); trying again every {} s",
+                        name.host,
+                        redial.as_secs()
+                    );
+                    name.next = now + redial;
+                }
+            }
+        }
+        for (i, name) in self.names.iter_mut().enumerate() {
+            if name.resolving || now < name.next {
+                continue;
+            }
+            let (host, port, send) = (name.host.clone(), name.port, self.send.clone());
+            let spawned = crate::thread::spawn("p2p_resolve", move || {
+                use std::net::ToSocketAddrs;
+                let answer = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map(|a| a.collect::<Vec<_>>());
+                let _ = send.try_send((i, answer));
+            });
+            match spawned {
+                Ok(_) => name.resolving = true,
+                Err(_) => name.next = now + redial,
+            }
+        }
+    }
+
+    /// Each resolved name's addresses.
+    fn addrs(&self) -> Vec<&[SocketAddr]> {
+        self.names
+            .iter()
+            .filter(|n| !n.addrs.is_empty())
+            .map(|n| n.addrs.as_slice())
+            .collect()
+    }
+}
+
+/// The next address to dial: a `-n` address first (`named`: each resolved host name's
+/// addresses, one connection per name), then an address-book entry.
 fn pick(
     shared: &Shared,
+    named: &[&[SocketAddr]],
     last_try: &HashMap<SocketAddr, Instant>,
     now: Instant,
 ) -> Option<SocketAddr> {
@@ -276,7 +400,17 @@ fn pick(
         .connect
         .iter()
         .copied()
-        .find(|a| usable(a, &table));
+        .find(|a| usable(a, &table))
+        .or_else(|| {
+            named
+                .iter()
+                .filter(|addrs| {
+                    !addrs
+                        .iter()
+                        .any(|a| table.dialing.contains(a) || table.is_connected_to(a))
+                })
+                .find_map(|addrs| addrs.iter().copied().find(|a| usable(a, &table)))
+        });
     let addr = match preferred {
         Some(a) => a,
         None => {

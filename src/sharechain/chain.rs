@@ -260,8 +260,8 @@ pub struct Think {
     /// Unconnected shares dropped because the hole below them stayed unfilled past the
     /// deadline: each sender with how many of its shares went.
     pub expired: Vec<(u64, usize)>,
-    /// Verified block shares whose block is whole: submit these.
-    pub blocks: Vec<Block>,
+    /// Verified block shares whose block is whole, each with the share's hash: submit these.
+    pub blocks: Vec<(Hash256, Block)>,
     pub verified: usize,
     pub pruned: usize,
 }
@@ -529,7 +529,7 @@ impl ShareChain {
         if share.is_block() {
             let generated = verify::check(&self.tracker, &self.net, share, now)?;
             match assemble_block(share, &generated.tx, self.net.rules) {
-                Ok(block) => out.blocks.push(block),
+                Ok(block) => out.blocks.push((hash, block)),
                 Err(fault) => {
                     warn!(target: "sharechain", "block share {hash} kept but not submitted: {fault}");
                     self.mutated.insert(hash);

@@ -24,14 +24,19 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
-    /// The local hash rate: the sum over the connected miners.
+    /// The local hash rate: the sum over the connected miners (0, never -0, without any:
+    /// an empty float sum is -0).
     pub fn local_hashrate(&self) -> f64 {
-        self.miners.iter().map(|m| m.hashrate).sum()
+        self.miners.iter().map(|m| m.hashrate).sum::<f64>() + 0.0
     }
 
     /// The local dead hash rate (rejected pseudo-shares).
     pub fn local_dead_hashrate(&self) -> f64 {
-        self.miners.iter().map(MinerView::dead_hashrate).sum()
+        self.miners
+            .iter()
+            .map(MinerView::dead_hashrate)
+            .sum::<f64>()
+            + 0.0
     }
 
     pub fn uptime(&self) -> u64 {
@@ -127,6 +132,11 @@ pub fn stats(view: &View) -> Value {
         "sync": {
             "ready": s.ready,
             "reason": if s.ready { Value::Null } else { json!(not_ready_reason(s)) },
+            "cause": if s.ready || s.not_ready_cause.is_empty() {
+                Value::Null
+            } else {
+                json!(s.not_ready_cause)
+            },
             "have": s.sync_have,
             "want": s.sync_want,
             "progress": progress,
@@ -139,8 +149,9 @@ pub fn stats(view: &View) -> Value {
         },
         "miners": view.miners.len(),
         "bitcoind": s.bitcoind,
-        "blocks_found": s.blocks_found_total,
-        "blocks_paid": s.paid_blocks.len(),
+        "blocks": s.blocks,
+        "blocks_found": s.blocks.found,
+        "blocks_paid": s.blocks.accepted,
         "fee": s.fee_percent,
         "payout_address": s.payout_address,
         "warnings": s.warnings,

@@ -61,7 +61,8 @@ fn number(value: f64) -> String {
             "-Inf".into()
         }
     } else {
-        format!("{value}")
+        // `+ 0.0` turns -0 into 0.
+        format!("{}", value + 0.0)
     }
 }
 
@@ -235,17 +236,39 @@ pub fn render(view: &View) -> String {
             );
         }
     }
+    let b = &s.blocks;
     gauge(
         &mut out,
         "p2pool_blocks_found",
         "Blocks found by the pool since this node's store began.",
-        s.blocks_found_total as f64,
+        b.found as f64,
     );
+    {
+        let mut family = Family::new(
+            &mut out,
+            "p2pool_blocks",
+            "Blocks found by the pool, by what became of them.",
+        );
+        for (fate, n) in [
+            ("accepted", b.accepted),
+            ("stale", b.stale),
+            ("rejected", b.rejected),
+            ("pending", b.pending),
+        ] {
+            family.sample("p2pool_blocks", &[("fate", fate)], n as f64);
+        }
+    }
     gauge(
         &mut out,
         "p2pool_blocks_paid",
-        "Blocks that paid the pool's miners.",
-        s.paid_blocks.len() as f64,
+        "Blocks that paid the pool's miners (accepted by bitcoind).",
+        b.accepted as f64,
+    );
+    gauge(
+        &mut out,
+        "p2pool_blocks_paid_node",
+        "Accepted blocks that paid this node's payout address.",
+        b.paid_node as f64,
     );
     if !s.payouts.is_empty() {
         let mut family = Family::new(

@@ -18,8 +18,8 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 
 pub use status::{
-    BitcoindState, Bucket, FoundBlock, LocalShares, MinerSource, MinerView, PaidBlock, Payout,
-    PeerSource, PeerView, PoolStatus, RecentShare, StatusBoard, unix_now,
+    BitcoindState, BlockCounts, Bucket, FoundBlock, LocalShares, MinerSource, MinerView, PaidBlock,
+    Payout, PeerSource, PeerView, PoolStatus, RecentShare, StatusBoard, unix_now,
 };
 
 use crate::worker::{HttpReply, WebRoutes};
@@ -49,12 +49,28 @@ fn reply(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> HttpReply
     }
 }
 
-/// A JSON answer; readable from other origins, as R's were.
+/// A JSON answer; readable from other origins, as R's were. A negative zero anywhere in
+/// it is written as 0.
 pub fn json_reply(status: u16, value: &Value) -> HttpReply {
+    let mut value = value.clone();
+    no_negative_zero(&mut value);
     let mut r = reply(status, JSON, value.to_string());
     r.headers
         .push(("Access-Control-Allow-Origin".into(), "*".into()));
     r
+}
+
+/// Replaces every `-0.0` in `value` with `0.0` (a sum of nothing, or a product with a
+/// negative factor, reads oddly as `-0.0`).
+pub fn no_negative_zero(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.as_f64() == Some(0.0) && n.is_f64() => {
+            *value = Value::from(0.0);
+        }
+        Value::Array(items) => items.iter_mut().for_each(no_negative_zero),
+        Value::Object(map) => map.values_mut().for_each(no_negative_zero),
+        _ => {}
+    }
 }
 
 /// A plain-text answer.

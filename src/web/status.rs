@@ -40,8 +40,13 @@ pub struct PoolStatus {
     pub sync_want: u64,
     /// True when the node serves miners: synced, peers (or `--start-new-chain`), bitcoind up.
     pub ready: bool,
-    /// Why the node is not ready (empty when ready), e.g. "downloading shares".
+    /// Why the node is not ready (empty when ready), with what to do, e.g. "p2pool has not
+    /// reached bitcoind since it started (…): start bitcoind …".
     pub not_ready_reason: String,
+    /// What keeps the node from being ready (empty when ready): `bitcoind`, `peers`,
+    /// `shares` or `starting`.
+    #[serde(default)]
+    pub not_ready_cause: String,
     /// The pool's hash rate including stale shares (R's `/rate`).
     pub pool_hashrate: f64,
     /// The pool's hash rate counting only the work in the best chain.
@@ -69,8 +74,9 @@ pub struct PoolStatus {
     pub recent_shares: Vec<RecentShare>,
     /// Blocks found by the pool, newest first, with what bitcoind said (the newest 200).
     pub found_blocks: Vec<FoundBlock>,
-    /// Blocks found by the pool since this node's store began.
-    pub blocks_found_total: u64,
+    /// Blocks found by the pool since this node's store began, counted by what became of
+    /// them (counters, never capped like the lists).
+    pub blocks: BlockCounts,
     /// Blocks that paid out (accepted into the Bitcoin chain), newest first.
     pub paid_blocks: Vec<PaidBlock>,
     /// The worker fee in percent (`--fee`).
@@ -131,6 +137,25 @@ pub struct RecentShare {
     pub stale_prop: Option<f64>,
 }
 
+/// Blocks the pool found since this node's store began, by what became of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockCounts {
+    /// Every block found (by any node's miner; the sum of the four below, plus blocks
+    /// recorded before the counts were kept).
+    pub found: u64,
+    /// bitcoind has it (`accepted`, or `duplicate`: it had it already).
+    pub accepted: u64,
+    /// Orphaned or stale: not on bitcoind's best chain (inconclusive, given up, a sibling
+    /// accepted first, abandoned at shutdown).
+    pub stale: u64,
+    /// bitcoind refused it.
+    pub rejected: u64,
+    /// Not answered yet.
+    pub pending: u64,
+    /// Accepted blocks whose coinbase pays this node's payout address.
+    pub paid_node: u64,
+}
+
 /// A block the pool found.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FoundBlock {
@@ -142,8 +167,13 @@ pub struct FoundBlock {
     pub hash: String,
     /// The share that is this block (64 hex digits).
     pub share: String,
-    /// The finder's payout address.
+    /// The finder's payout address: the payout address of the share that is the block,
+    /// whichever node's miner found it (empty only for blocks recorded by versions that
+    /// did not keep it).
     pub finder: String,
+    /// Found by this node's own miners.
+    #[serde(default)]
+    pub local: bool,
     /// What submission gave: `accepted`, `duplicate`, `inconclusive`, `rejected: <reason>`,
     /// `stale`, `pending`, …
     pub status: String,

@@ -139,18 +139,36 @@ pub enum Readiness {
     DownloadingShares,
     /// No peers on a network that persists.
     NoPeers,
-    /// No template from bitcoind lately.
+    /// bitcoind has not answered since the node started.
+    BitcoindUnreached,
+    /// bitcoind answered before and no longer does.
     NoBitcoind,
+    /// bitcoind answers but gives no usable block template (yet).
+    NoTemplate,
 }
 
 impl Readiness {
-    /// R's message, or `None` when ready.
+    /// The message miners get (R's, where R had one), or `None` when ready.
     pub fn message(self) -> Option<&'static str> {
         match self {
             Readiness::Ready => None,
             Readiness::DownloadingShares => Some("p2pool is downloading shares"),
             Readiness::NoPeers => Some("p2pool is not connected to any peers"),
+            Readiness::BitcoindUnreached => Some("p2pool has not reached bitcoind yet"),
             Readiness::NoBitcoind => Some("lost contact with bitcoind"),
+            Readiness::NoTemplate => Some("bitcoind gives no block template yet"),
+        }
+    }
+
+    /// What keeps the node from serving miners: `bitcoind`, `peers` or `shares`.
+    pub fn cause(self) -> Option<&'static str> {
+        match self {
+            Readiness::Ready => None,
+            Readiness::DownloadingShares => Some("shares"),
+            Readiness::NoPeers => Some("peers"),
+            Readiness::BitcoindUnreached | Readiness::NoBitcoind | Readiness::NoTemplate => {
+                Some("bitcoind")
+            }
         }
     }
 }

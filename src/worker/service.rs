@@ -134,7 +134,7 @@ impl Service {
             return Err(RpcError::new(-12345, message));
         }
         self.shared.current().ok_or_else(|| {
-            RpcError::new(-12345, Readiness::NoBitcoind.message().unwrap_or_default())
+            RpcError::new(-12345, Readiness::NoTemplate.message().unwrap_or_default())
         })
     }
 
@@ -215,7 +215,10 @@ impl Service {
 
         let difficulty = self.difficulty(&user);
         let pseudo_target = submit::pseudo_target(&work, difficulty);
-        self.shared.registry.seen(&user, "getwork", difficulty);
+        // What the miner is held to: vardiff's wish bounded by MAX_TARGET and the share
+        // target (as Stratum records what set_difficulty told).
+        let effective = super::miners::target_difficulty(pseudo_target);
+        self.shared.registry.seen(&user, "getwork", effective);
         let unit = WorkUnit::new(&header, pseudo_target, work.best);
         if !fake {
             self.remember(

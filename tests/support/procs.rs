@@ -114,13 +114,28 @@ impl NodeProc {
         name: &'static str,
         datadir: &Path,
         args: &[String],
-        (worker, p2p, stratum): (u16, u16, u16),
+        ports: (u16, u16, u16),
     ) -> NodeProc {
+        NodeProc::start_bound(name, datadir, args, ports, None)
+    }
+
+    /// [`NodeProc::start_on`], every port bound to `bind` only when given (`-w ADDR:PORT`).
+    pub fn start_bound(
+        name: &'static str,
+        datadir: &Path,
+        args: &[String],
+        (worker, p2p, stratum): (u16, u16, u16),
+        bind: Option<&str>,
+    ) -> NodeProc {
+        let at = |port: u16| match bind {
+            Some(ip) => format!("{ip}:{port}"),
+            None => port.to_string(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_p2pool"))
             .args(args)
-            .args(["-w", &worker.to_string()])
-            .args(["--p2pool-port", &p2p.to_string()])
-            .args(["--stratum-port", &stratum.to_string()])
+            .args(["-w", &at(worker)])
+            .args(["--p2pool-port", &at(p2p)])
+            .args(["--stratum-port", &at(stratum)])
             .arg("--datadir")
             .arg(datadir)
             .env("RUST_LOG", "debug,ureq=warn,ureq_proto=warn,tiny_http=warn")

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use p2pool::network::Network;
 use p2pool::web::{
-    BitcoindState, FoundBlock, LocalShares, MinerView, PaidBlock, Payout, PeerView, PoolStatus,
-    RecentShare, StatusBoard, Web, unix_now,
+    BitcoindState, BlockCounts, FoundBlock, LocalShares, MinerView, PaidBlock, Payout, PeerView,
+    PoolStatus, RecentShare, StatusBoard, Web, unix_now,
 };
 use p2pool::worker::{WorkerConfig, Workers};
 
@@ -59,6 +59,7 @@ pub fn filled_status() -> PoolStatus {
         sync_want: 8640,
         ready: true,
         not_ready_reason: String::new(),
+        not_ready_cause: String::new(),
         pool_hashrate: POOL_HASHRATE,
         pool_nonstale_hashrate: 1.2e12,
         pool_stale_prop: 0.025,
@@ -94,11 +95,19 @@ pub fn filled_status() -> PoolStatus {
             hash: format!("{:064x}", 0xb10c),
             share: format!("{:064x}", 0xabc007),
             finder: MINER_ADDRESS.into(),
+            local: true,
             status: "accepted".into(),
             value: 312_512_345,
         }],
-        // More than the list: older blocks are forgotten, and still counted.
-        blocks_found_total: 3,
+        // More than the lists: older blocks are forgotten, and still counted.
+        blocks: BlockCounts {
+            found: 3,
+            accepted: 2,
+            stale: 1,
+            rejected: 0,
+            pending: 0,
+            paid_node: 1,
+        },
         paid_blocks: vec![PaidBlock {
             time: now - 210,
             height: 812_340,
