@@ -4,7 +4,10 @@
 //! (one `submitblock` in flight, no sibling of an accepted block submitted, one block per
 //! previous block over the P2P link) and blocks must keep landing; the best chain reaches
 //! the share period within the minute (modern change 9); one node keeps most of its
-//! shares in the chain; three nodes' best chains agree below their newest 3 shares.
+//! shares in the chain, and three nodes paced while their young chain races (node policy
+//! #38) most of theirs; three nodes' best chains agree below their newest 3 shares. The
+//! miners run at the lowest CPU priority, as miners on their own hardware would: hashing
+//! on every core, they would otherwise slow the nodes they are testing.
 //!
 //! One node, then three peered nodes, 60 s each (the two tests take turns on bcoin).
 
@@ -71,7 +74,7 @@ fn start_miners(nodes: &[NodeProc]) -> Vec<MinerProc> {
                     "stratum",
                 )
             };
-            MinerProc::start(&[
+            MinerProc::start_niced(&[
                 "--url".into(),
                 url,
                 "--user".into(),
@@ -135,19 +138,28 @@ fn mine_for_a_while(bcoin: &Bcoin, nodes: &[NodeProc]) -> Vec<u64> {
 /// figures (2.6–2.9 s here in a debug build, 4.3–5.1 s after five minutes in release) are
 /// in doc/performance.md; a faster machine takes a few more shares to climb.
 const INTERVAL: (f64, f64) = (1.0, 15.0);
-/// The most of one node's own shares that may be stale (orphaned or dead on arrival).
-const MAX_STALE: f64 = 0.2;
+/// The most of one node's own shares that may be stale (orphaned or dead on arrival):
+/// one node alone, and each of three paced nodes (doc/protocol.md #38; measured 5-24 %
+/// on a loaded 2-core machine, against 35-50 % unpaced: doc/performance.md).
+const MAX_STALE: (f64, f64) = (0.2, 0.35);
 
 /// What every fast-block run must show, per node: its best chain at the share period,
-/// bitcoind never overloaded, blocks landing all along; with `stale_bound`, most of its
-/// own shares in the chain.
-fn check_node(node: &NodeProc, heights: &[u64], all: &[NodeProc], stale_bound: bool) {
+/// bitcoind never overloaded, blocks landing all along, at most `max_stale` of its own
+/// shares stale.
+fn check_node(node: &NodeProc, heights: &[u64], all: &[NodeProc], max_stale: f64) {
     let s = stats(node);
     let interval = mean_interval(node);
     let stale = s["local_stale_prop"].as_f64().unwrap_or(1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ahead = newest_shares(node)
+        .first()
+        .map(|(_, time)| *time as i64 - now as i64);
     eprintln!(
-        "node {}: newest 10 shares {interval:?} s apart (share difficulty {}), {:.1} % of \
-         local shares stale ({}), bitcoind's height {heights:?}",
+        "node {}: newest 10 shares {interval:?} s apart (the newest {ahead:?} s ahead of the \
+         clock, share difficulty {}), {:.1} % of local shares stale ({}), bitcoind's height \
+         {heights:?}",
         node.name,
         s["share_difficulty"],
         100.0 * stale,
@@ -160,7 +172,7 @@ fn check_node(node: &NodeProc, heights: &[u64], all: &[NodeProc], stale_bound: b
         dumps(all)
     );
     assert!(
-        !stale_bound || stale < MAX_STALE,
+        stale < max_stale,
         "node {}: {:.1} % of local shares stale\n{}",
         node.name,
         100.0 * stale,
@@ -202,7 +214,7 @@ fn one_node_with_an_unthrottled_miner_holds_its_share_period() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_nodes(bcoin, dir.path(), 1);
     let heights = mine_for_a_while(bcoin, &nodes);
-    check_node(&nodes[0], &heights, &nodes, true);
+    check_node(&nodes[0], &heights, &nodes, MAX_STALE.0);
 }
 
 #[test]
@@ -225,10 +237,9 @@ fn three_peered_nodes_with_unthrottled_miners_hold_the_share_period_and_agree() 
         "the best chains differ below their newest 3 shares\n{}",
         dumps(&nodes)
     );
-    // Three miners started at once race on forks while the young chain's shares come
-    // faster than they cross between nodes: the stale rate is printed (and recorded in
-    // doc/performance.md), not bounded.
+    // Paced while the young chain races (doc/protocol.md #38), most shares of each node
+    // land in the chain.
     for node in &nodes {
-        check_node(node, &heights, &nodes, false);
+        check_node(node, &heights, &nodes, MAX_STALE.1);
     }
 }

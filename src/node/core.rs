@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use log::{debug, info, warn};
 
@@ -17,10 +18,12 @@ use crate::bitcoind::feed::FeedStatus;
 use crate::bitcoind::heights::HeightAnswer;
 use crate::bitcoind::rpc::Trouble;
 use crate::bitcoind::submit::{BlockSubmission, Outcome, SubmitResult};
+use crate::network::Network;
 use crate::p2p::message::Message;
 use crate::p2p::{PeerEvent, PeerId};
 use crate::sharechain::best::BlockHeights;
 use crate::sharechain::chain::{ShareChain, Think};
+use crate::sharechain::tracker::Tracker;
 use crate::store::Batch;
 use crate::web::status::PoolStatus;
 use crate::worker::{MinerEvent, Readiness, Work};
@@ -607,7 +610,10 @@ impl Core {
             return;
         }
         match Work::build(&self.chain, &template, self.best, now) {
-            Ok(work) => {
+            Ok(mut work) => {
+                work.pace = (!self.peers.is_empty())
+                    .then(|| race_pace(self.chain.tracker(), self.chain.network(), self.best))
+                    .flatten();
                 self.work_from = Some(key);
                 out.push(Effect::Work(Arc::new(work)));
             }
@@ -739,6 +745,44 @@ impl Core {
         // Even empty: the writer retries what the store failed to take before.
         out.push(Effect::Store(batch));
     }
+}
+
+/// Shares of the best chain [`race_pace`] looks at.
+const RACE_SHARES: usize = 10;
+
+/// Node policy (doc/protocol.md #38), with peers: while the best chain is young (under
+/// 2 shares) or its newest shares (up to [`RACE_SHARES`]) came at under a quarter of the
+/// share period each, our miners make a share at most about once per tenth of the period
+/// (the worker draws each gap from half to one and a half of it, so that nodes do not
+/// fall into step). A young chain climbing from MAX_TARGET (at most 10 % a share) makes
+/// shares faster than they cross between nodes, and nodes racing each on its own fork
+/// orphan most of them; paced, they take turns. A node without peers, or a chain near its
+/// period (ten shares in under a quarter of their expected time: about one chance in
+/// 2,000), is never paced.
+fn race_pace(tracker: &Tracker, net: &Network, best: Option<Hash256>) -> Option<Duration> {
+    let pace = Duration::from_millis(u64::from(net.share_period) * 100);
+    let Some(mut hash) = best else {
+        return Some(pace);
+    };
+    let Some(newest) = tracker.entry(&hash) else {
+        return Some(pace);
+    };
+    let (newest_seen, mut oldest_seen) = (newest.time_seen, newest.time_seen);
+    let mut shares = 1u64;
+    while shares < RACE_SHARES as u64 {
+        let Some(previous) = tracker.entry(&hash).and_then(|e| e.share.previous_hash()) else {
+            break;
+        };
+        let Some(entry) = tracker.entry(&previous) else {
+            break;
+        };
+        oldest_seen = entry.time_seen;
+        hash = previous;
+        shares += 1;
+    }
+    let period = u64::from(net.share_period);
+    let span = newest_seen.saturating_sub(oldest_seen);
+    (shares < 2 || span.saturating_mul(4) < (shares - 1) * period).then_some(pace)
 }
 
 #[cfg(test)]
@@ -1251,5 +1295,41 @@ mod tests {
                 dead: 0
             }
         );
+    }
+
+    /// A chain of `n` shares, seen `seen_every` seconds apart.
+    fn chain_seen(net: &Network, n: usize, seen_every: u64) -> (Tracker, Option<Hash256>) {
+        let mut tracker = Tracker::new();
+        let mut best = None;
+        for i in 0..n {
+            let spec = sample::Spec::new(best, 1_600_000_000 + 5 * i as u32, payout(1));
+            let share = sample::mine(&tracker, net, &spec);
+            best = Some(share.hash);
+            tracker.add(share, 1_700_000_000 + seen_every * i as u64, Some(1));
+        }
+        (tracker, best)
+    }
+
+    #[test]
+    fn a_young_or_racing_chain_is_paced_and_a_chain_near_its_period_is_not() {
+        let mut net = modern_net();
+        net.share_period = 5;
+        let pace = Some(Duration::from_millis(500));
+        // No chain yet, or one share: young.
+        assert_eq!(race_pace(&Tracker::new(), &net, None), pace);
+        let (tracker, best) = chain_seen(&net, 1, 0);
+        assert_eq!(race_pace(&tracker, &net, best), pace);
+        // Ten shares within a second: racing.
+        let (tracker, best) = chain_seen(&net, 12, 0);
+        assert_eq!(race_pace(&tracker, &net, best), pace);
+        // Ten shares a second apart (a fifth of the period): still under a quarter.
+        let (tracker, best) = chain_seen(&net, 12, 1);
+        assert_eq!(race_pace(&tracker, &net, best), pace);
+        // Two seconds apart (under the period, above a quarter of it): not paced.
+        let (tracker, best) = chain_seen(&net, 12, 2);
+        assert_eq!(race_pace(&tracker, &net, best), None);
+        // At the period: not paced.
+        let (tracker, best) = chain_seen(&net, 12, 5);
+        assert_eq!(race_pace(&tracker, &net, best), None);
     }
 }

@@ -247,6 +247,9 @@ pub(crate) struct Shared {
     pub parents: Mutex<std::collections::VecDeque<Option<crate::bitcoin::hash::Hash256>>>,
     /// The previous blocks of our latest blocks (`submit::BLOCKS_ON_KEPT`).
     pub blocks_on: Mutex<std::collections::VecDeque<crate::bitcoin::hash::Hash256>>,
+    /// When our latest share was made, and the part of `Work::pace` (½ to 1½) to wait
+    /// after it.
+    pub last_share: Mutex<Option<(std::time::Instant, f64)>>,
     pub next_extranonce: AtomicU32,
     /// Stops every worker thread.
     pub shutdown: Shutdown,
@@ -306,6 +309,7 @@ impl Workers {
             seen: Mutex::new(submit::Seen::default()),
             parents: Mutex::default(),
             blocks_on: Mutex::default(),
+            last_share: Mutex::default(),
             next_extranonce: AtomicU32::new(1),
             shutdown: Shutdown::new(),
             stratum_addr,

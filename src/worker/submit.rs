@@ -4,6 +4,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{TrySendError, select};
 use log::{debug, info, warn};
@@ -143,9 +144,18 @@ pub(crate) fn check(shared: &Shared, s: Solution<'_>) -> Verdict {
         let candidate = pow <= share_target && (floor_ok || block);
         // The same goes for a second share of ours on one best share, found before the
         // node has moved its miners on (the node keeps the first it saw, ours too).
+        // A block is scarce where its target is harder than the share target: such a
+        // block is never held back. Where blocks are easier than shares (regtest), a
+        // block is no rarer than a share and follows the shares' rules, the pace
+        // (#38) included.
+        let scarce = block && s.header.bits.to_target() < share_target;
         let share = candidate
-            && ((!superseded && claim_parent(shared, s.work.best))
-                || (block && first_block_on(shared, s.header.previous_block)));
+            && ((!superseded && paced(shared, s.work) && claim_parent(shared, s.work.best))
+                || (scarce && first_block_on(shared, s.header.previous_block)));
+        if share {
+            let part = 0.5 + rand::random::<f64>();
+            *lock(&shared.last_share) = Some((Instant::now(), part));
+        }
         if share && let Err(e) = send_share(shared, &s) {
             Verdict::Invalid(e)
         } else if stale {
@@ -173,6 +183,20 @@ pub(crate) fn check(shared: &Shared, s: Solution<'_>) -> Verdict {
         .record(s.user, s.protocol, outcome, attempts, share);
     debug!(target: LOG, "{} {}: {hash} {verdict:?}", s.protocol, s.user.address);
     verdict
+}
+
+/// Whether the work's pace (doc/protocol.md #38) lets a share of ours be made now: no
+/// pace, or none made within the part of it drawn at our latest share.
+fn paced(shared: &Shared, work: &Work) -> bool {
+    pace_allows(work.pace, *lock(&shared.last_share), Instant::now())
+}
+
+/// [`paced`] for a pace, our latest share (when, and the part of the pace drawn then),
+/// at `now`.
+fn pace_allows(pace: Option<Duration>, last: Option<(Instant, f64)>, now: Instant) -> bool {
+    pace.is_none_or(|pace| {
+        last.is_none_or(|(at, part)| now.saturating_duration_since(at) >= pace.mul_f64(part))
+    })
 }
 
 /// Takes `best` as the parent of a share of ours: false when one of ours already has it
@@ -278,7 +302,6 @@ mod tests {
     use crate::bitcoin::script;
     use crate::sharechain::sample::{self, modern_net, payout};
     use crate::worker::{WorkerConfig, Workers};
-    use std::time::Duration;
 
     fn event(n: u32) -> MinerEvent {
         let net = modern_net();
@@ -336,5 +359,22 @@ mod tests {
             events.try_recv().is_err(),
             "the share waiting at the stop is not queued"
         );
+    }
+
+    #[test]
+    fn a_paced_share_waits_for_its_drawn_part_of_the_pace_and_unpaced_work_never_waits() {
+        let t = Instant::now();
+        let pace = Some(Duration::from_millis(500));
+        let at = |ms| t + Duration::from_millis(ms);
+        // Never paced: no pace, or no share of ours yet.
+        assert!(pace_allows(None, Some((t, 1.5)), t));
+        assert!(pace_allows(pace, None, t));
+        // Half the pace drawn: 250 ms; one and a half: 750 ms.
+        assert!(!pace_allows(pace, Some((t, 0.5)), at(249)));
+        assert!(pace_allows(pace, Some((t, 0.5)), at(250)));
+        assert!(!pace_allows(pace, Some((t, 1.5)), at(749)));
+        assert!(pace_allows(pace, Some((t, 1.5)), at(750)));
+        // A clock read before the share (another thread's) is not a panic, only a wait.
+        assert!(!pace_allows(pace, Some((at(10), 0.5)), t));
     }
 }

@@ -147,6 +147,9 @@ pub struct Work {
     pub height: u32,
     /// Seconds (node clock) when the work was built.
     pub built_at: u64,
+    /// While the best chain races (node policy, doc/protocol.md #38): at most one share
+    /// of ours per this long; a solution sooner is a pseudo-share.
+    pub pace: Option<std::time::Duration>,
     weights: Weights,
     by_script: Vec<(Vec<u8>, U512)>,
     coinbases: Mutex<HashMap<Vec<u8>, Arc<Coinbase>>>,
@@ -209,6 +212,7 @@ impl Work {
             modern,
             height: template.height,
             built_at: now,
+            pace: None,
             weights: window.weights.clone(),
             by_script: window
                 .by_script

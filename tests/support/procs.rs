@@ -260,8 +260,22 @@ pub struct MinerProc {
 
 impl MinerProc {
     pub fn start(args: &[String]) -> MinerProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_p2pool-testminer"))
-            .args(args)
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_p2pool-testminer")).args(args))
+    }
+
+    /// At the lowest CPU priority (`nice -n 19`), as a miner on its own hardware would be:
+    /// an unthrottled miner hashing on every core must not starve the nodes under test.
+    #[allow(dead_code)]
+    pub fn start_niced(args: &[String]) -> MinerProc {
+        Self::spawn(
+            Command::new("nice")
+                .args(["-n", "19", env!("CARGO_BIN_EXE_p2pool-testminer")])
+                .args(args),
+        )
+    }
+
+    fn spawn(command: &mut Command) -> MinerProc {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
