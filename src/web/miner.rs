@@ -116,7 +116,9 @@ impl MinerHistory {
         }
     }
 
-    /// This node's miners at `now`: their hash rates summed per address.
+    /// This node's miners at `now`: their hash rates summed per address, the
+    /// [`MINER_ADDRESSES`] fastest addresses sampled (so that many addresses cannot make
+    /// the history forget and readmit addresses at every sample).
     pub fn miners(&mut self, miners: &[MinerView], now: u64) {
         let mut sums: HashMap<&str, (f64, f64)> = HashMap::new();
         for m in miners {
@@ -124,6 +126,9 @@ impl MinerHistory {
             sum.0 += m.hashrate;
             sum.1 += m.dead_hashrate();
         }
+        let mut sums: Vec<(&str, (f64, f64))> = sums.into_iter().collect();
+        sums.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then(a.0.cmp(b.0)));
+        sums.truncate(MINER_ADDRESSES);
         for (address, (rate, dead)) in sums {
             if let Some(s) = self.sample_mut(address, now) {
                 s.sampled = true;
@@ -378,6 +383,13 @@ mod tests {
         assert!(!h.knows(&"x".repeat(MAX_ADDRESS_LEN + 1)));
         h.prune(now + 2 * HISTORY_SECS);
         assert!(h.is_empty());
+        // More miners' addresses than kept: the fastest are sampled.
+        let many: Vec<MinerView> = (0..MINER_ADDRESSES as u64 + 50)
+            .map(|i| miner(&format!("m{i}"), i as f64, 0))
+            .collect();
+        h.miners(&many, now);
+        assert_eq!(h.len(), MINER_ADDRESSES);
+        assert!(h.knows(&format!("m{}", MINER_ADDRESSES + 49)) && !h.knows("m0"));
     }
 
     #[test]
