@@ -2,7 +2,11 @@
 //! (against the shared bcoin) with the test miner on it, and once the node has shares,
 //! headless Chromium loads the page from the worker port; the page's scripts poll the JSON
 //! API, and the DOM ends up showing the live figures the API serves (the network, the best
-//! share, the share count, the miner). A screenshot is kept at target/dashboard.png.
+//! share, the share count, the miner, tiny regtest figures with their significant digits),
+//! its charts draw the pool and local hash rates and the stale/dead rates, and every
+//! address links to its miner page. The miner's page (`/miner/ADDRESS`) then shows its
+//! address, its worker and its charts. Screenshots are kept at target/dashboard.png,
+//! target/dashboard-full.png and target/miner.png.
 //!
 //! Chromium comes from Debian's `chromium` package (`/usr/bin/chromium`, or the path in
 //! `P2POOL_CHROMIUM`). Without it the test is skipped with a message, unless
@@ -52,6 +56,8 @@ fn live_node() -> LiveNode {
         node.json("/api/stats").is_some_and(|s| {
             s["best_share"].as_str().is_some_and(|h| h.len() == 64)
                 && s["shares"]["in_chain"].as_u64().unwrap_or(0) > 0
+                // Two shares or more: a pool hash rate, and an expected time to a block.
+                && s["pool_hashrate"].as_f64().unwrap_or(0.0) > 0.0
         }) && node
             .json("/api/miners")
             .is_some_and(|m| m.to_string().contains(MINER_ADDRESS))
@@ -67,6 +73,14 @@ fn live_node() -> LiveNode {
         _miner: miner,
         _dir: dir,
     }
+}
+
+/// The markup inside the element with `id` up to `end` (e.g. an SVG's `</svg>`).
+fn section<'a>(html: &'a str, id: &str, end: &str) -> &'a str {
+    html.split(&format!("id=\"{id}\""))
+        .nth(1)
+        .and_then(|t| t.split(end).next())
+        .unwrap_or_default()
 }
 
 /// The text of the element with `id` in a dumped DOM (no nested elements expected).
@@ -249,23 +263,60 @@ fn the_dashboard_shows_live_figures_in_a_browser() {
     );
 
     // The miner: on the miner list (connected over getwork) and as the payee of shares.
-    let miners = html
-        .split("id=\"miners\"")
-        .nth(1)
-        .and_then(|t| t.split("</tbody>").next())
-        .unwrap_or_default();
+    let miners = section(&html, "miners", "</tbody>");
     assert!(
         miners.contains(MINER_ADDRESS) && miners.contains("getwork"),
         "the miner is not on the page's miner list: {miners}"
     );
-    let shares = html
-        .split("id=\"shares\"")
-        .nth(1)
-        .and_then(|t| t.split("</tbody>").next())
-        .unwrap_or_default();
+    let shares = section(&html, "shares", "</tbody>");
     assert!(
         shares.contains(MINER_ADDRESS) && shares.contains(&best_dom[..6]),
         "the recent shares do not show the miner's best share: {shares}"
+    );
+
+    // Every address links to its page, with a copy button.
+    assert!(
+        miners.contains(&format!("href=\"/miner/{MINER_ADDRESS}\""))
+            && shares.contains(&format!("href=\"/miner/{MINER_ADDRESS}\""))
+            && miners.contains(">copy<"),
+        "the miner's address does not link to its page: {miners}"
+    );
+
+    // Regtest's tiny figures keep their significant digits.
+    let difficulty = element_text(&html, "share-diff").unwrap_or_default();
+    assert!(
+        difficulty.parse::<f64>().is_ok_and(|d| d > 0.0),
+        "the share difficulty reads {difficulty:?}; the API says {}",
+        after["share_difficulty"]
+    );
+    let to_block = element_text(&html, "time-to-block").unwrap_or_default();
+    assert!(
+        !to_block.is_empty() && to_block != "0 s" && to_block != "–",
+        "expected time to block {to_block:?}; the API says {}",
+        after["expected_time_to_block"]
+    );
+    let block_diff = element_text(&html, "block-diff").unwrap_or_default();
+    assert!(
+        !block_diff.contains("0.00 ") && !block_diff.contains(" 0 H/s"),
+        "the block difficulty and network rate read {block_diff:?}"
+    );
+
+    // A new node's chart covers its uptime (10 min, not 6 h), and draws the pool's hash
+    // rate (blue) and the local one (purple), as a line or, this early, as dots.
+    assert!(
+        section(&html, "ranges", "</span>").contains("class=\"on\">10 min<"),
+        "the chart's range does not follow the uptime: {}",
+        section(&html, "ranges", "</span>")
+    );
+    let chart = section(&html, "chart", "</svg>");
+    assert!(
+        chart.contains("#3b6fd8") && chart.contains("#7a3fc4"),
+        "the chart has no pool or local hash rate: {chart}"
+    );
+    let stale_chart = section(&html, "stale-chart", "</svg>");
+    assert!(
+        stale_chart.contains("#d64545"),
+        "the stale/dead chart has no dead rate: {stale_chart}"
     );
 
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
@@ -302,9 +353,70 @@ fn the_dashboard_shows_live_figures_in_a_browser() {
         &[
             "--virtual-time-budget=5000".into(),
             format!("--screenshot={}", full.display()),
-            "--window-size=1280,1700".into(),
+            "--window-size=1280,1900".into(),
             url.clone(),
         ],
         limit,
     );
+
+    // The miner's page: its address in full, its worker, its figures and its charts.
+    let miner_url = format!("http://127.0.0.1:{}/miner/{MINER_ADDRESS}", node.worker);
+    let dom = run_chromium(
+        &chromium,
+        &[
+            "--virtual-time-budget=5000".into(),
+            "--dump-dom".into(),
+            miner_url.clone(),
+        ],
+        limit,
+    );
+    let html = String::from_utf8_lossy(&dom.stdout);
+    assert_eq!(
+        element_text(&html, "address"),
+        Some(MINER_ADDRESS),
+        "the full address; DOM:\n{html}"
+    );
+    assert!(
+        section(&html, "address-copy", "</span>").contains(">copy<"),
+        "no copy button by the address"
+    );
+    assert!(
+        section(&html, "workers", "</tbody>").contains("getwork"),
+        "its getwork worker is not listed; DOM:\n{html}"
+    );
+    let hashrate = element_text(&html, "hashrate").unwrap_or_default();
+    assert!(
+        hashrate.ends_with("H/s") && hashrate != "0 H/s",
+        "its hash rate reads {hashrate:?}"
+    );
+    let payout = element_text(&html, "payout").unwrap_or_default();
+    assert!(payout.ends_with(" BTC"), "its payout reads {payout:?}");
+    let chart = section(&html, "chart", "</svg>");
+    assert!(
+        chart.contains("#7a3fc4") && chart.contains("<rect"),
+        "the hash-rate chart has no hash rate or shares: {chart}"
+    );
+    assert!(
+        section(&html, "dead-chart", "</svg>").contains("<line"),
+        "the dead-rate chart is not drawn"
+    );
+    let shot = target.join("miner.png");
+    let _ = std::fs::remove_file(&shot);
+    run_chromium(
+        &chromium,
+        &[
+            "--virtual-time-budget=5000".into(),
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1280,1300".into(),
+            miner_url,
+        ],
+        limit,
+    );
+    let png = std::fs::read(&shot)
+        .unwrap_or_else(|e| panic!("no screenshot at {} ({e})", shot.display()));
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "the screenshot is a PNG"
+    );
+    eprintln!("screenshot of the miner page: {}", shot.display());
 }

@@ -162,6 +162,190 @@ fn chart_counts_the_published_shares_over_time() {
 }
 
 #[test]
+fn chart_carries_the_local_hash_rate_and_stale_rates_sampled_with_each_status() {
+    let server = serve_filled();
+    let chart = get_json(&server, "/api/chart?range=600&step=60");
+    let buckets = chart.as_array().expect("an array");
+    assert_eq!(buckets.len(), 10);
+    let newest = &buckets[9];
+    assert_eq!(
+        newest["local_hashrate"],
+        json!(6.0e9),
+        "the sum over the miners"
+    );
+    assert!(close(
+        newest["local_dead_hashrate"].as_f64().unwrap(),
+        5.0e8
+    ));
+    assert!(close(
+        newest["local_stale_prop"].as_f64().unwrap(),
+        3.0 / 40.0
+    ));
+    assert_eq!(newest["pool_hashrate"], json!(POOL_HASHRATE));
+    assert_eq!(
+        buckets[0]["local_hashrate"],
+        Value::Null,
+        "no sample before the node's first status"
+    );
+}
+
+#[test]
+fn the_miner_api_gives_an_address_workers_payout_shares_blocks_and_history() {
+    let server = serve_filled();
+    let m = get_json(
+        &server,
+        &format!("/api/miner/{MINER_ADDRESS}?range=3600&step=300"),
+    );
+    assert_eq!(m["address"], MINER_ADDRESS);
+    assert_eq!(m["node_payout_address"], true);
+    // Its two workers (rig1 on Stratum, the bare address on getwork).
+    assert_eq!(m["hashrate"], json!(6.0e9));
+    assert!(close(m["dead_hashrate"].as_f64().unwrap(), 5.0e8));
+    assert_eq!(
+        m["submissions"],
+        json!({"accepted": 100, "stale": 5, "rejected": 5})
+    );
+    assert!(close(m["dead_prop"].as_f64().unwrap(), 10.0 / 110.0));
+    assert_eq!(m["workers_total"], 2);
+    assert_eq!(m["workers"][0]["worker"], "rig1");
+    // The current PPLNS payout.
+    assert_eq!(m["payout"]["amount"], 250_000_000);
+    assert!(close(
+        m["payout"]["share"].as_f64().unwrap(),
+        250_000_000.0 / 312_512_345.0
+    ));
+    // Every third of the 40 newest shares pays it.
+    assert_eq!(
+        m["shares"],
+        json!({"recent": 14, "recent_of": 40, "in_history": 14})
+    );
+    assert_eq!(m["recent_shares"].as_array().map(Vec::len), Some(14));
+    assert!(
+        m["recent_shares"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["address"] == MINER_ADDRESS)
+    );
+    // The block it found, and the block that paid it.
+    assert_eq!(m["blocks"][0]["height"], 812_340);
+    assert_eq!(m["blocks"][0]["finder"], MINER_ADDRESS);
+    assert_eq!(
+        m["paid"],
+        json!([{"time": m["paid"][0]["time"], "height": 812_340,
+                "hash": format!("{:064x}", 0xb10c), "amount": 312_512_345}])
+    );
+    assert_eq!(m["paid_total"], 312_512_345);
+    // Its history: twelve five-minute steps, the newest with its miners' hash rate.
+    let history = m["history"].as_array().expect("a history");
+    assert_eq!(history.len(), 12);
+    let shares: u64 = history.iter().map(|b| b["shares"].as_u64().unwrap()).sum();
+    assert_eq!(shares, 14);
+    assert_eq!(history[11]["hashrate"], json!(6.0e9));
+    assert!(close(history[11]["dead_hashrate"].as_f64().unwrap(), 5.0e8));
+    assert_eq!(history[0]["hashrate"], Value::Null, "not mining then");
+    assert!(history.iter().all(|b| b["work"].as_f64().unwrap() >= 0.0));
+
+    // Another address: shares and a payout, no worker on this node.
+    let other = get_json(&server, &format!("/api/miner/{OTHER_ADDRESS}"));
+    assert_eq!(other["hashrate"], json!(0.0));
+    assert_eq!(other["dead_prop"], Value::Null);
+    assert_eq!(other["workers"], json!([]));
+    assert_eq!(other["payout"]["amount"], 62_512_345);
+    assert_eq!(other["shares"]["recent"], 26);
+    assert_eq!(other["node_payout_address"], false);
+}
+
+#[test]
+fn the_miner_history_is_bounded_to_a_day_of_minutes() {
+    let server = serve_filled();
+    let answer = http(
+        server.addr,
+        "GET",
+        &format!("/api/miner/{MINER_ADDRESS}?range=99999999999&step=0"),
+    );
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.body.len() < 256 * 1024,
+        "{} bytes",
+        answer.body.len()
+    );
+    let history = answer.json()["history"].as_array().unwrap().len();
+    assert!(
+        (1440..=1441).contains(&history),
+        "a day of minutes at most: {history}"
+    );
+}
+
+#[test]
+fn miner_pages_answer_400_for_malformed_and_404_for_unknown_addresses() {
+    let server = serve_filled();
+    let page = http(server.addr, "GET", &format!("/miner/{MINER_ADDRESS}"));
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        page.text().contains("/api/miner/"),
+        "the page polls its API"
+    );
+    // Valid on regtest, and nothing known of it.
+    let unknown = "bcrt1qwhewjks36k3hv2easehe2t7tkzsn09tvnh0nt8";
+    for (target, status) in [
+        ("/miner/".to_string(), 400),
+        ("/miner/not-an-address".into(), 400),
+        ("/miner/%3Cscript%3Ealert(1)%3C/script%3E".into(), 400),
+        (format!("/miner/{}", "a".repeat(5000)), 400),
+        // A mainnet address on a regtest node.
+        (
+            "/miner/bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4".into(),
+            400,
+        ),
+        // A regtest address with a wrong checksum.
+        (
+            format!("/miner/{}", &MINER_ADDRESS.replace("080", "081")),
+            400,
+        ),
+        (format!("/miner/{unknown}"), 404),
+    ] {
+        let answer = http(server.addr, "GET", &target);
+        assert_eq!(answer.status, status, "{target}: {}", answer.text());
+        assert_eq!(
+            answer.header("content-type"),
+            Some("text/html; charset=utf-8"),
+            "{target}"
+        );
+        let text = answer.text();
+        assert!(text.contains(&format!("{status} ·")), "{target}: {text}");
+        assert!(!text.contains("<script"), "nothing echoed as HTML: {text}");
+        assert!(text.len() < 2000, "{target}: a short page");
+        let api = http(
+            server.addr,
+            "GET",
+            &target.replacen("/miner/", "/api/miner/", 1),
+        );
+        assert_eq!(api.status, status, "api {target}");
+        assert!(api.json()["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+}
+
+#[test]
+fn every_address_on_the_dashboard_links_to_its_page_with_a_copy_button() {
+    let server = serve_filled();
+    let html = http(server.addr, "GET", "/").text();
+    assert!(html.contains("\"/miner/\" + encodeURIComponent(address)"));
+    assert!(html.contains("copyButton(address)"));
+    for column in [
+        "addressCell(tr, x.address)",
+        "addressCell(tr, x.finder",
+        "addressCell(tr, m.address",
+    ] {
+        assert!(html.contains(column), "{column}");
+    }
+}
+
+#[test]
 fn p2pool_compatible_endpoints_keep_the_original_shapes() {
     let server = serve_filled();
     assert_eq!(get_json(&server, "/rate"), json!(POOL_HASHRATE));

@@ -195,7 +195,15 @@ impl Services {
                         log::log!(target: LOG, note.level, "{}", note.message);
                     }
                 }
-                Effect::Status(status) => self.board.publish(*status),
+                Effect::Status(status) => {
+                    // This node's miners sampled with each status, for the charts' history.
+                    let miners = self
+                        .workers
+                        .as_ref()
+                        .map(|w| crate::web::miner_views(&w.stats()))
+                        .unwrap_or_default();
+                    self.board.publish_with_miners(*status, &miners);
+                }
                 Effect::AskHeight(block) => self.lookup.ask(block),
             }
         }
@@ -364,6 +372,7 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
     let web = Arc::new(Web::new(board.clone()));
     let peers = p2p.peers();
     web.set_peers(crate::web::peer_source(peers.clone()));
+    web.set_chain(net.bitcoin.clone());
     let mut worker_cfg = WorkerConfig::new(net.clone(), payout.script.clone());
     worker_cfg.worker_addr = config.worker_listen;
     worker_cfg.stratum_addr = config.stratum_listen;

@@ -2,13 +2,14 @@
 //!
 //! The node thread publishes a [`PoolStatus`] once a second on a [`StatusBoard`]; peers and
 //! miners are read from their own handles through [`PeerSource`] and [`MinerSource`] at each
-//! request. [`Web::handle`] turns a request line into a [`Reply`]: the dashboard at `/`, JSON
-//! under `/api/` and at the p2pool-compatible paths, `/health`, and Prometheus text at
-//! `/metrics`. Only GET and HEAD are answered (405 otherwise); unknown paths get 404.
+//! request. [`Web::handle`] turns a request line into a [`Reply`]: the dashboard at `/`, a
+//! page per payout address at `/miner/ADDRESS`, JSON under `/api/` and at the
+//! p2pool-compatible paths, `/health`, and Prometheus text at `/metrics`. Only GET and HEAD are answered (405 otherwise); unknown paths get 404.
 //! doc/api.md describes every endpoint.
 
 pub mod api;
 pub mod metrics;
+pub mod miner;
 pub mod page;
 pub mod sources;
 pub mod status;
@@ -22,6 +23,7 @@ pub use status::{
     Payout, PeerSource, PeerView, PoolStatus, RecentShare, StatusBoard, unix_now,
 };
 
+use crate::bitcoin::chain::ChainParams;
 use crate::worker::{HttpReply, WebRoutes};
 use api::View;
 pub use sources::{miner_views, peer_source};
@@ -89,6 +91,8 @@ pub struct Web {
 struct Sources {
     peers: PeerSource,
     miners: MinerSource,
+    /// The network's Bitcoin parameters, to check the addresses of `/miner/` pages.
+    chain: Option<ChainParams>,
 }
 
 impl Web {
@@ -100,6 +104,7 @@ impl Web {
             sources: Arc::new(RwLock::new(Sources {
                 peers: Arc::new(Vec::new),
                 miners: Arc::new(Vec::new),
+                chain: None,
             })),
         }
     }
@@ -120,6 +125,15 @@ impl Web {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .miners = source;
+    }
+
+    /// Checks the addresses of `/miner/` pages against `chain` (without it, any address
+    /// shaped like one is taken).
+    pub fn set_chain(&self, chain: ChainParams) {
+        self.sources
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .chain = Some(chain);
     }
 
     /// The board this web reads.
@@ -147,10 +161,34 @@ impl Web {
             return reply(200, HTML, html);
         }
         if path == "/api/chart" {
-            let range = query_u64(query, "range").unwrap_or(6 * 3600);
-            let step = query_u64(query, "step").unwrap_or(range / 72);
+            let (range, step) = range_and_step(query);
             let chart = self.board.chart(range, step);
             return json_reply(200, &serde_json::json!(chart));
+        }
+        if let Some(address) = path.strip_prefix("/miner/") {
+            return match self.miner_known(address) {
+                Ok(()) => reply(200, HTML, page::MINER.as_str()),
+                Err((status, why)) => reply(status, HTML, page::error_page(status, &why)),
+            };
+        }
+        if let Some(address) = path.strip_prefix("/api/miner/") {
+            if let Err((status, why)) = self.miner_known(address) {
+                return json_reply(
+                    status,
+                    &serde_json::json!({"error": why, "address": printable(address)}),
+                );
+            }
+            let (range, step) = range_and_step(query);
+            let history = self.board.miner_chart(address, range, step);
+            let status = self.board.snapshot();
+            let (peers, miners) = self.peers_and_miners();
+            let view = View {
+                status: &status,
+                peers: &peers,
+                miners: &miners,
+                now: unix_now(),
+            };
+            return json_reply(200, &miner::miner(&view, address, history));
         }
         let status = self.board.snapshot();
         let (peers, miners) = self.peers_and_miners();
@@ -190,12 +228,53 @@ impl Web {
     }
 }
 
+impl Web {
+    /// Whether `/miner/ADDRESS` has a page: 400 with the reason for a malformed address,
+    /// 404 for one the node knows nothing of.
+    fn miner_known(&self, address: &str) -> Result<(), (u16, String)> {
+        let chain = self
+            .sources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .chain
+            .clone();
+        miner::check_address(address, chain.as_ref()).map_err(|why| (400, why))?;
+        let status = self.board.snapshot();
+        let (peers, miners) = self.peers_and_miners();
+        let view = View {
+            status: &status,
+            peers: &peers,
+            miners: &miners,
+            now: unix_now(),
+        };
+        if miner::known(&view, address, self.board.knows_miner(address)) {
+            Ok(())
+        } else {
+            Err((
+                404,
+                "this node knows nothing of this address yet: no miner of this node mines to \
+                 it, no current payout, share, found or paid block names it, and no history is \
+                 kept for it"
+                    .into(),
+            ))
+        }
+    }
+}
+
 impl WebRoutes for Web {
     /// Every request that is not getwork's reaches the web, which always answers (404
     /// itself for unknown paths, 405 for methods other than GET and HEAD).
     fn handle(&self, method: &str, path: &str, query: &str) -> Option<HttpReply> {
         Some(Web::handle(self, method, path, query))
     }
+}
+
+/// A chart's `range` and `step` from the query string: 6 h and a 72nd of the range unless
+/// given (the history clamps both).
+fn range_and_step(query: &str) -> (u64, u64) {
+    let range = query_u64(query, "range").unwrap_or(6 * 3600);
+    let step = query_u64(query, "step").unwrap_or(range / 72);
+    (range, step)
 }
 
 /// A number from the query string (`a=1&b=2`), if present and valid.

@@ -6,13 +6,17 @@
 //! order (as block explorers and bitcoind show them), addresses are the network's human
 //! form, amounts are satoshis, times are Unix seconds, hash rates are hashes per second.
 //!
-//! The board also keeps the shares over time for the dashboard's chart ([`History`]),
-//! fed from the `recent_shares` of each published status.
+//! The board also keeps the shares over time for the dashboard's charts ([`History`]),
+//! fed from the `recent_shares` of each published status, and samples this node's miners
+//! (local hash rate, dead rate) and each payout address ([`MinerHistory`]) at each publish,
+//! which the node thread makes once a second: nothing else writes the board.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
+
+use super::miner::{MinerBucket, MinerHistory};
 
 /// The pool state the node thread owns, as the web shows it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -286,6 +290,17 @@ pub struct Bucket {
     pub local_work: f64,
     /// The pool hash rate the node estimated, last value seen in the bucket (0 if none).
     pub pool_hashrate: f64,
+    /// This node's miners' hash rate, the mean of the minutes sampled in the bucket (null
+    /// when none was).
+    pub local_hashrate: Option<f64>,
+    /// The part of it lost to stale and refused submissions (null as `local_hashrate`).
+    pub local_dead_hashrate: Option<f64>,
+    /// This node's stale shares (orphan + dead) over its shares since start, the last value
+    /// seen in the bucket (null before its first share).
+    pub local_stale_prop: Option<f64>,
+    /// Minutes sampled (for the means; not sent).
+    #[serde(skip)]
+    sampled: u32,
 }
 
 /// How long the chart's history reaches back.
@@ -295,12 +310,24 @@ pub const HISTORY_STEP: u64 = 60;
 /// Hashes remembered to count each share once.
 const SEEN_CAP: usize = 4096;
 
-/// Per-minute buckets of the shares seen on published statuses.
+/// The span of a chart: `(first, end, step)`, `step` whole minutes, the range at least a
+/// step and at most [`HISTORY_SECS`], `end` the end of the step holding `now`.
+pub fn chart_span(now: u64, range: u64, step: u64) -> (u64, u64, u64) {
+    let step = step.max(HISTORY_STEP) / HISTORY_STEP * HISTORY_STEP;
+    let range = range.clamp(step, HISTORY_SECS);
+    let end = now - now % step + step;
+    let first = end.saturating_sub(range.div_ceil(step) * step);
+    (first, end, step)
+}
+
+/// Per-minute buckets of the shares seen on published statuses and of this node's miners,
+/// and each payout address's minutes.
 #[derive(Debug, Default)]
 pub struct History {
     buckets: VecDeque<Bucket>,
     seen: HashSet<String>,
     seen_order: VecDeque<String>,
+    miners: MinerHistory,
 }
 
 impl History {
@@ -316,6 +343,8 @@ impl History {
             if !self.remember(&share.hash) {
                 continue;
             }
+            self.miners
+                .share(&share.address, share.time.min(now), share.work);
             let bucket = self.bucket_mut(share.time.min(now));
             bucket.shares += 1;
             bucket.work += share.work;
@@ -330,6 +359,11 @@ impl History {
         if status.pool_hashrate > 0.0 {
             self.bucket_mut(now).pool_hashrate = status.pool_hashrate;
         }
+        let local = &status.local_shares;
+        if local.total > 0 {
+            self.bucket_mut(now).local_stale_prop =
+                Some((local.orphan + local.dead) as f64 / local.total as f64);
+        }
         while let Some(front) = self.buckets.front() {
             if front.start + HISTORY_SECS + HISTORY_STEP <= now {
                 self.buckets.pop_front();
@@ -337,6 +371,29 @@ impl History {
                 break;
             }
         }
+        self.miners.prune(now);
+    }
+
+    /// Samples this node's miners at `now`: their hash rate and dead hash rate in all, and
+    /// per payout address.
+    pub fn sample_miners(&mut self, miners: &[MinerView], now: u64) {
+        let rate = miners.iter().map(|m| m.hashrate).sum::<f64>() + 0.0;
+        let dead = miners.iter().map(MinerView::dead_hashrate).sum::<f64>() + 0.0;
+        let bucket = self.bucket_mut(now);
+        bucket.local_hashrate = Some(rate);
+        bucket.local_dead_hashrate = Some(dead);
+        bucket.sampled = 1;
+        self.miners.miners(miners, now);
+    }
+
+    /// The kept minutes of `address` (see [`MinerHistory::chart`]).
+    pub fn miner_chart(&self, address: &str, now: u64, range: u64, step: u64) -> Vec<MinerBucket> {
+        self.miners.chart(address, now, range, step)
+    }
+
+    /// Something is kept for `address`.
+    pub fn knows_miner(&self, address: &str) -> bool {
+        self.miners.knows(address)
     }
 
     fn remember(&mut self, hash: &str) -> bool {
@@ -373,10 +430,7 @@ impl History {
     /// The last `range` seconds before `now` in buckets of `step` seconds (a multiple of a
     /// minute), oldest first, empty buckets included so the chart's time axis is even.
     pub fn chart(&self, now: u64, range: u64, step: u64) -> Vec<Bucket> {
-        let step = step.max(HISTORY_STEP) / HISTORY_STEP * HISTORY_STEP;
-        let range = range.clamp(step, HISTORY_SECS);
-        let end = now - now % step + step;
-        let first = end.saturating_sub(range.div_ceil(step) * step);
+        let (first, end, step) = chart_span(now, range, step);
         let mut out: Vec<Bucket> = (first..end)
             .step_by(step as usize)
             .map(|start| Bucket {
@@ -396,6 +450,23 @@ impl History {
             slot.local_work += bucket.local_work;
             if bucket.pool_hashrate > 0.0 {
                 slot.pool_hashrate = bucket.pool_hashrate;
+            }
+            if bucket.local_stale_prop.is_some() {
+                slot.local_stale_prop = bucket.local_stale_prop;
+            }
+            if bucket.sampled > 0 {
+                // Sums here, means below.
+                *slot.local_hashrate.get_or_insert(0.0) += bucket.local_hashrate.unwrap_or(0.0);
+                *slot.local_dead_hashrate.get_or_insert(0.0) +=
+                    bucket.local_dead_hashrate.unwrap_or(0.0);
+                slot.sampled += 1;
+            }
+        }
+        for slot in &mut out {
+            if slot.sampled > 0 {
+                let n = f64::from(slot.sampled);
+                slot.local_hashrate = slot.local_hashrate.map(|r| r / n);
+                slot.local_dead_hashrate = slot.local_dead_hashrate.map(|r| r / n);
             }
         }
         out
@@ -427,12 +498,21 @@ impl StatusBoard {
         crate::thread::lock(&self.inner)
     }
 
-    /// Replaces the status (the node calls this once a second) and adds its new shares to
-    /// the chart's history.
+    /// Replaces the status and adds its new shares to the charts' history.
     pub fn publish(&self, status: PoolStatus) {
         let now = unix_now();
         let mut board = self.lock();
         board.history.ingest(&status, now);
+        board.status = Arc::new(status);
+    }
+
+    /// As [`StatusBoard::publish`], and samples this node's `miners` for the history (the
+    /// node thread calls this once a second).
+    pub fn publish_with_miners(&self, status: PoolStatus, miners: &[MinerView]) {
+        let now = unix_now();
+        let mut board = self.lock();
+        board.history.ingest(&status, now);
+        board.history.sample_miners(miners, now);
         board.status = Arc::new(status);
     }
 
@@ -444,6 +524,18 @@ impl StatusBoard {
     /// The chart's buckets: the last `range` seconds in steps of `step` seconds.
     pub fn chart(&self, range: u64, step: u64) -> Vec<Bucket> {
         self.lock().history.chart(unix_now(), range, step)
+    }
+
+    /// One payout address's history: the last `range` seconds in steps of `step` seconds.
+    pub fn miner_chart(&self, address: &str, range: u64, step: u64) -> Vec<MinerBucket> {
+        self.lock()
+            .history
+            .miner_chart(address, unix_now(), range, step)
+    }
+
+    /// The board keeps a history of `address`.
+    pub fn knows_miner(&self, address: &str) -> bool {
+        self.lock().history.knows_miner(address)
     }
 }
 
@@ -502,6 +594,46 @@ mod tests {
         assert_eq!(chart.iter().map(|b| b.shares).sum::<u64>(), 2);
         history.ingest(&PoolStatus::default(), now + HISTORY_SECS + 120);
         assert!(history.buckets.is_empty());
+    }
+
+    #[test]
+    fn local_hash_rate_and_stale_rates_are_sampled_per_minute_and_averaged_per_step() {
+        let now = 4_000_000 * 60 + 4 * 60 + 30;
+        let mut history = History::default();
+        let miner = |hashrate: f64, rejected: u64| MinerView {
+            address: "a".into(),
+            hashrate,
+            accepted: 100 - rejected,
+            rejected,
+            ..MinerView::default()
+        };
+        history.sample_miners(&[miner(100.0, 10)], now - 120);
+        history.sample_miners(&[miner(300.0, 0), miner(100.0, 50)], now - 60);
+        let status = PoolStatus {
+            local_shares: LocalShares {
+                total: 20,
+                orphan: 1,
+                dead: 1,
+            },
+            ..PoolStatus::default()
+        };
+        history.ingest(&status, now - 60);
+        let chart = history.chart(now, 300, 300);
+        assert_eq!(chart.len(), 1);
+        // Two minutes sampled: 100 H/s (10 dead), then 400 H/s (50 dead).
+        assert_eq!(chart[0].local_hashrate, Some(250.0));
+        assert_eq!(chart[0].local_dead_hashrate, Some(30.0));
+        assert_eq!(chart[0].local_stale_prop, Some(0.1));
+        let minutes = history.chart(now, 300, 60);
+        assert_eq!(
+            minutes[4].local_hashrate, None,
+            "not sampled in this minute"
+        );
+        assert_eq!(
+            history.miner_chart("a", now, 300, 300)[0].hashrate,
+            Some(250.0),
+            "the address's minutes too"
+        );
     }
 
     #[test]

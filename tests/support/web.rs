@@ -208,13 +208,20 @@ pub fn sample_miners() -> Vec<MinerView> {
     ]
 }
 
-/// A `Web` over a board holding `status`, with the sample peers and miners.
+/// A `Web` over a board holding `status` (published with the sample miners, as the node
+/// publishes each status with its miners), with the sample peers and miners, checking
+/// addresses as regtest's.
 pub fn filled_web(status: PoolStatus) -> Web {
     let board = StatusBoard::new();
-    board.publish(status);
+    board.publish_with_miners(status, &sample_miners());
     let web = Web::new(board);
     web.set_peers(Arc::new(sample_peers));
     web.set_miners(Arc::new(sample_miners));
+    web.set_chain(
+        Network::built_in("regtest")
+            .expect("regtest is built in")
+            .bitcoin,
+    );
     web
 }
 
