@@ -878,6 +878,79 @@ struct Scratch {
     values: Vec<u64>,
     select: Vec<u64>,
     bytes: Vec<u8>,
+    /// The cut of the latest share's outputs: the next share's is near it.
+    last_cut: u64,
+}
+
+/// Ranks [`kth_largest`] finds by a pass instead of a selection.
+const NEAR_RANKS: usize = 8;
+
+/// The `keep`-th largest of `values` (`1 ≤ keep ≤ values.len()`), found near `guess`
+/// (the previous share's cut: from one share to the next, one share enters the window
+/// and one leaves it, so the cut moves by a rank or two). One pass counts the values
+/// above and at the guess; when the answer is within [`NEAR_RANKS`] ranks of it, a
+/// second pass picks it; only otherwise a selection on a copy (in `copy`).
+fn kth_largest(values: &[u64], keep: usize, guess: u64, copy: &mut Vec<u64>) -> u64 {
+    let (mut above, mut equal) = (0, 0);
+    for &v in values {
+        above += usize::from(v > guess);
+        equal += usize::from(v == guess);
+    }
+    if above < keep && keep <= above + equal {
+        return guess;
+    }
+    if above >= keep {
+        // The (above − keep + 1)-th smallest of those above the guess.
+        let rank = above - keep + 1;
+        if rank <= NEAR_RANKS {
+            return nth_nearest(
+                values.iter().copied().filter(|&v| v > guess),
+                rank,
+                |a, b| a < b,
+            );
+        }
+    } else {
+        // The (keep − above − equal)-th largest of those below it.
+        let rank = keep - above - equal;
+        if rank <= NEAR_RANKS {
+            return nth_nearest(
+                values.iter().copied().filter(|&v| v < guess),
+                rank,
+                |a, b| a > b,
+            );
+        }
+    }
+    copy.clear();
+    copy.extend_from_slice(values);
+    let (_, &mut cut, _) = copy.select_nth_unstable_by(keep - 1, |a, b| b.cmp(a));
+    cut
+}
+
+/// The `rank`-th (from 1, at most [`NEAR_RANKS`]) of `values` in the order `first`
+/// (whether `a` comes before `b`); `values` holds at least `rank`.
+fn nth_nearest(
+    values: impl Iterator<Item = u64>,
+    rank: usize,
+    first: impl Fn(u64, u64) -> bool,
+) -> u64 {
+    // The `rank` first seen so far, in order.
+    let mut best = [0u64; NEAR_RANKS];
+    let mut len = 0;
+    for v in values {
+        if len == rank && !first(v, best[rank - 1]) {
+            continue;
+        }
+        let mut k = len.min(rank - 1);
+        if len < rank {
+            len += 1;
+        }
+        while k > 0 && first(v, best[k - 1]) {
+            best[k] = best[k - 1];
+            k -= 1;
+        }
+        best[k] = v;
+    }
+    best[rank - 1]
 }
 
 thread_local! {
@@ -987,11 +1060,9 @@ fn modern_bytes(
     } else if nonzero <= keep {
         (1, 0)
     } else {
-        let copy = &mut scratch.select;
-        copy.clear();
-        copy.extend_from_slice(values);
-        let (_, &mut cut, _) = copy.select_nth_unstable_by(keep - 1, |a, b| b.cmp(a));
-        let above = copy[..keep - 1].iter().filter(|&&v| v > cut).count();
+        let cut = kth_largest(values, keep, scratch.last_cut, &mut scratch.select);
+        scratch.last_cut = cut;
+        let above = values.iter().filter(|&&v| v > cut).count();
         // The last `keep − above` of the amounts equal to it (ties go to the larger
         // script, later in the window).
         let mut tied = keep - above;
@@ -1927,5 +1998,41 @@ mod tests {
         };
         let err = generate_transaction(&Tracker::new(), &net, &req).unwrap_err();
         assert_eq!(err, GentxError::CoinbaseScriptTooLong { len: 105 });
+    }
+
+    #[test]
+    fn the_kth_largest_near_a_guess_is_what_a_sort_gives() {
+        let mut next = crate::bitcoin::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut copy = Vec::new();
+        for case in 0..2_000 {
+            let n = 1 + (next() % 300) as usize;
+            // Few distinct values (ties) in some cases, spread ones in others.
+            let spread = [4, 50, 1 << 40][case % 3];
+            let values: Vec<u64> = (0..n).map(|_| next() % spread).collect();
+            let keep = 1 + (next() % n as u64) as usize;
+            let mut sorted = values.clone();
+            sorted.sort_unstable_by(|a, b| b.cmp(a));
+            let want = sorted[keep - 1];
+            // Guesses: the answer, its neighbours in rank, values near it, far away.
+            let near = |d: usize| sorted[(keep - 1 + d).min(n - 1)];
+            let guesses = [
+                want,
+                near(1),
+                near(3),
+                sorted[(keep - 1).saturating_sub(2)],
+                want.saturating_add(1),
+                want.saturating_sub(1),
+                0,
+                u64::MAX,
+                next() % spread,
+            ];
+            for guess in guesses {
+                assert_eq!(
+                    kth_largest(&values, keep, guess, &mut copy),
+                    want,
+                    "case {case}: keep {keep} of {n}, guess {guess}"
+                );
+            }
+        }
     }
 }
