@@ -135,13 +135,16 @@ fn mine_for_a_while(bcoin: &Bcoin, nodes: &[NodeProc]) -> Vec<u64> {
 
 /// Generous bounds on the mean interval of the best chain's newest shares after a minute
 /// (regtest: 5 s): the chain has left its 256-hash start and is not stuck. The measured
-/// figures (2.6–2.9 s here in a debug build, 4.3–5.1 s after five minutes in release) are
+/// figures (2.0–3.5 s here in a debug build, 4.1–5.1 s after five minutes in release) are
 /// in doc/performance.md; a faster machine takes a few more shares to climb.
 const INTERVAL: (f64, f64) = (1.0, 15.0);
 /// The most of one node's own shares that may be stale (orphaned or dead on arrival):
-/// one node alone, and each of three paced nodes (doc/protocol.md #38; measured 5-24 %
-/// on a loaded 2-core machine, against 35-50 % unpaced: doc/performance.md).
-const MAX_STALE: (f64, f64) = (0.2, 0.35);
+/// one node alone, and each of three paced nodes (doc/protocol.md #38). Three nodes
+/// measured 3-16 % with the machine otherwise quiet and up to 30 % beside other builds,
+/// against 35-50 % unpaced (doc/performance.md); each has some 30 shares, so one orphan
+/// more or less is 3 %: the bound for three is a guard against losing the pace, not the
+/// figure.
+const MAX_STALE: (f64, f64) = (0.2, 0.3);
 
 /// What every fast-block run must show, per node: its best chain at the share period,
 /// bitcoind never overloaded, blocks landing all along, at most `max_stale` of its own
