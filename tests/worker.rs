@@ -1462,3 +1462,42 @@ fn a_second_share_of_ours_on_the_same_best_share_is_never_made_however_fast_it_c
         "{s:?}"
     );
 }
+
+#[test]
+fn idle_stratum_miners_connected_together_get_their_lowered_difficulty_at_spread_times() {
+    logs::init();
+    // An idle period of 6 s: each first retarget comes 6 to 12 s after login.
+    let node = WorkerNode::start(easy_net(bcoin::chain()), Source::Static, |c| {
+        c.vardiff_interval = 1.5;
+        c.initial_difficulty = 1e-3;
+    });
+    push_template(&node, 1);
+    let stratum = node.workers.stratum_addr();
+    let start = Instant::now();
+    let miners: Vec<_> = (0..50)
+        .map(|_| {
+            let mut c = LineClient::connect(stratum);
+            stratum_login(&mut c, &addr(9));
+            c.set_read_timeout(WITHIN);
+            thread::spawn(move || {
+                // The first job after login that is not a new block's: the retarget's.
+                let notify = loop {
+                    let v = c.read().expect("a job within the idle periods");
+                    if v["method"] == "mining.notify" && v["params"][8] == json!(false) {
+                        break v;
+                    }
+                };
+                assert_eq!(notify["params"][8], json!(false));
+                start.elapsed()
+            })
+        })
+        .collect();
+    let mut arrivals: Vec<Duration> = miners.into_iter().map(|m| m.join().unwrap()).collect();
+    arrivals.sort();
+    let (first, last) = (arrivals[0], arrivals[arrivals.len() - 1]);
+    assert!(
+        last - first > Duration::from_secs(3),
+        "50 retargets within {:?} of each other: {arrivals:?}",
+        last - first
+    );
+}
