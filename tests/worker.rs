@@ -1501,3 +1501,77 @@ fn idle_stratum_miners_connected_together_get_their_lowered_difficulty_at_spread
         last - first
     );
 }
+
+#[test]
+fn a_stalled_stratum_miner_delays_no_one_elses_notify_and_is_dropped_while_the_node_serves() {
+    logs::init();
+    let node = static_node();
+    let stratum = node.workers.stratum_addr();
+    let mut honest: Vec<LineClient> = (0..3)
+        .map(|i| {
+            let mut c = LineClient::connect(stratum);
+            stratum_login(&mut c, &addr(20 + i));
+            c
+        })
+        .collect();
+    // A miner that logs in and never reads, with a small receive buffer: its socket is
+    // soon full, and every later write to it would block.
+    let stalled = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    stalled.set_recv_buffer_size(4096).unwrap();
+    stalled.connect(&stratum.into()).unwrap();
+    let mut stalled = TcpStream::from(stalled);
+    use std::io::Write;
+    let login = format!(
+        "{}\n{}\n",
+        json!({"id": 1, "method": "mining.subscribe", "params": []}),
+        json!({"id": 2, "method": "mining.authorize", "params": [addr(30), "x"]})
+    );
+    stalled.write_all(login.as_bytes()).unwrap();
+    wait_for("four miners connected", || {
+        (node.workers.stratum_connections() == 4).then_some(())
+    });
+    // New work again and again: the honest miners get each notify at once, until the
+    // stalled miner's socket buffers (megabytes on loopback: some 5,000 rounds here) and
+    // then its queue are full and it is dropped.
+    let mut rounds = 0u32;
+    while node.workers.stratum_connections() == 4 {
+        rounds += 1;
+        assert!(rounds < 20000, "the stalled miner was never dropped");
+        let previous = sha256d(&rounds.to_le_bytes());
+        let template = static_template(previous, 2000 + rounds, 0x1d00ffff);
+        let sent = Instant::now();
+        node.templates
+            .as_ref()
+            .unwrap()
+            .send(Arc::new(template))
+            .unwrap();
+        let mut prev = previous.0;
+        swap4(&mut prev);
+        let prev = hex::encode(prev);
+        for c in &mut honest {
+            let notify = loop {
+                let v = c
+                    .notification("mining.notify")
+                    .expect("a notify on new work");
+                if v["params"][1] == json!(prev) {
+                    break v;
+                }
+            };
+            assert_eq!(notify["params"][8], json!(true));
+            let took = sent.elapsed();
+            assert!(
+                took < Duration::from_secs(1),
+                "a notify {took:?} after new work"
+            );
+        }
+        let broadcast = node.workers.last_stratum_broadcast().expect("a broadcast");
+        assert!(broadcast.took < Duration::from_secs(1), "{broadcast:?}");
+    }
+    assert!(rounds > 1, "dropped before its socket was full");
+    // The node serves on: a new miner logs in and gets a job, the others still mine.
+    let mut late = LineClient::connect(stratum);
+    let (_, _, notify) = stratum_login(&mut late, &addr(31));
+    assert_eq!(notify["params"][8], json!(true));
+    assert_eq!(node.workers.stratum_connections(), 4);
+    drop(stalled);
+}
