@@ -1575,3 +1575,41 @@ fn a_stalled_stratum_miner_delays_no_one_elses_notify_and_is_dropped_while_the_n
     assert_eq!(node.workers.stratum_connections(), 4);
     drop(stalled);
 }
+
+#[test]
+fn a_stratum_connection_past_the_cap_is_told_why_and_the_node_keeps_serving() {
+    logs::init();
+    let node = WorkerNode::start(easy_net(bcoin::chain()), Source::Static, |c| {
+        c.max_stratum_connections = 2;
+    });
+    push_template(&node, 1);
+    let stratum = node.workers.stratum_addr();
+    let mut first = LineClient::connect(stratum);
+    stratum_login(&mut first, &addr(40));
+    let mut second = LineClient::connect(stratum);
+    stratum_login(&mut second, &addr(41));
+    // The third is answered with an error line, then closed.
+    let mut third = LineClient::connect(stratum);
+    let refused = third.read().expect("an error line before the close");
+    assert_eq!(refused["id"], Value::Null);
+    assert!(refused["result"].is_null());
+    let message = refused["error"][1].as_str().expect("an error message");
+    assert!(message.contains("too many connections"), "{message}");
+    assert!(third.closed());
+    // The two connected miners mine on: new work reaches them.
+    first.clear_notifications();
+    second.clear_notifications();
+    push_template(&node, 2);
+    for c in [&mut first, &mut second] {
+        let notify = c.notification("mining.notify").expect("new work");
+        assert_eq!(notify["params"][8], json!(true));
+    }
+    // A place freed is taken again.
+    drop(first);
+    wait_for("the first connection gone", || {
+        (node.workers.stratum_connections() == 1).then_some(())
+    });
+    let mut again = LineClient::connect(stratum);
+    let (_, _, notify) = stratum_login(&mut again, &addr(42));
+    assert_eq!(notify["params"][8], json!(true));
+}

@@ -293,8 +293,20 @@ fn accept_loop(shared: &Arc<Shared>, registry: &Arc<Mutex<Registry>>, listener: 
                 continue;
             }
         };
-        if lock(registry).conns.len() >= shared.config.max_stratum_connections {
+        let cap = shared.config.max_stratum_connections;
+        if lock(registry).conns.len() >= cap {
             warn!(target: LOG, "too many stratum connections: one refused");
+            // A fresh socket takes one line without blocking; then the close.
+            let line = format!(
+                "{}\n",
+                error_reply(
+                    &Value::Null,
+                    20,
+                    &format!("too many connections: this node holds {cap}, try later")
+                )
+            );
+            let _ = send_now(&stream, line.as_bytes());
+            let _ = stream.shutdown(Shutdown::Write);
             continue;
         }
         let Ok(peer) = stream.peer_addr() else {
