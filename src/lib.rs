@@ -14,11 +14,13 @@
 //! | [`web`] | the dashboard and JSON API, served on the worker port |
 //! | [`node`] | the node: share sync, found blocks, status, and the one thread that owns pool state |
 //! | [`config`], [`logging`] | the command line and the logs |
+//! | [`limits`] | the listen backlog and the open-files limit the node sets for itself |
 //! | [`thread`] | one way to start a thread (named, its end logged) and to lock a mutex |
 
 pub mod bitcoin;
 pub mod bitcoind;
 pub mod config;
+pub mod limits;
 pub mod logging;
 pub mod network;
 pub mod node;

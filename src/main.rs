@@ -9,7 +9,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use p2pool::config::{Config, ConfigParseError};
-use p2pool::{logging, node};
+use p2pool::{limits, logging, node};
 
 fn main() -> ExitCode {
     let config = match Config::parse_from(std::env::args_os()) {
@@ -36,6 +36,7 @@ fn main() -> ExitCode {
     };
     info!(target: "node", "p2pool {} starting", env!("CARGO_PKG_VERSION"));
     bound_allocator();
+    raise_open_files();
     for line in config.summary().lines() {
         info!(target: "node", "{line}");
     }
@@ -93,6 +94,22 @@ fn main() -> ExitCode {
             error!(target: "node", "{e}; stopped");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the open-files limit to the hard limit, so that thousands of miners need no
+/// `ulimit`, and says how many connections that holds.
+fn raise_open_files() {
+    match limits::raise_open_files() {
+        Ok(files) => {
+            let room = files.stratum_room(p2pool::worker::MAX_HTTP_CONNECTIONS);
+            if files.now > files.before {
+                info!(target: "node", "open files: soft limit raised from {} to {}; room for about {room} stratum miners", files.before, files.now);
+            } else {
+                info!(target: "node", "open files: limit {}; room for about {room} stratum miners", files.now);
+            }
+        }
+        Err(e) => warn!(target: "node", "open files: the limit could not be raised: {e}"),
     }
 }
 

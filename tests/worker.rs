@@ -1462,3 +1462,154 @@ fn a_second_share_of_ours_on_the_same_best_share_is_never_made_however_fast_it_c
         "{s:?}"
     );
 }
+
+#[test]
+fn idle_stratum_miners_connected_together_get_their_lowered_difficulty_at_spread_times() {
+    logs::init();
+    // An idle period of 6 s: each first retarget comes 6 to 12 s after login.
+    let node = WorkerNode::start(easy_net(bcoin::chain()), Source::Static, |c| {
+        c.vardiff_interval = 1.5;
+        c.initial_difficulty = 1e-3;
+    });
+    push_template(&node, 1);
+    let stratum = node.workers.stratum_addr();
+    let start = Instant::now();
+    let miners: Vec<_> = (0..50)
+        .map(|_| {
+            let mut c = LineClient::connect(stratum);
+            stratum_login(&mut c, &addr(9));
+            c.set_read_timeout(WITHIN);
+            thread::spawn(move || {
+                // The first job after login that is not a new block's: the retarget's.
+                let notify = loop {
+                    let v = c.read().expect("a job within the idle periods");
+                    if v["method"] == "mining.notify" && v["params"][8] == json!(false) {
+                        break v;
+                    }
+                };
+                assert_eq!(notify["params"][8], json!(false));
+                start.elapsed()
+            })
+        })
+        .collect();
+    let mut arrivals: Vec<Duration> = miners.into_iter().map(|m| m.join().unwrap()).collect();
+    arrivals.sort();
+    let (first, last) = (arrivals[0], arrivals[arrivals.len() - 1]);
+    assert!(
+        last - first > Duration::from_secs(3),
+        "50 retargets within {:?} of each other: {arrivals:?}",
+        last - first
+    );
+}
+
+#[test]
+fn a_stalled_stratum_miner_delays_no_one_elses_notify_and_is_dropped_while_the_node_serves() {
+    logs::init();
+    let node = static_node();
+    let stratum = node.workers.stratum_addr();
+    let mut honest: Vec<LineClient> = (0..3)
+        .map(|i| {
+            let mut c = LineClient::connect(stratum);
+            stratum_login(&mut c, &addr(20 + i));
+            c
+        })
+        .collect();
+    // A miner that logs in and never reads, with a small receive buffer: its socket is
+    // soon full, and every later write to it would block.
+    let stalled = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    stalled.set_recv_buffer_size(4096).unwrap();
+    stalled.connect(&stratum.into()).unwrap();
+    let mut stalled = TcpStream::from(stalled);
+    use std::io::Write;
+    let login = format!(
+        "{}\n{}\n",
+        json!({"id": 1, "method": "mining.subscribe", "params": []}),
+        json!({"id": 2, "method": "mining.authorize", "params": [addr(30), "x"]})
+    );
+    stalled.write_all(login.as_bytes()).unwrap();
+    wait_for("four miners connected", || {
+        (node.workers.stratum_connections() == 4).then_some(())
+    });
+    // New work again and again: the honest miners get each notify at once, until the
+    // stalled miner's socket buffers (megabytes on loopback: some 5,000 rounds here) and
+    // then its queue are full and it is dropped.
+    let mut rounds = 0u32;
+    while node.workers.stratum_connections() == 4 {
+        rounds += 1;
+        assert!(rounds < 20000, "the stalled miner was never dropped");
+        let previous = sha256d(&rounds.to_le_bytes());
+        let template = static_template(previous, 2000 + rounds, 0x1d00ffff);
+        let sent = Instant::now();
+        node.templates
+            .as_ref()
+            .unwrap()
+            .send(Arc::new(template))
+            .unwrap();
+        let mut prev = previous.0;
+        swap4(&mut prev);
+        let prev = hex::encode(prev);
+        for c in &mut honest {
+            let notify = loop {
+                let v = c
+                    .notification("mining.notify")
+                    .expect("a notify on new work");
+                if v["params"][1] == json!(prev) {
+                    break v;
+                }
+            };
+            assert_eq!(notify["params"][8], json!(true));
+            let took = sent.elapsed();
+            assert!(
+                took < Duration::from_secs(1),
+                "a notify {took:?} after new work"
+            );
+        }
+        let broadcast = node.workers.last_stratum_broadcast().expect("a broadcast");
+        assert!(broadcast.took < Duration::from_secs(1), "{broadcast:?}");
+    }
+    assert!(rounds > 1, "dropped before its socket was full");
+    // The node serves on: a new miner logs in and gets a job, the others still mine.
+    let mut late = LineClient::connect(stratum);
+    let (_, _, notify) = stratum_login(&mut late, &addr(31));
+    assert_eq!(notify["params"][8], json!(true));
+    assert_eq!(node.workers.stratum_connections(), 4);
+    drop(stalled);
+}
+
+#[test]
+fn a_stratum_connection_past_the_cap_is_told_why_and_the_node_keeps_serving() {
+    logs::init();
+    let node = WorkerNode::start(easy_net(bcoin::chain()), Source::Static, |c| {
+        c.max_stratum_connections = 2;
+    });
+    push_template(&node, 1);
+    let stratum = node.workers.stratum_addr();
+    let mut first = LineClient::connect(stratum);
+    stratum_login(&mut first, &addr(40));
+    let mut second = LineClient::connect(stratum);
+    stratum_login(&mut second, &addr(41));
+    // The third is answered with an error line, then closed.
+    let mut third = LineClient::connect(stratum);
+    let refused = third.read().expect("an error line before the close");
+    assert_eq!(refused["id"], Value::Null);
+    assert!(refused["result"].is_null());
+    let message = refused["error"][1].as_str().expect("an error message");
+    assert!(message.contains("too many connections"), "{message}");
+    assert!(third.closed());
+    // The two connected miners mine on: new work reaches them.
+    first.clear_notifications();
+    second.clear_notifications();
+    push_template(&node, 2);
+    for c in [&mut first, &mut second] {
+        let notify = c.notification("mining.notify").expect("new work");
+        assert_eq!(notify["params"][8], json!(true));
+    }
+    // A place freed is taken again.
+    drop(first);
+    wait_for("the first connection gone", || {
+        (node.workers.stratum_connections() == 1).then_some(())
+    });
+    let mut again = LineClient::connect(stratum);
+    let (_, _, notify) = stratum_login(&mut again, &addr(42));
+    assert_eq!(notify["params"][8], json!(true));
+}

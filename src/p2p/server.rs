@@ -51,7 +51,7 @@ impl P2p {
     /// Binds the listener and starts the listener and connector threads. Events for the
     /// node arrive on the returned receiver.
     pub fn start(cfg: P2pConfig) -> Result<(P2p, Receiver<PeerEvent>), P2pError> {
-        let listener = TcpListener::bind(cfg.listen).map_err(|source| P2pError::Bind {
+        let listener = crate::limits::listen(cfg.listen).map_err(|source| P2pError::Bind {
             addr: cfg.listen,
             source,
         })?;

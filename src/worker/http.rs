@@ -80,7 +80,7 @@ impl HttpServer {
     ) -> Result<HttpServer, WorkerError> {
         let config = &shared.config;
         let addr = config.worker_addr;
-        let listener = std::net::TcpListener::bind(addr).map_err(|source| WorkerError::Bind {
+        let listener = crate::limits::listen(addr).map_err(|source| WorkerError::Bind {
             what: "getwork",
             addr,
             source,

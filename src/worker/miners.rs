@@ -165,19 +165,44 @@ pub struct Vardiff {
     fixed: bool,
     since: Instant,
     count: u32,
+    /// Seconds without enough pseudo-shares before the difficulty is lowered: four
+    /// intervals, and at first four more times this connection's phase (0 to 1), so that
+    /// idle miners that connected together are retargeted at times spread over an interval
+    /// (and stay spread), not all in the same second.
+    idle_after: f64,
 }
 
 /// Pseudo-shares counted before a retarget; fewer are enough after 4 intervals.
 const VARDIFF_SHARES: u32 = 12;
 
+/// Seconds after which fewer than `VARDIFF_SHARES` pseudo-shares are enough to retarget.
+fn idle_period(config: &VardiffConfig) -> f64 {
+    4.0 * config.target_interval
+}
+
 impl Vardiff {
+    /// A new miner's vardiff, its phase drawn at random.
     pub fn new(config: VardiffConfig, now: Instant) -> Vardiff {
+        // 53 random bits as a fraction in [0, 1).
+        let phase = (super::work::random_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        Vardiff::with_phase(config, now, phase)
+    }
+
+    /// A new miner's vardiff whose first idle retarget comes `phase` (0 to 1, clamped) of
+    /// an idle period after the usual one.
+    pub fn with_phase(config: VardiffConfig, now: Instant, phase: f64) -> Vardiff {
+        let phase = if phase.is_finite() {
+            phase.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         Vardiff {
             config,
             difficulty: config.initial_difficulty.max(config.min_difficulty),
             fixed: false,
             since: now,
             count: 0,
+            idle_after: idle_period(&config) * (1.0 + phase),
         }
     }
 
@@ -210,7 +235,7 @@ impl Vardiff {
             return None;
         }
         let elapsed = now.duration_since(self.since).as_secs_f64();
-        let long = elapsed >= 4.0 * self.config.target_interval;
+        let long = elapsed >= self.idle_after;
         if self.count < VARDIFF_SHARES && !long {
             return None;
         }
@@ -225,6 +250,7 @@ impl Vardiff {
             .max(self.config.min_difficulty);
         self.since = now;
         self.count = 0;
+        self.idle_after = idle_period(&self.config);
         if (new - self.difficulty).abs() <= self.difficulty * 0.1 {
             return None;
         }
@@ -450,6 +476,58 @@ mod tests {
         v.fix(0.01, now);
         assert_eq!(v.difficulty(), 1.0);
         assert_eq!(v.on_share(now + Duration::from_secs(1000)), None);
+    }
+
+    /// The seconds after `t0` at which an idle `v` is retargeted, ticked once a second as
+    /// the Stratum notifier does, over `seconds`.
+    fn idle_retargets(v: &mut Vardiff, t0: Instant, seconds: u64) -> Vec<u64> {
+        (1..=seconds)
+            .filter(|s| v.on_idle(t0 + Duration::from_secs(*s)).is_some())
+            .collect()
+    }
+
+    #[test]
+    fn idle_miners_connected_together_are_retargeted_at_times_spread_over_the_interval() {
+        use rand::{RngExt, SeedableRng};
+        let config = VardiffConfig {
+            target_interval: 5.0,
+            min_difficulty: 1e-9,
+            initial_difficulty: 1e6,
+        };
+        let t0 = Instant::now();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        let mut firsts = Vec::new();
+        let mut seconds = std::collections::HashMap::<u64, usize>::new();
+        for _ in 0..1000 {
+            let mut v = Vardiff::with_phase(config, t0, rng.random::<f64>());
+            let times = idle_retargets(&mut v, t0, 100);
+            // First within one to two idle periods (20 to 40 s), then every period.
+            assert!((20..=40).contains(&times[0]), "{times:?}");
+            assert!(times.windows(2).all(|w| w[1] - w[0] == 20), "{times:?}");
+            firsts.push(times[0]);
+            for t in times {
+                *seconds.entry(t).or_default() += 1;
+            }
+        }
+        let spread = firsts.iter().max().unwrap() - firsts.iter().min().unwrap();
+        assert!(spread >= 18, "first retargets over {spread} s only");
+        // No second carries more than a few times its fair share (1000 / 20 = 50).
+        let busiest = seconds.values().max().unwrap();
+        assert!(*busiest <= 120, "{busiest} retargets in one second");
+    }
+
+    #[test]
+    fn each_new_vardiff_draws_its_own_phase() {
+        let config = VardiffConfig {
+            target_interval: 5.0,
+            min_difficulty: 1e-9,
+            initial_difficulty: 1e6,
+        };
+        let t0 = Instant::now();
+        let firsts: std::collections::HashSet<u64> = (0..50)
+            .map(|_| idle_retargets(&mut Vardiff::new(config, t0), t0, 45)[0])
+            .collect();
+        assert!(firsts.len() >= 8, "50 miners retargeted in {firsts:?} only");
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub use work::{Work, WorkError};
 const LOG: &str = "worker";
 /// Found shares waiting for the node.
 const EVENT_QUEUE: usize = 1024;
+/// Most HTTP connections open at once, by default.
+pub const MAX_HTTP_CONNECTIONS: usize = 1024;
 
 /// Settings of the worker side.
 #[derive(Debug, Clone)]
@@ -103,7 +105,7 @@ impl WorkerConfig {
             min_difficulty: None,
             http_threads: 4,
             max_body: 64 * 1024,
-            max_http_connections: 1024,
+            max_http_connections: MAX_HTTP_CONNECTIONS,
             http_timeout: Duration::from_secs(30),
             max_line: 16 * 1024,
             max_stratum_connections: 4096,
@@ -293,13 +295,12 @@ impl Workers {
         web: Option<Arc<dyn WebRoutes>>,
     ) -> Result<(Workers, Receiver<MinerEvent>), WorkerError> {
         let (events, events_rx) = bounded(config.events_queue.max(1));
-        let listener = std::net::TcpListener::bind(config.stratum_addr).map_err(|source| {
-            WorkerError::Bind {
+        let listener =
+            crate::limits::listen(config.stratum_addr).map_err(|source| WorkerError::Bind {
                 what: "stratum",
                 addr: config.stratum_addr,
                 source,
-            }
-        })?;
+            })?;
         let stratum_addr = listener.local_addr().map_err(WorkerError::Spawn)?;
         let shared = Arc::new(Shared {
             work: RwLock::new(None),

@@ -8,7 +8,7 @@
 //! nonce at the end of the coinbase script.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,10 +34,12 @@ pub const VERSION_MASK: u32 = 0x1fff_e000;
 const JOBS_KEPT: usize = 16;
 /// Bad lines (malformed, unknown method) before a connection is closed.
 const MAX_BAD_LINES: u32 = 20;
-/// How long a socket write may block before the miner is dropped. A write blocks only when
-/// the socket's send buffer is full, that is when the miner has read nothing for many
-/// messages; a short bound keeps one such miner from holding up a broadcast to the others.
-const WRITE_TIMEOUT: Duration = Duration::from_millis(100);
+/// Messages (each one send: a reply, or a set_difficulty and its job) waiting in one
+/// connection's outbound queue, beyond what its socket took. A miner's socket refuses more
+/// only when the miner has read nothing for many messages; past this it is dropped.
+pub const OUTBOX_MESSAGES: usize = 64;
+/// Bytes waiting in one connection's outbound queue; past this it is dropped.
+pub const OUTBOX_BYTES: usize = 256 * 1024;
 /// Stack of each connection thread.
 const STACK: usize = 256 * 1024;
 /// Connections notified per helper thread.
@@ -62,32 +64,124 @@ struct State {
     last_send: Instant,
 }
 
+/// What one connection's socket has not taken yet, oldest first.
+#[derive(Default)]
+struct Outbox {
+    queue: VecDeque<Vec<u8>>,
+    /// Bytes of the oldest message already sent.
+    sent: usize,
+    /// Bytes not yet sent, in all.
+    bytes: usize,
+    closed: bool,
+}
+
 struct Conn {
     id: u64,
     peer: SocketAddr,
-    writer: Mutex<TcpStream>,
+    /// The one socket: read by the connection's thread, written without blocking by any.
+    stream: TcpStream,
+    outbox: Mutex<Outbox>,
     state: Mutex<State>,
 }
 
 impl Conn {
-    /// Writes lines; on failure the connection is shut down (its reader then ends).
+    /// Queues lines as one message and sends what the socket takes without blocking: a
+    /// broadcast never waits on one miner. The rest goes out as the socket takes it (at the
+    /// connection's next message or the notifier's next tick). A miner whose queue is full
+    /// (it reads nothing) is dropped. False when the connection is closed.
     fn send(&self, lines: &[String]) -> bool {
-        let mut out = String::new();
+        let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
         for l in lines {
-            out.push_str(l);
-            out.push('\n');
+            out.extend_from_slice(l.as_bytes());
+            out.push(b'\n');
         }
-        let mut w = lock(&self.writer);
-        match w.write_all(out.as_bytes()) {
-            Ok(()) => true,
-            Err(e) => {
-                debug!(target: LOG, "{}: write failed: {e}", self.peer);
-                let _ = w.shutdown(Shutdown::Both);
-                false
+        let mut outbox = lock(&self.outbox);
+        if outbox.closed {
+            return false;
+        }
+        if outbox.queue.len() >= OUTBOX_MESSAGES || outbox.bytes + out.len() > OUTBOX_BYTES {
+            info!(
+                target: LOG,
+                "{}: not reading ({} messages, {} bytes waiting): closed",
+                self.peer,
+                outbox.queue.len(),
+                outbox.bytes
+            );
+            self.close(&mut outbox);
+            return false;
+        }
+        outbox.bytes += out.len();
+        outbox.queue.push_back(out);
+        self.flush_locked(&mut outbox)
+    }
+
+    /// Sends what waits in the queue, as far as the socket takes it without blocking.
+    fn flush(&self) -> bool {
+        let mut outbox = lock(&self.outbox);
+        !outbox.closed && self.flush_locked(&mut outbox)
+    }
+
+    fn flush_locked(&self, outbox: &mut Outbox) -> bool {
+        while let Some(front) = outbox.queue.front() {
+            match send_now(&self.stream, &front[outbox.sent..]) {
+                Ok(0) => {
+                    self.close(outbox);
+                    return false;
+                }
+                Ok(n) => {
+                    outbox.sent += n;
+                    outbox.bytes -= n;
+                    if outbox.sent == front.len() {
+                        outbox.queue.pop_front();
+                        outbox.sent = 0;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!(target: LOG, "{}: write failed: {e}", self.peer);
+                    self.close(outbox);
+                    return false;
+                }
             }
         }
+        true
+    }
+
+    /// Drops what waits and shuts the socket down (its reader then ends).
+    fn close(&self, outbox: &mut Outbox) {
+        *outbox = Outbox {
+            closed: true,
+            ..Outbox::default()
+        };
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    fn waiting(&self) -> bool {
+        !lock(&self.outbox).queue.is_empty()
     }
 }
+
+/// Sends what the socket takes now, never blocking (the socket itself stays blocking for
+/// its reader).
+#[cfg(unix)]
+fn send_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const FLAGS: libc::c_int = libc::MSG_DONTWAIT;
+    socket2::SockRef::from(stream).send_with_flags(buf, FLAGS)
+}
+
+/// Elsewhere a write that may block for the socket's write timeout (`WRITE_TIMEOUT`).
+#[cfg(not(unix))]
+fn send_now(mut stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    use std::io::Write;
+    stream.write(buf)
+}
+
+#[cfg(not(unix))]
+const WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct Registry {
@@ -199,22 +293,33 @@ fn accept_loop(shared: &Arc<Shared>, registry: &Arc<Mutex<Registry>>, listener: 
                 continue;
             }
         };
-        if lock(registry).conns.len() >= shared.config.max_stratum_connections {
+        let cap = shared.config.max_stratum_connections;
+        if lock(registry).conns.len() >= cap {
             warn!(target: LOG, "too many stratum connections: one refused");
+            // A fresh socket takes one line without blocking; then the close.
+            let line = format!(
+                "{}\n",
+                error_reply(
+                    &Value::Null,
+                    20,
+                    &format!("too many connections: this node holds {cap}, try later")
+                )
+            );
+            let _ = send_now(&stream, line.as_bytes());
+            let _ = stream.shutdown(Shutdown::Write);
             continue;
         }
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        let Ok(writer) = stream.try_clone() else {
-            continue;
-        };
         let _ = stream.set_nodelay(true);
-        let _ = writer.set_write_timeout(Some(WRITE_TIMEOUT));
+        #[cfg(not(unix))]
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let conn = Arc::new(Conn {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             peer,
-            writer: Mutex::new(writer),
+            stream,
+            outbox: Mutex::default(),
             state: Mutex::new(State {
                 extranonce1: [0; EXTRANONCE1_SIZE],
                 subscribed: false,
@@ -241,8 +346,11 @@ fn accept_loop(shared: &Arc<Shared>, registry: &Arc<Mutex<Registry>>, listener: 
         let registry = registry.clone();
         let spawned = crate::thread::spawn_with_stack("stratum", STACK, move || {
             // A read blocked on the socket ends when shutdown closes it.
-            let Ok(_wake) = shared.shutdown.close_on_stop(&stream) else {
-                return forget(&registry, &conn);
+            let _wake = {
+                let conn = conn.clone();
+                shared.shutdown.on_stop(move || {
+                    let _ = conn.stream.shutdown(Shutdown::Both);
+                })
             };
             let mut session = Session {
                 shared: &shared,
@@ -250,7 +358,7 @@ fn accept_loop(shared: &Arc<Shared>, registry: &Arc<Mutex<Registry>>, listener: 
                 conn: &conn,
                 bad_lines: 0,
             };
-            session.run(stream);
+            session.run();
             forget(&registry, &conn);
         });
         if let Err(e) = spawned {
@@ -427,9 +535,19 @@ fn notify_all(shared: &Shared, registry: &Mutex<Registry>, published: Instant) {
     lock(registry).last_broadcast = Some(broadcast);
 }
 
-/// A fresh job (clean_jobs false) to miners that heard nothing for a while, and to those
+/// Once a second: what sockets did not take at once, sent as far as they take it now; a
+/// fresh job (clean_jobs false) to miners that heard nothing for a while, and to those
 /// whose vardiff fell while they found nothing.
 fn keepalive(shared: &Shared, registry: &Mutex<Registry>) {
+    let waiting: Vec<Arc<Conn>> = lock(registry)
+        .conns
+        .values()
+        .filter(|c| c.waiting())
+        .cloned()
+        .collect();
+    for conn in waiting {
+        conn.flush();
+    }
     let Some(work) = shared.current() else {
         return;
     };
@@ -467,7 +585,8 @@ enum Flow {
 }
 
 impl Session<'_> {
-    fn run(&mut self, mut stream: TcpStream) {
+    fn run(&mut self) {
+        let mut stream = &self.conn.stream;
         let config = &self.shared.config;
         let connected = Instant::now();
         let mut last_read = Instant::now();

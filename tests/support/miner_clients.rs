@@ -111,6 +111,11 @@ impl LineClient {
         }
     }
 
+    /// How long a read may wait (5 s unless set).
+    pub fn set_read_timeout(&self, within: Duration) {
+        self.stream.set_read_timeout(Some(within)).unwrap();
+    }
+
     pub fn send_raw(&mut self, bytes: &[u8]) {
         let _ = self.stream.write_all(bytes);
     }
