@@ -882,6 +882,35 @@ struct Scratch {
     last_cut: u64,
 }
 
+/// The window's credits, their weights' table, and the finder's script key and bytes.
+type Payees128<'a, 'w> = (&'a [Credit<u128>], &'a WindowWeights<'w>, u64, &'a [u8]);
+
+/// Writes into `values` the amount of each credit (0 for the finder's own credit, paid
+/// with the finder) and returns the finder's weight in the window, the sum of the amounts
+/// and how many are not zero. Generic in `amount` so that each divider gets its own loop.
+#[inline(always)]
+fn fill_amounts(
+    values: &mut Vec<u64>,
+    (credits, weights, finder_key, finder): Payees128<'_, '_>,
+    amount: impl Fn(u128) -> u64,
+) -> (u128, u64, usize) {
+    let (mut own, mut paid, mut nonzero) = (0u128, 0u64, 0usize);
+    values.clear();
+    values.extend(credits.iter().map(|c| {
+        if c.key == finder_key && weights.bytes(c.script) == finder {
+            // Paid with the finder (a script is in a window once).
+            own = c.weight;
+            0
+        } else {
+            let value = amount(c.weight);
+            paid += value;
+            nonzero += usize::from(value != 0);
+            value
+        }
+    }));
+    (own, paid, nonzero)
+}
+
 /// Ranks [`kth_largest`] finds by a pass instead of a selection.
 const NEAR_RANKS: usize = 8;
 
@@ -1031,23 +1060,20 @@ fn modern_bytes(
     let divider = Divider::new(subsidy, 398, total);
     let finder = req.new_script;
     let finder_key = script_key(finder);
-    let mut own = 0u128;
-    let mut paid = 0u64;
-    let mut nonzero = 0;
     let values = &mut scratch.values;
-    values.clear();
-    values.extend(credits.iter().map(|c| {
-        if c.key == finder_key && weights.bytes(c.script) == finder {
-            // Paid with the finder (a script is in a window once).
-            own = c.weight;
-            0
-        } else {
-            let value = divider.of128(c.weight);
-            paid += value;
-            nonzero += usize::from(value != 0);
-            value
-        }
-    }));
+    // One loop per kind of divider, its constants in registers (a `match` in the loop
+    // reloaded them for every credit).
+    let payees = (credits, weights, finder_key, finder);
+    let (own, mut paid, nonzero) = match divider.fit {
+        Fit::Narrow { scale, magic, max } => fill_amounts(values, payees, |w| {
+            if w <= u128::from(max) {
+                mul_high(magic, scale * w as u64)
+            } else {
+                divider.slow(w)
+            }
+        }),
+        _ => fill_amounts(values, payees, |w| divider.of128(w)),
+    };
     let mut finder_value = divider.of(this_weight + U512::from(own)) + subsidy * 2 / 400;
     paid += finder_value;
     finder_value += subsidy.saturating_sub(paid);
