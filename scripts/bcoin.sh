@@ -102,7 +102,7 @@ port_open() {
 alive() {
     kill -0 "$1" 2>/dev/null || return 1
     if [ -r "/proc/$1/stat" ]; then
-        case "$(cut -d')' -f2 <"/proc/$1/stat" 2>/dev/null)" in " Z"*) return 1 ;; esac
+        case "$(cut -d')' -f2 2>/dev/null <"/proc/$1/stat")" in " Z"*) return 1 ;; esac
     fi
     return 0
 }

@@ -61,7 +61,7 @@ SLEEP_PID=""
 alive() {
     kill -0 "$1" 2>/dev/null || return 1
     if [ -r "/proc/$1/stat" ]; then
-        case "$(cut -d')' -f2 <"/proc/$1/stat" 2>/dev/null)" in " Z"*) return 1 ;; esac
+        case "$(cut -d')' -f2 2>/dev/null <"/proc/$1/stat")" in " Z"*) return 1 ;; esac
     fi
     return 0
 }
@@ -202,6 +202,8 @@ while true; do
     line=""
     for i in $(seq 0 $((NODES - 1))); do
         if ! kill -0 "${NODE_PIDS[$i]}" 2>/dev/null; then
+            # A Ctrl-C reaches the nodes too: give its trap the time to run first.
+            sleep 1
             tail -n 5 "$DIR/node$i.log" >&2 || true
             fail 1 "node $i stopped (its log: $DIR/node$i.log, above)"
         fi
