@@ -47,7 +47,12 @@ for i in $(seq 0 $((NODES - 1))); do
     done
 done
 if [ "${#taken[@]}" -gt 0 ]; then
-    fail 2 "port ${taken[*]} already in use by another program. The demo uses ports $BASE to $LAST (node i: PORT+10i web/getwork, +1 P2P, +2 Stratum); move them with P2POOL_DEMO_PORT, e.g. P2POOL_DEMO_PORT=$((BASE + 1000)) make demo"
+    list="$(printf '%s, ' "${taken[@]}")"
+    what="port"
+    if [ "${#taken[@]}" -gt 1 ]; then what="ports"; fi
+    other=$((BASE + 1000))
+    if [ $((LAST + 1000)) -gt 65535 ]; then other=$((BASE - 1000)); fi
+    fail 2 "$what ${list%, } already in use by another program. The demo uses ports $BASE to $LAST (node i: PORT+10i web/getwork, +1 P2P, +2 Stratum); move them with P2POOL_DEMO_PORT, e.g. P2POOL_DEMO_PORT=$other make demo"
 fi
 
 DIR="${P2POOL_DEMO_DIR:-$(mktemp -d -t p2pool-demo.XXXXXX)}"
