@@ -30,7 +30,11 @@ impl Demo {
             .parent()
             .expect("the binaries' folder")
             .to_path_buf();
-        let mut child = Command::new("bash")
+        // SIGINT as a terminal leaves it: a test run started in the background of a script
+        // inherits SIGINT ignored, and bash cannot trap a signal ignored at its start.
+        let mut child = Command::new("env")
+            .arg("--default-signal=INT")
+            .arg("bash")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo.sh"))
             .env("TMPDIR", tmp)
             .env("P2POOL_DEMO_BIN", bin)
@@ -43,7 +47,7 @@ impl Demo {
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
-            .expect("bash runs scripts/demo.sh");
+            .expect("env runs bash scripts/demo.sh (env from GNU coreutils 9 or later)");
         let collect = |pipe: Box<dyn std::io::Read + Send>| {
             let lines = Arc::new(Mutex::new(Vec::new()));
             let sink = lines.clone();
