@@ -13,6 +13,8 @@ demo:
 	scripts/demo.sh
 
 ## The whole test suite: formatting, lints, every test, and the conformance vectors.
+## One build serves unit and conformance (the test profile); clippy's check build shares
+## its proc macros and build scripts (doc/performance.md, "make test").
 test: fmt-check clippy unit conformance
 
 fmt-check:
@@ -24,8 +26,9 @@ clippy:
 unit:
 	$(CARGO) test --all-targets
 
+# The conformance vectors, in the test profile: after `unit` this builds nothing.
 conformance:
-	$(CARGO) test --release --test conformance -- --nocapture
+	$(CARGO) test --test conformance -- --nocapture
 
 bench:
 	$(CARGO) bench --bench codec

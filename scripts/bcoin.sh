@@ -102,7 +102,7 @@ port_open() {
 alive() {
     kill -0 "$1" 2>/dev/null || return 1
     if [ -r "/proc/$1/stat" ]; then
-        case "$(cut -d')' -f2 <"/proc/$1/stat" 2>/dev/null)" in " Z"*) return 1 ;; esac
+        case "$(cut -d')' -f2 2>/dev/null <"/proc/$1/stat")" in " Z"*) return 1 ;; esac
     fi
     return 0
 }
@@ -121,6 +121,19 @@ terminate() {
     done
 }
 
+# The node and the data dir of a start not finished yet: a failure or a signal (Ctrl-C)
+# before the node is handed over stops the node and removes a data dir start created.
+STARTING_PID=""
+STARTING_DIR=""
+abort_start() {
+    if [ -n "$STARTING_PID" ]; then kill -KILL "$STARTING_PID" 2>/dev/null || true; fi
+    if [ -n "$STARTING_DIR" ]; then rm -rf "$STARTING_DIR"; fi
+    # The mkdir install lock, if this process holds it (see lock).
+    if [ "$(cat "$CACHE_DIR/.lock.d/pid" 2>/dev/null || true)" = $$ ]; then
+        rm -rf "$CACHE_DIR/.lock.d"
+    fi
+}
+
 start() {
     local datadir="" rpc_port="" p2p_port="" watch_pid="" own_datadir=""
     while [ $# -gt 0 ]; do
@@ -133,9 +146,12 @@ start() {
         esac
     done
     install
+    trap abort_start EXIT
+    trap 'exit 1' INT TERM HUP
     if [ -z "$datadir" ]; then
         datadir="$(mktemp -d "${TMPDIR:-/tmp}/p2pool-bcoin.XXXXXX")"
         own_datadir=1
+        STARTING_DIR="$datadir"
     elif [ -e "$datadir" ] && [ -n "$(ls -A "$datadir")" ]; then
         die "data dir $datadir is not empty; start needs a fresh one"
     fi
@@ -157,6 +173,7 @@ start() {
         --log-level=info --log-console=false \
         </dev/null >"$log" 2>&1 &
     local pid=$!
+    STARTING_PID=$pid
 
     local waited=0
     until port_open "$rpc_port" && port_open "$p2p_port"; do
@@ -168,7 +185,8 @@ start() {
         waited=$((waited + 1))
         if [ "$waited" -gt $((START_TIMEOUT * 10)) ]; then
             kill -KILL "$pid" 2>/dev/null || true
-            die "the node did not open ports $rpc_port and $p2p_port within ${START_TIMEOUT}s (log: $log)"
+            tail -n 20 "$log" >&2 || true
+            die "the node did not open ports $rpc_port and $p2p_port within ${START_TIMEOUT}s (its log's end above)"
         fi
         sleep 0.1
     done
@@ -176,7 +194,10 @@ start() {
     if [ -n "$watch_pid" ]; then
         # Stops the node when the watched process (a test binary, say) exits, however it exits,
         # and removes a data dir this script created once the node is gone.
+        # It ignores SIGINT and SIGHUP: a Ctrl-C or a closed terminal reaches the whole
+        # process group, and the watchdog must outlive the watched process to clean up.
         (
+            trap '' INT HUP
             while alive "$watch_pid" && alive "$pid"; do
                 sleep 0.5
             done
@@ -185,6 +206,9 @@ start() {
         ) </dev/null >/dev/null 2>&1 &
     fi
 
+    STARTING_PID=""
+    STARTING_DIR=""
+    trap - EXIT INT TERM HUP
     echo "pid=$pid"
     echo "rpc_port=$rpc_port"
     echo "p2p_port=$p2p_port"

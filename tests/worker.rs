@@ -1613,3 +1613,175 @@ fn a_stratum_connection_past_the_cap_is_told_why_and_the_node_keeps_serving() {
     let (_, _, notify) = stratum_login(&mut again, &addr(42));
     assert_eq!(notify["params"][8], json!(true));
 }
+
+/// What the fake original P2Pool below saw.
+#[derive(Default)]
+struct OriginalSeen {
+    methods: Vec<String>,
+    /// Each solution submitted, as the 128-byte getwork data in hex.
+    submits: Vec<String>,
+}
+
+/// Reads one HTTP request (head, then a Content-Length or chunked body): (path, body).
+fn read_request(reader: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let path = line.split_whitespace().nth(1)?.to_string();
+    let (mut length, mut chunked) = (0usize, false);
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).ok()?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':')?;
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.trim().parse().ok()?;
+        }
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.to_ascii_lowercase().contains("chunked");
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).ok()?;
+            let size = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0u8; size + 2];
+            reader.read_exact(&mut chunk).ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        body.resize(length, 0);
+        reader.read_exact(&mut body).ok()?;
+    }
+    Some((path, body))
+}
+
+/// A JSON-RPC 2.0 answer as the original P2Pool's Twisted server writes it to an HTTP/1.1
+/// request: status 200 and a chunked body (here cut into 7-byte chunks, each with a chunk
+/// extension), with the headers every getwork reply carries (§7.1 of the reference).
+fn original_answer(stream: &mut TcpStream, reply: &Value) {
+    use std::io::Write;
+    let body = reply.to_string();
+    let mut wire = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                    X-Long-Polling: /long-polling\r\nX-Roll-NTime: expire=60\r\n\
+                    Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        .to_string();
+    for chunk in body.as_bytes().chunks(7) {
+        wire.push_str(&format!("{:x};x=1\r\n", chunk.len()));
+        wire.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        wire.push_str("\r\n");
+    }
+    wire.push_str("0\r\n\r\n");
+    let _ = stream.write_all(wire.as_bytes());
+}
+
+#[test]
+fn testminer_falls_back_to_getwork_when_getblocktemplate_has_an_error_code_and_reads_chunked_replies()
+ {
+    // A fake server, because the fault is the original P2Pool's own behaviour, which no
+    // real bcoin shows: its worker port knows only `getwork` and answers getblocktemplate
+    // with the JSON-RPC error -32601 (unknown method, reference §7.2), through Twisted,
+    // which sends HTTP/1.1 replies chunked. Long polls are held open and never answered.
+    use std::net::TcpListener;
+    use std::sync::Mutex;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(OriginalSeen::default()));
+    // A version 2 header on a made-up previous block; the share target passes one hash in
+    // 256, so the throttled miner finds one within seconds.
+    let mut header = [0u8; 80];
+    header[0] = 2;
+    header[4..36].copy_from_slice(&sha256d(b"previous block").0);
+    header[36..68].copy_from_slice(&sha256d(b"merkle root").0);
+    header[68..72].copy_from_slice(&1_700_000_000u32.to_le_bytes());
+    header[72..76].copy_from_slice(&0x207f_ffffu32.to_le_bytes());
+    let mut data = [0u8; 128];
+    data[..80].copy_from_slice(&header);
+    data[80] = 0x80;
+    data[126] = 0x02;
+    data[127] = 0x80;
+    swap4(&mut data);
+    let mut target = [0xffu8; 32];
+    target[31] = 0x00; // little-endian: the top byte is zero
+    let work = json!({"data": hex::encode(data), "target": hex::encode(target)});
+    {
+        let seen = seen.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let seen = seen.clone();
+                let work = work.clone();
+                thread::spawn(move || {
+                    let Ok(clone) = stream.try_clone() else {
+                        return;
+                    };
+                    let mut reader = std::io::BufReader::new(clone);
+                    let Some((path, body)) = read_request(&mut reader) else {
+                        return;
+                    };
+                    if path == "/long-polling" {
+                        thread::sleep(Duration::from_secs(120));
+                        return;
+                    }
+                    let call: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let method = call["method"].as_str().unwrap_or_default().to_string();
+                    seen.lock().unwrap().methods.push(method.clone());
+                    let reply = match (method.as_str(), call["params"][0].as_str()) {
+                        ("getwork", None) => json!({"jsonrpc": "2.0", "id": call["id"],
+                            "result": work, "error": null}),
+                        ("getwork", Some(solution)) => {
+                            seen.lock().unwrap().submits.push(solution.to_string());
+                            json!({"jsonrpc": "2.0", "id": call["id"], "result": true,
+                                "error": null})
+                        }
+                        _ => json!({"jsonrpc": "2.0", "id": call["id"], "result": null,
+                            "error": {"code": -32601, "message": "Method not found", "data": null}}),
+                    };
+                    original_answer(&mut stream, &reply);
+                });
+            }
+        });
+    }
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut miner = TestMiner::start(&[
+        "--url",
+        &url,
+        "--user",
+        &addr(1),
+        "--shares",
+        "2",
+        "--hashrate",
+        "2000",
+        "--duration",
+        "60",
+    ]);
+    miner.wait_for("accepted", 2, Duration::from_secs(60));
+    assert!(miner.wait_exit(WITHIN), "{}", miner.output());
+    let output = miner.output();
+    assert!(
+        output.contains("gbt refused") && output.contains("-32601"),
+        "{output}"
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.methods.first().map(String::as_str),
+        Some("getblocktemplate")
+    );
+    assert!(seen.submits.len() >= 2, "{:?}", seen.submits);
+    // Every solution is the work given with a nonce that meets the target.
+    let target = U256::from_le_bytes(target);
+    for solution in &seen.submits {
+        let mut bytes = hex::decode(solution).unwrap();
+        assert_eq!(bytes.len(), 128);
+        swap4(&mut bytes);
+        assert_eq!(bytes[..76], header[..76], "the header is the work's");
+        assert!(sha256d(&bytes[..80]).to_u256() <= target, "{solution}");
+    }
+}

@@ -10,6 +10,12 @@
 //! cpuminer-multi), `--version-rolling` (Stratum: mining.configure, 6-parameter submits).
 //! It prints one line per event (`work …`, `accepted`, `rejected REASON`) and a final
 //! `summary accepted=N rejected=M`.
+//!
+//! With getwork it first asks for a block template, as cpuminer does, and mines with getwork
+//! whatever the answer (`gbt refused (…); falling back to getwork` when it is an error, with
+//! or without a code, as the original P2Pool's -32601). Replies may be chunked
+//! (`Transfer-Encoding: chunked`, as Twisted sends them) or sized; bodies over 32 MiB and
+//! head lines over 8 KiB are refused.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -246,21 +252,113 @@ fn parse_http_url(url: &str) -> Option<HttpTarget> {
 }
 
 struct HttpAnswer {
+    status: String,
     headers: Vec<(String, String)>,
-    body: Value,
+    body: Vec<u8>,
 }
 
 impl HttpAnswer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+    fn ok(&self) -> bool {
+        self.status.split_whitespace().nth(1) == Some("200")
+    }
+
+    /// The body as JSON (`Null` when it is not JSON).
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 }
 
-/// One JSON-RPC call over a fresh connection (Connection: close), no client timeout.
-fn rpc(options: &Options, host: &str, path: &str, body: &Value) -> Result<HttpAnswer, String> {
+/// The largest reply body read (a block template with thousands of transactions fits).
+const MAX_BODY: u64 = 32 << 20;
+
+/// Reads a reply body: chunked (`Transfer-Encoding: chunked`, as Twisted answers HTTP/1.1
+/// requests, so the original P2Pool), or `Content-Length` bytes, or up to the close; at most
+/// `MAX_BODY` bytes either way.
+fn read_body(reader: &mut impl BufRead, headers: &[(String, String)]) -> Result<Vec<u8>, String> {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    let chunked =
+        header("Transfer-Encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut line = String::new();
+            reader
+                .by_ref()
+                .take(1024)
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?;
+            if !line.ends_with('\n') {
+                return Err(format!("bad chunk size line {line:?}"));
+            }
+            let digits = line.split(';').next().unwrap_or_default().trim();
+            let size = u64::from_str_radix(digits, 16)
+                .map_err(|_| format!("bad chunk size {digits:?}"))?;
+            if size == 0 {
+                // Trailers, if any, end with an empty line; the connection closes after it.
+                loop {
+                    let mut trailer = String::new();
+                    let n = reader
+                        .by_ref()
+                        .take(8192)
+                        .read_line(&mut trailer)
+                        .map_err(|e| e.to_string())?;
+                    if n == 0 || trailer.trim_end().is_empty() {
+                        return Ok(body);
+                    }
+                }
+            }
+            if body.len() as u64 + size > MAX_BODY {
+                return Err(format!("reply body over {MAX_BODY} bytes"));
+            }
+            let start = body.len();
+            body.resize(start + size as usize, 0);
+            reader
+                .read_exact(&mut body[start..])
+                .map_err(|e| format!("chunk cut short: {e}"))?;
+            let mut end = [0u8; 2];
+            reader
+                .read_exact(&mut end)
+                .map_err(|e| format!("chunk cut short: {e}"))?;
+            if &end != b"\r\n" {
+                return Err("chunk not followed by CRLF".into());
+            }
+        }
+    }
+    if let Some(length) = header("Content-Length") {
+        let length: u64 = length
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad Content-Length {length:?}"))?;
+        if length > MAX_BODY {
+            return Err(format!("reply body over {MAX_BODY} bytes"));
+        }
+        reader
+            .take(length)
+            .read_to_end(&mut body)
+            .map_err(|e| e.to_string())?;
+        if (body.len() as u64) < length {
+            return Err("reply cut short".into());
+        }
+        return Ok(body);
+    }
+    reader
+        .take(MAX_BODY + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| e.to_string())?;
+    if body.len() as u64 > MAX_BODY {
+        return Err(format!("reply body over {MAX_BODY} bytes"));
+    }
+    Ok(body)
+}
+
+/// One JSON-RPC call over a fresh connection (Connection: close), no client timeout; the
+/// answer whatever its status (see `rpc`).
+fn exchange(options: &Options, host: &str, path: &str, body: &Value) -> Result<HttpAnswer, String> {
     let mut stream = TcpStream::connect(host).map_err(|e| format!("connect {host}: {e}"))?;
     let auth = base64_encode(format!("{}:{}", options.user, options.pass).as_bytes());
     let body = body.to_string();
@@ -292,15 +390,16 @@ fn rpc(options: &Options, host: &str, path: &str, body: &Value) -> Result<HttpAn
     let mut status;
     let mut headers = Vec::new();
     loop {
-        status = String::new();
-        reader.read_line(&mut status).map_err(|e| e.to_string())?;
+        status = head_line(&mut reader)?;
         headers.clear();
         loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).map_err(|e| e.to_string())?;
+            let line = head_line(&mut reader)?;
             let line = line.trim_end();
             if line.is_empty() {
                 break;
+            }
+            if headers.len() >= 100 {
+                return Err("more than 100 reply headers".into());
             }
             if let Some((n, v)) = line.split_once(':') {
                 headers.push((n.trim().to_string(), v.trim().to_string()));
@@ -310,13 +409,61 @@ fn rpc(options: &Options, host: &str, path: &str, body: &Value) -> Result<HttpAn
             break;
         }
     }
-    let mut body = Vec::new();
-    reader.read_to_end(&mut body).map_err(|e| e.to_string())?;
-    if !status.contains(" 200 ") {
-        return Err(format!("HTTP {}", status.trim()));
+    let body = read_body(&mut reader, &headers)?;
+    Ok(HttpAnswer {
+        status: status.trim().to_string(),
+        headers,
+        body,
+    })
+}
+
+/// One line of a reply's head (at most 8 KiB, ending in a line feed).
+fn head_line(reader: &mut impl BufRead) -> Result<String, String> {
+    let mut line = String::new();
+    reader
+        .by_ref()
+        .take(8192)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    if !line.ends_with('\n') {
+        return Err(if line.is_empty() {
+            "connection closed before the reply".into()
+        } else {
+            format!(
+                "reply head line cut short or over 8 KiB: {:?}",
+                line.get(..80).unwrap_or(&line)
+            )
+        });
     }
-    let body: Value = serde_json::from_slice(&body).map_err(|e| format!("bad JSON: {e}"))?;
-    Ok(HttpAnswer { headers, body })
+    Ok(line)
+}
+
+/// An answered JSON-RPC call: HTTP 200 and a JSON body.
+struct RpcAnswer {
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl RpcAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One JSON-RPC call; an error unless the answer is HTTP 200 with a JSON body.
+fn rpc(options: &Options, host: &str, path: &str, body: &Value) -> Result<RpcAnswer, String> {
+    let answer = exchange(options, host, path, body)?;
+    if !answer.ok() {
+        return Err(format!("HTTP {}", answer.status));
+    }
+    let body: Value = serde_json::from_slice(&answer.body).map_err(|e| format!("bad JSON: {e}"))?;
+    Ok(RpcAnswer {
+        headers: answer.headers,
+        body,
+    })
 }
 
 struct GetworkUnit {
@@ -345,15 +492,29 @@ fn read_unit(result: &Value) -> Option<GetworkUnit> {
 fn getwork(run: &Arc<Run>) -> Result<(), String> {
     let options = &run.options;
     let target = parse_http_url(&options.url).ok_or("the url must be http://HOST:PORT/")?;
-    // cpuminer asks for a block template first and falls back on an error without code.
-    let gbt = rpc(
+    // cpuminer asks for a block template first and mines with getwork when that fails in
+    // any way: an error with or without a code (the original P2Pool answers -32601, unknown
+    // method), an HTTP error status, a body that is not JSON. This miner has no
+    // getblocktemplate mining: it mines with getwork whatever the answer, and says why.
+    let gbt = exchange(
         options,
         &target.host,
         &target.path,
         &json!({"method": "getblocktemplate", "params": [{"capabilities": ["coinbasetxn"]}], "id": 0}),
     )?;
-    if gbt.body["error"].get("code").is_some_and(|c| !c.is_null()) {
-        return Err(format!("getblocktemplate error with a code: {}", gbt.body));
+    let answer = gbt.json();
+    if gbt.ok() && answer["error"].is_null() && !answer["result"].is_null() {
+        say("gbt answered; mining with getwork");
+    } else if answer.is_null() {
+        say(&format!(
+            "gbt refused (HTTP {}, no JSON); falling back to getwork",
+            gbt.status
+        ));
+    } else {
+        say(&format!(
+            "gbt refused ({}); falling back to getwork",
+            answer["error"]
+        ));
     }
     let work: Arc<Mutex<Option<GetworkUnit>>> = Arc::new(Mutex::new(None));
     let generation = Arc::new(AtomicU64::new(0));
@@ -383,11 +544,16 @@ fn getwork(run: &Arc<Run>) -> Result<(), String> {
             }
         }
     };
-    if let Some(path) = long_poll {
+    if let Some(long_poll) = long_poll {
+        // A relative path is joined to the URL; a full http:// URL names its own host.
+        let (host, path) = match parse_http_url(&long_poll) {
+            Some(other) => (other.host, other.path),
+            None if long_poll.starts_with('/') => (target.host.clone(), long_poll),
+            None => (target.host.clone(), format!("/{long_poll}")),
+        };
         let run = run.clone();
         let work = work.clone();
         let generation = generation.clone();
-        let host = target.host.clone();
         spawn("longpoll", move || {
             while !run.stopping() {
                 match rpc(
@@ -737,5 +903,52 @@ fn main() -> ExitCode {
             eprintln!("p2pool-testminer: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_chunked_body_is_joined_across_chunks_with_extensions_and_trailers() {
+        let wire = b"4;ext=1\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\nX-Trailer: y\r\n\r\n";
+        let body = read_body(
+            &mut &wire[..],
+            &headers(&[("Transfer-Encoding", "chunked")]),
+        );
+        assert_eq!(body.as_deref(), Ok(&b"{\"a\":1}"[..]));
+    }
+
+    #[test]
+    fn a_chunked_body_over_the_bound_or_malformed_is_refused_without_reading_it_all() {
+        let chunked = headers(&[("Transfer-Encoding", "chunked")]);
+        // A chunk announced larger than the bound is refused before its bytes are read.
+        let huge = format!("{:x}\r\n", MAX_BODY + 1);
+        let err = read_body(&mut huge.as_bytes(), &chunked).unwrap_err();
+        assert!(err.contains("over"), "{err}");
+        // A size line that never ends is refused after 1 KiB.
+        let endless = vec![b'1'; 1 << 20];
+        assert!(read_body(&mut &endless[..], &chunked).is_err());
+        // Not hexadecimal, a cut chunk, a chunk without its CRLF.
+        assert!(read_body(&mut &b"zz\r\n"[..], &chunked).is_err());
+        assert!(read_body(&mut &b"8\r\nabc"[..], &chunked).is_err());
+        assert!(read_body(&mut &b"3\r\nabcXY0\r\n\r\n"[..], &chunked).is_err());
+    }
+
+    #[test]
+    fn a_sized_body_reads_content_length_bytes_and_an_unsized_one_up_to_the_close() {
+        let sized = read_body(&mut &b"abcdef"[..], &headers(&[("Content-Length", "3")]));
+        assert_eq!(sized.as_deref(), Ok(&b"abc"[..]));
+        assert!(read_body(&mut &b"ab"[..], &headers(&[("Content-Length", "3")])).is_err());
+        let unsized_body = read_body(&mut &b"abc"[..], &[]);
+        assert_eq!(unsized_body.as_deref(), Ok(&b"abc"[..]));
     }
 }
