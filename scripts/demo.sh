@@ -169,8 +169,10 @@ for i in $(seq 0 $((NODES - 1))); do
         url="stratum+tcp://127.0.0.1:$((w + 2))"; proto=stratum
     fi
     # On regtest a share takes ~256 hashes at first and nearly every share is a block: a
-    # throttled miner keeps the demo readable (P2POOL_DEMO_HASHRATE=0: unthrottled).
-    "$BIN/p2pool-testminer" --url "$url" --user "${ADDRS[$i]}" --protocol "$proto" \
+    # throttled miner keeps the demo readable (P2POOL_DEMO_HASHRATE=0: unthrottled). The
+    # miners run niced, as miners on their own hardware would: unthrottled on every core,
+    # they would otherwise slow the nodes they mine for.
+    nice -n 19 "$BIN/p2pool-testminer" --url "$url" --user "${ADDRS[$i]}" --protocol "$proto" \
         --hashrate "${P2POOL_DEMO_HASHRATE:-100}" > "$DIR/miner$i.log" 2>&1 &
     PIDS+=($!)
 done

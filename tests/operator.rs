@@ -70,8 +70,9 @@ fn a_node_bound_to_loopback_answers_there_and_not_on_another_local_address() {
         format!("http://127.0.0.1:{worker}/"),
         format!("Stratum on 127.0.0.1:{stratum}"),
     ] {
+        // A port opens before its start-up line is written: wait for the line.
         assert!(
-            node.logged(&line),
+            wait_until(WITHIN, || node.logged(&line)),
             "no {line:?} in the log\n{}",
             node.dump()
         );
