@@ -1531,8 +1531,8 @@ fn a_stalled_stratum_miner_delays_no_one_elses_notify_and_is_dropped_while_the_n
         (node.workers.stratum_connections() == 4).then_some(())
     });
     // New work again and again: the honest miners get each notify at once, until the
-    // stalled miner's socket buffers (megabytes on loopback: some 5,000 rounds here) and
-    // then its queue are full and it is dropped.
+    // stalled miner's socket buffers (the node's send buffer is bounded: some hundreds of
+    // rounds) and then its queue are full and it is dropped.
     let mut rounds = 0u32;
     while node.workers.stratum_connections() == 4 {
         rounds += 1;

@@ -40,6 +40,10 @@ const MAX_BAD_LINES: u32 = 20;
 pub const OUTBOX_MESSAGES: usize = 64;
 /// Bytes waiting in one connection's outbound queue; past this it is dropped.
 pub const OUTBOX_BYTES: usize = 256 * 1024;
+/// The kernel's send buffer of a Stratum connection (Linux doubles it): far more than a
+/// miner that reads ever has waiting, and a bound on what a stalled one holds in the
+/// kernel (autotuned, loopback grows it to megabytes; 10,000 of those would be gigabytes).
+const SEND_BUFFER: usize = 64 * 1024;
 /// Stack of each connection thread.
 const STACK: usize = 256 * 1024;
 /// Connections notified per helper thread.
@@ -313,6 +317,7 @@ fn accept_loop(shared: &Arc<Shared>, registry: &Arc<Mutex<Registry>>, listener: 
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         #[cfg(not(unix))]
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let conn = Arc::new(Conn {
