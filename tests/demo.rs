@@ -32,9 +32,19 @@ impl Demo {
             .to_path_buf();
         // SIGINT as a terminal leaves it: a test run started in the background of a script
         // inherits SIGINT ignored, and bash cannot trap a signal ignored at its start.
-        let mut child = Command::new("env")
-            .arg("--default-signal=INT")
-            .arg("bash")
+        // (`env --default-signal` is coreutils 9; without it, bash as it comes.)
+        let resets = Command::new("env")
+            .args(["--default-signal=INT", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+        let mut command = if resets {
+            let mut c = Command::new("env");
+            c.args(["--default-signal=INT", "bash"]);
+            c
+        } else {
+            Command::new("bash")
+        };
+        let mut child = command
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo.sh"))
             .env("TMPDIR", tmp)
             .env("P2POOL_DEMO_BIN", bin)
