@@ -761,25 +761,19 @@ const RACE_SHARES: usize = 10;
 /// 2,000), is never paced.
 fn race_pace(tracker: &Tracker, net: &Network, best: Option<Hash256>) -> Option<Duration> {
     let pace = Duration::from_millis(u64::from(net.share_period) * 100);
-    let Some(mut hash) = best else {
+    let Some(newest) = best.and_then(|b| tracker.entry(&b)) else {
         return Some(pace);
     };
-    let Some(newest) = tracker.entry(&hash) else {
-        return Some(pace);
-    };
-    let (newest_seen, mut oldest_seen) = (newest.time_seen, newest.time_seen);
+    let mut oldest = newest;
     let mut shares = 1u64;
     while shares < RACE_SHARES as u64 {
-        let Some(previous) = tracker.entry(&hash).and_then(|e| e.share.previous_hash()) else {
+        let Some(previous) = oldest.share.previous_hash().and_then(|p| tracker.entry(&p)) else {
             break;
         };
-        let Some(entry) = tracker.entry(&previous) else {
-            break;
-        };
-        oldest_seen = entry.time_seen;
-        hash = previous;
+        oldest = previous;
         shares += 1;
     }
+    let (newest_seen, oldest_seen) = (newest.time_seen, oldest.time_seen);
     let period = u64::from(net.share_period);
     let span = newest_seen.saturating_sub(oldest_seen);
     (shares < 2 || span.saturating_mul(4) < (shares - 1) * period).then_some(pace)

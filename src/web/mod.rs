@@ -180,47 +180,48 @@ impl Web {
             }
             let (range, step) = range_and_step(query);
             let history = self.board.miner_chart(address, range, step);
-            let status = self.board.snapshot();
-            let (peers, miners) = self.peers_and_miners();
-            let view = View {
-                status: &status,
-                peers: &peers,
-                miners: &miners,
-                now: unix_now(),
-            };
-            return json_reply(200, &miner::miner(&view, address, history));
+            return self.with_view(|view| json_reply(200, &miner::miner(view, address, history)));
         }
+        self.with_view(|view| self.answer(view, path, query))
+    }
+
+    /// `f` on a view of the latest status, peers and miners.
+    fn with_view<R>(&self, f: impl FnOnce(&View<'_>) -> R) -> R {
         let status = self.board.snapshot();
         let (peers, miners) = self.peers_and_miners();
-        let view = View {
+        f(&View {
             status: &status,
             peers: &peers,
             miners: &miners,
             now: unix_now(),
-        };
+        })
+    }
+
+    /// The answer to a status route, from `view`.
+    fn answer(&self, view: &View<'_>, path: &str, query: &str) -> HttpReply {
         let value = match path {
             "/health" => {
-                let (ready, body) = api::health(&view);
+                let (ready, body) = api::health(view);
                 return json_reply(if ready { 200 } else { 503 }, &body);
             }
-            "/metrics" => return reply(200, PROMETHEUS, metrics::render(&view)),
-            "/api/stats" => api::stats(&view),
-            "/api/miners" => api::miners(&view),
-            "/api/peers" => api::peers(&view),
-            "/api/blocks" => api::blocks(&view),
-            "/api/payments" => api::payments(&view),
+            "/metrics" => return reply(200, PROMETHEUS, metrics::render(view)),
+            "/api/stats" => api::stats(view),
+            "/api/miners" => api::miners(view),
+            "/api/peers" => api::peers(view),
+            "/api/blocks" => api::blocks(view),
+            "/api/payments" => api::payments(view),
             "/api/shares" => {
                 let limit = query_u64(query, "limit").map_or(SHARES_LIMIT, |n| n as usize);
-                api::shares(&view, limit.min(SHARES_LIMIT))
+                api::shares(view, limit.min(SHARES_LIMIT))
             }
-            "/rate" => api::rate(&view),
-            "/difficulty" => api::difficulty(&view),
-            "/users" => api::users(&view),
-            "/fee" => api::fee(&view),
-            "/current_payouts" => api::current_payouts(&view),
-            "/recent_blocks" => api::recent_blocks(&view),
-            "/global_stats" => api::global_stats(&view),
-            "/local_stats" => api::local_stats(&view),
+            "/rate" => api::rate(view),
+            "/difficulty" => api::difficulty(view),
+            "/users" => api::users(view),
+            "/fee" => api::fee(view),
+            "/current_payouts" => api::current_payouts(view),
+            "/recent_blocks" => api::recent_blocks(view),
+            "/global_stats" => api::global_stats(view),
+            "/local_stats" => api::local_stats(view),
             "/uptime" => serde_json::json!(view.uptime()),
             _ => return text_reply(404, &format!("not found: {}", printable(path))),
         };

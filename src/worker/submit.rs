@@ -106,7 +106,8 @@ pub(crate) fn check(shared: &Shared, s: Solution<'_>) -> Verdict {
     let hash = s.header.hash();
     let pow = hash.to_u256();
     let share_target = s.work.share_target();
-    let block = pow <= s.header.bits.to_target();
+    let block_target = s.header.bits.to_target();
+    let block = pow <= block_target;
     let latest = s
         .work
         .timestamp
@@ -148,7 +149,7 @@ pub(crate) fn check(shared: &Shared, s: Solution<'_>) -> Verdict {
         // block is never held back. Where blocks are easier than shares (regtest), a
         // block is no rarer than a share and follows the shares' rules, the pace
         // (#38) included.
-        let scarce = block && s.header.bits.to_target() < share_target;
+        let scarce = block && block_target < share_target;
         let share = candidate
             && ((!superseded && paced(shared, s.work) && claim_parent(shared, s.work.best))
                 || (scarce && first_block_on(shared, s.header.previous_block)));
