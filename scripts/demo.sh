@@ -161,6 +161,47 @@ for i in $(seq 0 $((NODES - 1))); do
     done
 done
 
+# The nodes' JSON API, read with bash alone.
+get() { # port path
+    local reply
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+    # A node that does not answer within 3 s leaves a blank, never a stuck demo.
+    reply="$(timeout 3 cat <&3 || true)"
+    exec 3<&-
+    sed '1,/^\r$/d' <<<"$reply"
+}
+field() { # json key -> value (numbers and strings; enough for a status line)
+    grep -o "\"$2\":[^,}]*" <<<"$1" | head -1 | cut -d: -f2- | tr -d '"' || true
+}
+peers() { # json -> incoming + outgoing peers
+    local p
+    p="$(grep -o '"peers":{[^}]*}' <<<"$1" | head -1 || true)"
+    echo $(( $(field "$p" incoming || true)+0 + $(field "$p" outgoing || true)+0 ))
+}
+
+# The miners start once the nodes have peered (node 0 with every other node): a node
+# mining alone first builds a chain of its own, and the others' first shares are
+# orphaned when they join it.
+waited=0
+until {
+    ok=1
+    for i in $(seq 0 $((NODES - 1))); do
+        want=1
+        if [ "$i" -eq 0 ]; then want=$((NODES - 1)); fi
+        n="$(peers "$(get $((BASE + 10 * i)) /api/stats 2>/dev/null || true)")"
+        if [ "${n:-0}" -lt "$want" ]; then ok=0; fi
+    done
+    [ "$ok" -eq 1 ]
+}; do
+    waited=$((waited + 1))
+    if [ "$waited" -gt 300 ]; then
+        fail 1 "the nodes did not peer within 30 s (their logs: $DIR/node*.log)"
+    fi
+    sleep 0.1
+done
+say "the $NODES nodes have peered; starting the miners"
+
 for i in $(seq 0 $((NODES - 1))); do
     w=$((BASE + 10 * i))
     if [ "$i" -eq 0 ]; then
@@ -189,18 +230,6 @@ fi
 echo
 
 # A status line every 5 s from each node's JSON API.
-get() { # port path
-    local reply
-    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
-    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
-    # A node that does not answer within 3 s leaves a blank, never a stuck demo.
-    reply="$(timeout 3 cat <&3 || true)"
-    exec 3<&-
-    sed '1,/^\r$/d' <<<"$reply"
-}
-field() { # json key -> value (numbers and strings; enough for a status line)
-    grep -o "\"$2\":[^,}]*" <<<"$1" | head -1 | cut -d: -f2- | tr -d '"' || true
-}
 while true; do
     # `sleep & wait`: a signal runs its trap at once, not after the sleep.
     sleep 5 &

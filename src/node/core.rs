@@ -752,31 +752,48 @@ const RACE_SHARES: usize = 10;
 
 /// Node policy (doc/protocol.md #38), with peers: while the best chain is young (under
 /// 2 shares) or its newest shares (up to [`RACE_SHARES`]) came at under a quarter of the
-/// share period each, our miners make a share at most about once per tenth of the period
-/// (the worker draws each gap from half to one and a half of it, so that nodes do not
-/// fall into step). A young chain climbing from MAX_TARGET (at most 10 % a share) makes
-/// shares faster than they cross between nodes, and nodes racing each on its own fork
-/// orphan most of them; paced, they take turns. A node without peers, or a chain near its
-/// period (ten shares in under a quarter of their expected time: about one chance in
-/// 2,000), is never paced.
+/// share period each, our miners make no share on a best share younger than a wait the
+/// worker draws, at each new best share, from zero to the pace returned here (a random
+/// wait, so that nodes do not fall into step). A young chain climbing from MAX_TARGET (at
+/// most 10 % a share) makes shares faster than they cross between nodes, and nodes racing
+/// each on its own fork orphan most of them; paced, the first node whose wait ends makes
+/// the next share and the others see it before theirs end.
+///
+/// The pace is a tenth of the period, widened by the forks among those newest shares: two
+/// nodes whose waits end closer together than a share takes to cross between them both
+/// make a share, and one is orphaned. How often that happens grows with the crossing time
+/// over the pace, so where shares cross slowly (a loaded machine, a far peer) a share of
+/// the newest with a sibling widens the pace by 40 %, up to half the period.
+///
+/// A node without peers, or a chain near its period (ten shares in under a quarter of
+/// their expected time: about one chance in 2,000), is never paced.
 fn race_pace(tracker: &Tracker, net: &Network, best: Option<Hash256>) -> Option<Duration> {
-    let pace = Duration::from_millis(u64::from(net.share_period) * 100);
+    let base = Duration::from_millis(u64::from(net.share_period) * 100);
     let Some(newest) = best.and_then(|b| tracker.entry(&b)) else {
-        return Some(pace);
+        return Some(base);
     };
     let mut oldest = newest;
     let mut shares = 1u64;
-    while shares < RACE_SHARES as u64 {
-        let Some(previous) = oldest.share.previous_hash().and_then(|p| tracker.entry(&p)) else {
+    let mut forks = 0u32;
+    while let Some(parent) = oldest.share.previous_hash() {
+        if tracker.children(&parent).len() > 1 {
+            forks += 1;
+        }
+        let Some(previous) = tracker.entry(&parent) else {
             break;
         };
+        if shares == RACE_SHARES as u64 {
+            break;
+        }
         oldest = previous;
         shares += 1;
     }
     let (newest_seen, oldest_seen) = (newest.time_seen, oldest.time_seen);
     let period = u64::from(net.share_period);
     let span = newest_seen.saturating_sub(oldest_seen);
-    (shares < 2 || span.saturating_mul(4) < (shares - 1) * period).then_some(pace)
+    let racing = shares < 2 || span.saturating_mul(4) < (shares - 1) * period;
+    let widest = Duration::from_millis(u64::from(net.share_period) * 500);
+    racing.then(|| (base + base.mul_f64(0.4 * f64::from(forks))).min(widest))
 }
 
 #[cfg(test)]
@@ -1324,6 +1341,41 @@ mod tests {
         assert_eq!(race_pace(&tracker, &net, best), None);
         // At the period: not paced.
         let (tracker, best) = chain_seen(&net, 12, 5);
+        assert_eq!(race_pace(&tracker, &net, best), None);
+    }
+
+    /// Adds a share of another payout on the parent of the `n`th newest share of the
+    /// chain from `best` (1: the newest): a sibling, as a peer racing us makes.
+    fn add_sibling(tracker: &mut Tracker, net: &Network, best: Option<Hash256>, n: u32) {
+        let hash = best.and_then(|b| tracker.nth_parent(b, n - 1)).unwrap();
+        let parent = tracker.get(&hash).unwrap().previous_hash();
+        let spec = sample::Spec::new(parent, 1_600_000_000 + n, payout(2));
+        let share = sample::mine(tracker, net, &spec);
+        tracker.add(share, 1_700_000_000, Some(2));
+    }
+
+    #[test]
+    fn forks_among_the_newest_shares_widen_the_pace_up_to_half_the_period() {
+        let mut net = modern_net();
+        net.share_period = 5;
+        let ms = |ms| Some(Duration::from_millis(ms));
+        let (mut tracker, best) = chain_seen(&net, 30, 0);
+        assert_eq!(race_pace(&tracker, &net, best), ms(500));
+        // A sibling of the newest share: 40 % wider.
+        add_sibling(&mut tracker, &net, best, 1);
+        assert_eq!(race_pace(&tracker, &net, best), ms(700));
+        // One of the tenth newest too; one below the ten looked at does not count.
+        add_sibling(&mut tracker, &net, best, 10);
+        add_sibling(&mut tracker, &net, best, 11);
+        assert_eq!(race_pace(&tracker, &net, best), ms(900));
+        // A fork at every one of the ten: half the period, no more.
+        for n in 2..10 {
+            add_sibling(&mut tracker, &net, best, n);
+        }
+        assert_eq!(race_pace(&tracker, &net, best), ms(2500));
+        // Forks or not, a chain at its period is not paced.
+        let (mut tracker, best) = chain_seen(&net, 12, 5);
+        add_sibling(&mut tracker, &net, best, 1);
         assert_eq!(race_pace(&tracker, &net, best), None);
     }
 }

@@ -11,6 +11,7 @@ use crate::bitcoind::feed::FeedStatus;
 use crate::bitcoind::rpc::Trouble;
 use crate::sharechain::chain::ShareChain;
 use crate::sharechain::gentx;
+use crate::sharechain::tracker::Tracker;
 use crate::web::status::{
     BitcoindState, BlockCounts, FoundBlock as FoundView, PaidBlock, Payout as PayoutView,
     PoolStatus, RecentShare,
@@ -132,6 +133,47 @@ pub fn pool_hashrate(chain: &ShareChain, best: Hash256) -> f64 {
     u512_to_f64(work) / dt.max(1) as f64
 }
 
+/// Most forked-off shares [`pool_stale_prop`] counts (a bound on its walk).
+const FORKED_COUNTED: usize = 10_000;
+
+/// The fraction of the pool's shares that were stale, as this node sees the forks: over the
+/// retarget window behind `best` (as [`pool_hashrate`]), the known shares that branch off
+/// the best chain there (each sibling of a best-chain share with everything built on it)
+/// over those and the window's shares. R read a stale fraction that each node wrote into
+/// its shares' nonces; no node writes one here. Dead-on-arrival shares never leave the node
+/// that made them, so only orphans count.
+pub fn pool_stale_prop(tracker: &Tracker, lookbehind: u32, best: Hash256) -> f64 {
+    let (height, _) = tracker.height_and_last(Some(best));
+    let n = height.saturating_sub(1).min(lookbehind) as usize;
+    if n == 0 {
+        return 0.0;
+    }
+    let window: Vec<Hash256> = tracker
+        .chain(Some(best))
+        .take(n + 1)
+        .map(|e| e.share.hash)
+        .collect();
+    let mut forked = 0usize;
+    // Each share of the window below the best, with its child in the best chain (the
+    // best share's own children are a race still running, not yet stale).
+    for pair in window.windows(2) {
+        let (child, parent) = (pair[0], pair[1]);
+        let mut todo: Vec<Hash256> = tracker
+            .children(&parent)
+            .into_iter()
+            .filter(|c| *c != child)
+            .collect();
+        while let Some(h) = todo.pop() {
+            if forked >= FORKED_COUNTED {
+                break;
+            }
+            forked += 1;
+            todo.extend(tracker.children(&h));
+        }
+    }
+    forked as f64 / (forked + n) as f64
+}
+
 pub fn fill(i: &Inputs<'_>) -> PoolStatus {
     let net = i.chain.network();
     let tracker = i.chain.tracker();
@@ -176,8 +218,10 @@ pub fn fill(i: &Inputs<'_>) -> PoolStatus {
         s.best_height = u64::from(height);
         s.shares_in_chain = u64::from(height);
         s.sync_have = u64::from(tracker.verified().height(&best));
-        s.pool_hashrate = pool_hashrate(i.chain, best);
-        s.pool_nonstale_hashrate = s.pool_hashrate;
+        // R: the chain's rate counts the work that stayed in it; the pool's, the stale too.
+        s.pool_nonstale_hashrate = pool_hashrate(i.chain, best);
+        s.pool_stale_prop = pool_stale_prop(tracker, net.target_lookbehind, best);
+        s.pool_hashrate = s.pool_nonstale_hashrate / (1.0 - s.pool_stale_prop);
         if let Ok(bits) = gentx::next_target(tracker, net, Some(best)) {
             s.share_difficulty = target_to_difficulty(bits.to_target());
         }
@@ -288,5 +332,41 @@ mod tests {
         assert_eq!(u512_to_f64(U512::from(12345u64)), 12345.0);
         let big = U512::from(1u64) << 300;
         assert!((u512_to_f64(big) / 2f64.powi(300) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn pool_stale_prop_counts_the_branches_off_the_best_chain_in_its_window() {
+        use crate::sharechain::sample::{self, modern_net, payout};
+        let mut net = modern_net();
+        net.share_period = 5;
+        let mut tracker = Tracker::new();
+        let mut best = None;
+        let mut hashes = Vec::new();
+        for i in 0..30u32 {
+            let spec = sample::Spec::new(best, 1_600_000_000 + 5 * i, payout(1));
+            let share = sample::mine(&tracker, &net, &spec);
+            best = Some(share.hash);
+            hashes.push(share.hash);
+            tracker.add(share, 1_700_000_000, None);
+        }
+        let best = best.unwrap();
+        assert_eq!(pool_stale_prop(&tracker, 20, best), 0.0);
+        let sibling = |tracker: &mut Tracker, parent: Hash256, n: u32| {
+            let time = tracker.get(&parent).unwrap().timestamp() + 5;
+            let spec = sample::Spec::new(Some(parent), time, payout(1 + n as u8));
+            let share = sample::mine(tracker, &net, &spec);
+            let hash = share.hash;
+            tracker.add(share, 1_700_000_000, None);
+            hash
+        };
+        // A sibling of the 5th newest, and a share built on it: two stale of 2 + 20.
+        let fork = sibling(&mut tracker, hashes[24], 1);
+        sibling(&mut tracker, fork, 2);
+        // Below the window (20 shares behind the best): not counted.
+        sibling(&mut tracker, hashes[3], 3);
+        // On the best share itself: a race still running.
+        sibling(&mut tracker, best, 4);
+        let prop = pool_stale_prop(&tracker, 20, best);
+        assert!((prop - 2.0 / 22.0).abs() < 1e-12, "{prop}");
     }
 }

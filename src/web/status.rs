@@ -51,11 +51,14 @@ pub struct PoolStatus {
     /// `shares` or `starting`.
     #[serde(default)]
     pub not_ready_cause: String,
-    /// The pool's hash rate including stale shares (R's `/rate`).
+    /// The pool's hash rate including stale shares (R's `/rate`): the chain's rate over
+    /// one minus `pool_stale_prop`.
     pub pool_hashrate: f64,
     /// The pool's hash rate counting only the work in the best chain.
     pub pool_nonstale_hashrate: f64,
-    /// The fraction of the pool's shares that were stale (0 to 1), as the shares report it.
+    /// The fraction of the pool's shares that were stale (0 to 1): over the retarget window,
+    /// the shares this node knows that forked off the best chain (orphans; other nodes'
+    /// dead-on-arrival shares are never seen).
     pub pool_stale_prop: f64,
     /// The current share difficulty (difficulty-1 units) of new shares.
     pub share_difficulty: f64,

@@ -249,9 +249,9 @@ pub(crate) struct Shared {
     pub parents: Mutex<std::collections::VecDeque<Option<crate::bitcoin::hash::Hash256>>>,
     /// The previous blocks of our latest blocks (`submit::BLOCKS_ON_KEPT`).
     pub blocks_on: Mutex<std::collections::VecDeque<crate::bitcoin::hash::Hash256>>,
-    /// When our latest share was made, and the part of `Work::pace` (½ to 1½) to wait
-    /// after it.
-    pub last_share: Mutex<Option<(std::time::Instant, f64)>>,
+    /// The best share of the work published last, when it became so, and the part of
+    /// `Work::pace` (0 to 1) our miners wait after that before a share (`submit::paced`).
+    pub tip: Mutex<Option<submit::Tip>>,
     pub next_extranonce: AtomicU32,
     /// Stops every worker thread.
     pub shutdown: Shutdown,
@@ -310,7 +310,7 @@ impl Workers {
             seen: Mutex::new(submit::Seen::default()),
             parents: Mutex::default(),
             blocks_on: Mutex::default(),
-            last_share: Mutex::default(),
+            tip: Mutex::default(),
             next_extranonce: AtomicU32::new(1),
             shutdown: Shutdown::new(),
             stratum_addr,
@@ -348,6 +348,7 @@ impl Workers {
     /// New work: answers every parked long poll and sends every Stratum miner a job with
     /// clean_jobs set.
     pub fn publish(&self, work: Arc<Work>) {
+        submit::new_tip(&self.shared, work.best, std::time::Instant::now());
         *self.shared.work.write().unwrap_or_else(|e| e.into_inner()) = Some(work.clone());
         self.longpoll.wake();
         self.stratum.notify_all();

@@ -153,10 +153,6 @@ pub(crate) fn check(shared: &Shared, s: Solution<'_>) -> Verdict {
         let share = candidate
             && ((!superseded && paced(shared, s.work) && claim_parent(shared, s.work.best))
                 || (scarce && first_block_on(shared, s.header.previous_block)));
-        if share {
-            let part = 0.5 + rand::random::<f64>();
-            *lock(&shared.last_share) = Some((Instant::now(), part));
-        }
         if share && let Err(e) = send_share(shared, &s) {
             Verdict::Invalid(e)
         } else if stale {
@@ -186,17 +182,46 @@ pub(crate) fn check(shared: &Shared, s: Solution<'_>) -> Verdict {
     verdict
 }
 
-/// Whether the work's pace (doc/protocol.md #38) lets a share of ours be made now: no
-/// pace, or none made within the part of it drawn at our latest share.
-fn paced(shared: &Shared, work: &Work) -> bool {
-    pace_allows(work.pace, *lock(&shared.last_share), Instant::now())
+/// The best share miners work on, from when, and the part of the pace drawn for it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tip {
+    best: Option<Hash256>,
+    since: Instant,
+    part: f64,
 }
 
-/// [`paced`] for a pace, our latest share (when, and the part of the pace drawn then),
-/// at `now`.
-fn pace_allows(pace: Option<Duration>, last: Option<(Instant, f64)>, now: Instant) -> bool {
+/// Notes work on `best` published at `now`: a best share other than the last one starts
+/// a new wait, with a part of the pace drawn from 0 to 1 (so that nodes do not fall into
+/// step); new work on the same best share (a new template) keeps the wait running.
+pub(crate) fn new_tip(shared: &Shared, best: Option<Hash256>, now: Instant) {
+    let mut tip = lock(&shared.tip);
+    if tip.is_none_or(|t| t.best != best) {
+        *tip = Some(Tip {
+            best,
+            since: now,
+            part: rand::random::<f64>(),
+        });
+    }
+}
+
+/// Whether the work's pace (doc/protocol.md #38) lets a share of ours be made on it now:
+/// no pace, or the best share it builds on is older than the part of the pace drawn for it.
+fn paced(shared: &Shared, work: &Work) -> bool {
+    pace_allows(work.pace, work.best, *lock(&shared.tip), Instant::now())
+}
+
+/// [`paced`] for a pace, the work's best share and the current tip, at `now`. Work on
+/// another best share than the tip's is superseded (#36 decides it), not paced.
+fn pace_allows(
+    pace: Option<Duration>,
+    best: Option<Hash256>,
+    tip: Option<Tip>,
+    now: Instant,
+) -> bool {
     pace.is_none_or(|pace| {
-        last.is_none_or(|(at, part)| now.saturating_duration_since(at) >= pace.mul_f64(part))
+        tip.is_none_or(|t| {
+            t.best != best || now.saturating_duration_since(t.since) >= pace.mul_f64(t.part)
+        })
     })
 }
 
@@ -363,19 +388,44 @@ mod tests {
     }
 
     #[test]
-    fn a_paced_share_waits_for_its_drawn_part_of_the_pace_and_unpaced_work_never_waits() {
+    fn a_paced_share_waits_for_its_drawn_part_of_the_pace_after_the_tip_and_unpaced_work_never_waits()
+     {
         let t = Instant::now();
         let pace = Some(Duration::from_millis(500));
         let at = |ms| t + Duration::from_millis(ms);
-        // Never paced: no pace, or no share of ours yet.
-        assert!(pace_allows(None, Some((t, 1.5)), t));
-        assert!(pace_allows(pace, None, t));
-        // Half the pace drawn: 250 ms; one and a half: 750 ms.
-        assert!(!pace_allows(pace, Some((t, 0.5)), at(249)));
-        assert!(pace_allows(pace, Some((t, 0.5)), at(250)));
-        assert!(!pace_allows(pace, Some((t, 1.5)), at(749)));
-        assert!(pace_allows(pace, Some((t, 1.5)), at(750)));
-        // A clock read before the share (another thread's) is not a panic, only a wait.
-        assert!(!pace_allows(pace, Some((at(10), 0.5)), t));
+        let a = Some(crate::bitcoin::hash::sha256d(b"a"));
+        let tip = |best, part| {
+            Some(Tip {
+                best,
+                since: t,
+                part,
+            })
+        };
+        // Never paced: no pace, or no work published yet.
+        assert!(pace_allows(None, a, tip(a, 1.0), t));
+        assert!(pace_allows(pace, a, None, t));
+        // Half the pace drawn: 250 ms after the tip; all of it: 500 ms; none: at once.
+        assert!(!pace_allows(pace, a, tip(a, 0.5), at(249)));
+        assert!(pace_allows(pace, a, tip(a, 0.5), at(250)));
+        assert!(!pace_allows(pace, a, tip(a, 1.0), at(499)));
+        assert!(pace_allows(pace, a, tip(a, 1.0), at(500)));
+        assert!(pace_allows(pace, a, tip(a, 0.0), t));
+        // A young chain (no best share yet) waits the same way.
+        assert!(!pace_allows(pace, None, tip(None, 0.5), at(249)));
+        assert!(pace_allows(pace, None, tip(None, 0.5), at(250)));
+        // Work on a best share that is not the tip's is not the pace's to hold.
+        assert!(pace_allows(
+            pace,
+            Some(crate::bitcoin::hash::sha256d(b"b")),
+            tip(a, 1.0),
+            t
+        ));
+        // A clock read before the tip (another thread's) is not a panic, only a wait.
+        let late = Some(Tip {
+            best: a,
+            since: at(10),
+            part: 0.5,
+        });
+        assert!(!pace_allows(pace, a, late, t));
     }
 }
