@@ -206,6 +206,38 @@ mod server {
         (field("VmRSS:"), field("Threads:"))
     }
 
+    /// Resident KiB of this process by kind of mapping: (thread stacks, where the
+    /// connection threads' 256 KiB stacks lie; the rest of the anonymous memory, the heap
+    /// and malloc's arenas; everything else: the binary, libraries).
+    fn rss_by_kind() -> (u64, u64, u64) {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+        let (mut stacks, mut anon, mut other) = (0, 0, 0);
+        let mut kind = 2;
+        for line in smaps.lines() {
+            let mut words = line.split_whitespace();
+            let first = words.next().unwrap_or("");
+            if let Some((a, b)) = first.split_once('-')
+                && let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16))
+            {
+                let path = words.nth(4);
+                kind = match path {
+                    // A thread's stack mapping holds its guard page too.
+                    None if (256..=264).contains(&((b - a) / 1024)) => 0,
+                    None | Some("[heap]") => 1,
+                    _ => 2,
+                };
+            } else if first == "Rss:" {
+                let kib: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                match kind {
+                    0 => stacks += kib,
+                    1 => anon += kib,
+                    _ => other += kib,
+                }
+            }
+        }
+        (stacks, anon, other)
+    }
+
     /// (CPU seconds, context switches) of this process so far.
     fn usage() -> (f64, u64) {
         // SAFETY: rusage is plain data; getrusage fills it through a valid pointer.
@@ -333,6 +365,7 @@ mod server {
         // Idle.
         thread::sleep(Duration::from_secs(1));
         let (rss_connected, threads_connected) = status();
+        let kinds_connected = rss_by_kind();
         let (cpu0, cs0) = usage();
         let t0 = monotonic_ns();
         thread::sleep(IDLE);
@@ -355,6 +388,7 @@ mod server {
         let (sent, answered, accepted, rejected, p50, p99, worst) =
             (s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
         let (rss_after, _) = status();
+        let kinds_after = rss_by_kind();
 
         // One stalled miner.
         bench.client.send(&format!("stall {addr} {user}"));
@@ -430,6 +464,19 @@ mod server {
             ),
             Some(rss_connected.max(rss_after) < rss_target),
         );
+        for (when, (stacks, anon, other)) in [
+            ("idle", kinds_connected),
+            ("after the submits", kinds_after),
+        ] {
+            println!(
+                "    {when}: thread stacks {:.1} MB ({:.1} KiB a connection), heap and arenas {:.1} MB ({:.1} KiB a connection), the rest {:.1} MB",
+                stacks as f64 / 1024.0,
+                stacks as f64 / n as f64,
+                anon as f64 / 1024.0,
+                anon as f64 / n as f64,
+                other as f64 / 1024.0
+            );
+        }
         row(
             "submit answer p99 (1,000/s over the connections)",
             "< 2 ms",
