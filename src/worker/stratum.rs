@@ -495,6 +495,18 @@ fn job_lines(
     work: &Arc<Work>,
     clean: bool,
 ) -> Vec<String> {
+    job_lines_at(shared, conn, state, work, clean, Instant::now())
+}
+
+/// [`job_lines`] sent at `now` (a broadcast reads the clock once, not once a miner).
+fn job_lines_at(
+    shared: &Shared,
+    conn: &Conn,
+    state: &mut State,
+    work: &Arc<Work>,
+    clean: bool,
+    now: Instant,
+) -> Vec<String> {
     static NEXT_JOB: AtomicU64 = AtomicU64::new(1);
     let Some((user, script)) = &state.user else {
         return Vec::new();
@@ -539,7 +551,7 @@ fn job_lines(
     while state.jobs.len() > JOBS_KEPT {
         state.jobs.pop_front();
     }
-    state.last_send = Instant::now();
+    state.last_send = now;
     conn.schedule(state, config.stratum_keepalive);
     lines
 }
@@ -572,9 +584,10 @@ fn notify_all(shared: &Shared, registry: &Mutex<Registry>, published: Instant) {
     // Every line is rendered before any is written, so that the writes (each waking a
     // miner's reader on this host) go out back to back.
     let send = |chunk: &[Arc<Conn>]| {
+        let now = Instant::now();
         let lines: Vec<Vec<String>> = chunk
             .iter()
-            .map(|c| job_lines(shared, c, &mut lock(&c.state), &work, true))
+            .map(|c| job_lines_at(shared, c, &mut lock(&c.state), &work, true, now))
             .collect();
         for (c, lines) in chunk.iter().zip(&lines) {
             if !lines.is_empty() {
