@@ -22,6 +22,11 @@ pub const PASSWORD_ENV: &str = "P2POOL_BITCOIND_RPC_PASSWORD";
 pub const DEFAULT_MAX_INBOUND: usize = 40;
 /// Outbound P2Pool connections kept by default (R: `--outgoing-conns 6`).
 pub const DEFAULT_MAX_OUTBOUND: usize = 6;
+/// Stratum connections held at once by default: room for 10,000 miners and more (each
+/// takes one file descriptor and one thread; the node raises its own open-files limit).
+pub const DEFAULT_MAX_STRATUM: usize = crate::worker::MAX_STRATUM_CONNECTIONS;
+/// The largest `--max-stratum-connections` taken (a thread per connection).
+pub const MAX_STRATUM_LIMIT: usize = 1_000_000;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -88,6 +93,9 @@ pub struct Cli {
     /// Listen for Stratum miners on PORT, on every interface or only ADDR (default: the network's port, e.g. 9334)
     #[arg(long, value_name = "[ADDR:]PORT", value_parser = parse_listen, help_heading = "worker interface")]
     pub stratum_port: Option<Listen>,
+    /// Most Stratum connections held at once; more are told "too many connections" and closed (each takes a thread and a file descriptor; the node raises its own open-files limit at start and logs how many miners it holds)
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_STRATUM, help_heading = "worker interface")]
+    pub max_stratum_connections: usize,
     /// Charge miners this percentage of their work, mined to this node's address (0 to 100)
     #[arg(
         long,
@@ -184,6 +192,8 @@ pub struct Config {
     pub start_new_chain: bool,
     pub worker_listen: SocketAddr,
     pub stratum_listen: SocketAddr,
+    /// `--max-stratum-connections`.
+    pub max_stratum_connections: usize,
     pub fee: f64,
     pub bitcoind: BitcoindConfig,
     pub datadir: PathBuf,
@@ -239,6 +249,15 @@ impl Config {
             return Err(ConfigError::new(
                 "--max-inbound",
                 format!("{} is more than 10000 connections", cli.max_inbound),
+            ));
+        }
+        if !(1..=MAX_STRATUM_LIMIT).contains(&cli.max_stratum_connections) {
+            return Err(ConfigError::new(
+                "--max-stratum-connections",
+                format!(
+                    "{} is not from 1 to {MAX_STRATUM_LIMIT} connections",
+                    cli.max_stratum_connections
+                ),
             ));
         }
         let external_ip = match &cli.external_ip {
@@ -338,6 +357,7 @@ impl Config {
             start_new_chain: cli.start_new_chain,
             worker_listen,
             stratum_listen,
+            max_stratum_connections: cli.max_stratum_connections,
             fee: cli.fee,
             bitcoind: BitcoindConfig {
                 host: bitcoind_host,
@@ -398,8 +418,8 @@ impl Config {
                 self.start_new_chain
             ),
             format!(
-                "miners: getwork and web on {}, stratum on {}, fee {}%",
-                self.worker_listen, self.stratum_listen, self.fee
+                "miners: getwork and web on {}, stratum on {} (at most {} connections), fee {}%",
+                self.worker_listen, self.stratum_listen, self.max_stratum_connections, self.fee
             ),
             format!(
                 "bitcoind: rpc {}:{} ({auth}), p2p {}",

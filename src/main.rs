@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     };
     info!(target: "node", "p2pool {} starting", env!("CARGO_PKG_VERSION"));
     bound_allocator();
-    raise_open_files();
+    raise_open_files(config.max_stratum_connections);
     for line in config.summary().lines() {
         info!(target: "node", "{line}");
     }
@@ -98,15 +98,18 @@ fn main() -> ExitCode {
 }
 
 /// Raises the open-files limit to the hard limit, so that thousands of miners need no
-/// `ulimit`, and says how many connections that holds.
-fn raise_open_files() {
+/// `ulimit`, and says how many connections that holds beside the Stratum cap (`cap`).
+fn raise_open_files(cap: usize) {
     match limits::raise_open_files() {
         Ok(files) => {
             let room = files.stratum_room(p2pool::worker::MAX_HTTP_CONNECTIONS);
             if files.now > files.before {
-                info!(target: "node", "open files: soft limit raised from {} to {}; room for about {room} stratum miners", files.before, files.now);
+                info!(target: "node", "open files: soft limit raised from {} to {}; room for about {room} stratum miners (at most {cap} taken: --max-stratum-connections)", files.before, files.now);
             } else {
-                info!(target: "node", "open files: limit {}; room for about {room} stratum miners", files.now);
+                info!(target: "node", "open files: limit {}; room for about {room} stratum miners (at most {cap} taken: --max-stratum-connections)", files.now);
+            }
+            if room < u64::try_from(cap).unwrap_or(u64::MAX) {
+                warn!(target: "node", "open files: the hard limit {} holds about {room} stratum miners, fewer than the {cap} of --max-stratum-connections; connections past it wait in the backlog until a miner leaves (raise the hard limit: ulimit -Hn, or LimitNOFILE= in a systemd unit)", files.now);
             }
         }
         Err(e) => warn!(target: "node", "open files: the limit could not be raised: {e}"),

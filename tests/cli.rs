@@ -33,7 +33,7 @@ fn clap_refuses(args: &[&str]) -> String {
     }
 }
 
-const ALL_FLAGS: [&str; 24] = [
+const ALL_FLAGS: [&str; 25] = [
     "--version",
     "--net",
     "--net-file",
@@ -45,6 +45,7 @@ const ALL_FLAGS: [&str; 24] = [
     "--low-bandwidth",
     "--worker-port",
     "--stratum-port",
+    "--max-stratum-connections",
     "--bitcoind-address",
     "--bitcoind-rpc-port",
     "--bitcoind-p2p-port",
@@ -103,6 +104,8 @@ fn defaults_come_from_the_network() {
     assert_eq!(c.bitcoind.host, "127.0.0.1");
     assert_eq!(c.max_inbound, 40);
     assert_eq!(c.max_outbound, 6);
+    // 10,000 miners connect without a flag (issue 15).
+    assert_eq!(c.max_stratum_connections, 16_384);
     assert_eq!(c.fee, 0.0);
     assert!(!c.low_bandwidth && !c.start_new_chain && !c.debug);
     assert!(c.datadir.ends_with("testnet4"), "{}", c.datadir.display());
@@ -142,6 +145,8 @@ fn every_flag_sets_its_value() {
         "1003",
         "--stratum-port",
         "1004",
+        "--max-stratum-connections",
+        "20000",
         "--bitcoind-address",
         "localhost",
         "--bitcoind-rpc-port",
@@ -178,6 +183,7 @@ fn every_flag_sets_its_value() {
     assert!(c.low_bandwidth);
     assert_eq!(c.worker_listen.port(), 1003);
     assert_eq!(c.stratum_listen.port(), 1004);
+    assert_eq!(c.max_stratum_connections, 20_000);
     assert_eq!(c.bitcoind.host, "localhost");
     assert_eq!(c.bitcoind.rpc_port, 1005);
     assert_eq!(c.bitcoind.p2p_port, Some(1006));
@@ -307,7 +313,7 @@ fn a_file_network_is_loaded() {
 fn each_bad_value_is_refused_naming_its_flag() {
     let file = tempfile::NamedTempFile::new().unwrap();
     let file = file.path().to_str().unwrap().to_string();
-    let cases: [(&[&str], &str); 17] = [
+    let cases: [(&[&str], &str); 19] = [
         (&["--net", "nonet", "u", "p"], "--net"),
         (
             &["--net-file", "/nonexistent/net.json", "u", "p"],
@@ -335,6 +341,14 @@ fn each_bad_value_is_refused_naming_its_flag() {
             "--stratum-port",
         ),
         (&["--max-outbound", "1000", "u", "p"], "--max-outbound"),
+        (
+            &["--max-stratum-connections", "0", "u", "p"],
+            "--max-stratum-connections",
+        ),
+        (
+            &["--max-stratum-connections", "2000000", "u", "p"],
+            "--max-stratum-connections",
+        ),
         (&["u"], "BITCOIND_RPC_PASSWORD"),
         (&["-n", "not a host", "u", "p"], "-n/--p2pool-node"),
         (
@@ -459,6 +473,10 @@ fn malformed_numbers_and_unknown_flags_are_refused_by_the_parser() {
         (&["--bitcoind-rpc-port", "1e3"][..], "--bitcoind-rpc-port"),
         (&["--bitcoind-p2p-port", ""][..], "--bitcoind-p2p-port"),
         (&["--max-inbound", "many"][..], "--max-inbound"),
+        (
+            &["--max-stratum-connections", "lots"][..],
+            "--max-stratum-connections",
+        ),
         (&["--fee", "lots"][..], "--fee"),
     ] {
         let e = clap_refuses(args);

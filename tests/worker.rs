@@ -1503,6 +1503,39 @@ fn idle_stratum_miners_connected_together_get_their_lowered_difficulty_at_spread
 }
 
 #[test]
+fn a_silent_stratum_miner_gets_its_keepalive_job_from_a_tick_that_otherwise_looks_at_no_one() {
+    logs::init();
+    // A fixed difficulty: no idle vardiff, so only the keep-alive makes the miner due.
+    let node = WorkerNode::start(easy_net(bcoin::chain()), Source::Static, |c| {
+        c.stratum_keepalive = Duration::from_secs(2);
+    });
+    push_template(&node, 1);
+    let mut c = LineClient::connect(node.workers.stratum_addr());
+    stratum_login(&mut c, &format!("{}+0.001", addr(9)));
+    let start = Instant::now();
+    c.set_read_timeout(WITHIN);
+    for _ in 0..2 {
+        let v = loop {
+            let v = c.read().expect("a keep-alive job");
+            if v["method"] == "mining.notify" {
+                break v;
+            }
+        };
+        assert_eq!(
+            v["params"][8],
+            json!(false),
+            "a keep-alive job is not clean"
+        );
+    }
+    // Two keep-alives, each 2 s (to the next 1 s tick) after the job before.
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+}
+
+#[test]
 fn a_stalled_stratum_miner_delays_no_one_elses_notify_and_is_dropped_while_the_node_serves() {
     logs::init();
     let node = static_node();

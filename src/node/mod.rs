@@ -377,6 +377,7 @@ pub fn start(config: Config) -> Result<Running, NodeError> {
     worker_cfg.worker_addr = config.worker_listen;
     worker_cfg.stratum_addr = config.stratum_listen;
     worker_cfg.fee_percent = config.fee;
+    worker_cfg.max_stratum_connections = config.max_stratum_connections;
     worker_cfg.blocks = Some(submitter.handle());
     let routes: Arc<dyn WebRoutes> = web.clone();
     let (workers, miner_events) =

@@ -106,7 +106,11 @@ fn answer_all(service: &Service, parked: Vec<Parked>) {
 impl LongPoll {
     pub fn start(shared: Arc<Shared>) -> Result<LongPoll, WorkerError> {
         let service = Arc::new(Service::new(shared.clone()));
-        let (parked_tx, parked_rx) = bounded(MAX_PARKED);
+        // A parked request keeps its connection's place, so no more than the HTTP
+        // connection cap ever wait; the channel's slots are allocated and touched up front
+        // (20,000 of them were 6 MB of resident memory on an idle node).
+        let (parked_tx, parked_rx) =
+            bounded(shared.config.max_http_connections.clamp(1, MAX_PARKED));
         let (wake_tx, wake_rx) = bounded(1);
         let count = Arc::new(AtomicUsize::new(0));
         let handle = LongPollHandle {

@@ -218,6 +218,12 @@ impl Vardiff {
         self.count = 0;
     }
 
+    /// When an idle retarget (`on_idle`) may next change the difficulty; `None` when it
+    /// is fixed.
+    pub fn next_idle(&self) -> Option<Instant> {
+        (!self.fixed).then(|| self.since + Duration::from_secs_f64(self.idle_after.max(0.0)))
+    }
+
     /// Counts a pseudo-share; returns the new difficulty when it changed.
     pub fn on_share(&mut self, now: Instant) -> Option<f64> {
         self.count += 1;

@@ -43,6 +43,9 @@ const LOG: &str = "worker";
 const EVENT_QUEUE: usize = 1024;
 /// Most HTTP connections open at once, by default.
 pub const MAX_HTTP_CONNECTIONS: usize = 1024;
+/// Most Stratum connections open at once, by default (`--max-stratum-connections`): room
+/// for 10,000 miners and more.
+pub const MAX_STRATUM_CONNECTIONS: usize = 16_384;
 
 /// Settings of the worker side.
 #[derive(Debug, Clone)]
@@ -75,6 +78,8 @@ pub struct WorkerConfig {
     pub http_timeout: Duration,
     /// Longest Stratum line read.
     pub max_line: usize,
+    /// Most Stratum connections open at once (`--max-stratum-connections`); more are
+    /// answered with an error line and closed as they are accepted.
     pub max_stratum_connections: usize,
     /// A Stratum connection silent this long (after authorizing) is closed.
     pub stratum_idle: Duration,
@@ -108,7 +113,7 @@ impl WorkerConfig {
             max_http_connections: MAX_HTTP_CONNECTIONS,
             http_timeout: Duration::from_secs(30),
             max_line: 16 * 1024,
-            max_stratum_connections: 4096,
+            max_stratum_connections: MAX_STRATUM_CONNECTIONS,
             stratum_idle: Duration::from_secs(600),
             stratum_login: Duration::from_secs(60),
             stratum_keepalive: Duration::from_secs(30),

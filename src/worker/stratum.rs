@@ -10,8 +10,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, ErrorKind, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,12 @@ pub const OUTBOX_BYTES: usize = 256 * 1024;
 const SEND_BUFFER: usize = 64 * 1024;
 /// Stack of each connection thread.
 const STACK: usize = 256 * 1024;
+/// Bytes read from a connection at a time, straight into its line buffer: on the heap,
+/// not the thread's stack, where a 4 KiB read buffer was one more page resident per
+/// connection (doc/performance.md, "Stratum at scale").
+const READ_CHUNK: usize = 1024;
+/// A line buffer grown larger than this (a long line) is shrunk back once empty.
+const KEPT_BUFFER: usize = 4 * READ_CHUNK;
 /// Connections notified per helper thread.
 const PER_THREAD: usize = 256;
 
@@ -79,6 +85,24 @@ struct Outbox {
     closed: bool,
 }
 
+/// What the notifier's 1 s tick has to look at, so that a tick with nothing to do costs
+/// two loads, not a pass over every connection (10,000 of them took 0.5 % of a core).
+#[derive(Default)]
+struct Timers {
+    /// No connection is due before this (`nanos`); it may be earlier than the earliest,
+    /// never later.
+    next_due: AtomicU64,
+    /// Some connection has output its socket did not take.
+    backlog: AtomicBool,
+}
+
+/// `at` in nanoseconds after the first call (a time before it is 0).
+fn nanos(at: Instant) -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    u64::try_from(at.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+}
+
 struct Conn {
     id: u64,
     peer: SocketAddr,
@@ -86,6 +110,12 @@ struct Conn {
     stream: TcpStream,
     outbox: Mutex<Outbox>,
     state: Mutex<State>,
+    /// When the notifier next has to look at this connection (`nanos`): its keep-alive
+    /// job or its idle vardiff retarget; `u64::MAX` until it is authorized.
+    due: AtomicU64,
+    /// Its outbound queue holds what its socket did not take.
+    waiting: AtomicBool,
+    timers: Arc<Timers>,
 }
 
 impl Conn {
@@ -126,6 +156,16 @@ impl Conn {
     }
 
     fn flush_locked(&self, outbox: &mut Outbox) -> bool {
+        let sent = self.send_queued(outbox);
+        let waiting = !outbox.queue.is_empty();
+        self.waiting.store(waiting, Ordering::SeqCst);
+        if waiting {
+            self.timers.backlog.store(true, Ordering::SeqCst);
+        }
+        sent
+    }
+
+    fn send_queued(&self, outbox: &mut Outbox) -> bool {
         while let Some(front) = outbox.queue.front() {
             match send_now(&self.stream, &front[outbox.sent..]) {
                 Ok(0) => {
@@ -161,8 +201,19 @@ impl Conn {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
-    fn waiting(&self) -> bool {
-        !lock(&self.outbox).queue.is_empty()
+    /// Records when the notifier next has to look at this connection: its keep-alive, or
+    /// its idle vardiff retarget, whichever comes first (nothing before it authorizes).
+    fn schedule(&self, state: &State, keepalive: Duration) {
+        if state.user.is_none() {
+            return;
+        }
+        let mut due = state.last_send + keepalive;
+        if let Some(idle) = state.vardiff.next_idle() {
+            due = due.min(idle);
+        }
+        let due = nanos(due);
+        self.due.store(due, Ordering::SeqCst);
+        self.timers.next_due.fetch_min(due, Ordering::SeqCst);
     }
 }
 
@@ -208,6 +259,7 @@ pub struct Broadcast {
 pub(crate) struct StratumServer {
     shared: Arc<Shared>,
     registry: Arc<Mutex<Registry>>,
+    _timers: Arc<Timers>,
     notify: Sender<Instant>,
     threads: Vec<JoinHandle<()>>,
     /// Ends the blocking accept at the workers' shutdown.
@@ -217,6 +269,10 @@ pub(crate) struct StratumServer {
 impl StratumServer {
     pub fn start(shared: Arc<Shared>, listener: TcpListener) -> Result<StratumServer, WorkerError> {
         let registry = Arc::new(Mutex::new(Registry::default()));
+        let timers = Arc::new(Timers {
+            next_due: AtomicU64::new(u64::MAX),
+            backlog: AtomicBool::new(false),
+        });
         let (notify_tx, notify_rx) = bounded::<Instant>(1);
         let wake = shared
             .shutdown
@@ -225,14 +281,16 @@ impl StratumServer {
         let accept = {
             let shared = shared.clone();
             let registry = registry.clone();
+            let timers = timers.clone();
             crate::thread::spawn("stratum_accept", move || {
-                accept_loop(&shared, &registry, &listener)
+                accept_loop(&shared, &registry, &timers, &listener)
             })
             .map_err(WorkerError::Spawn)?
         };
         let notifier = {
             let shared = shared.clone();
             let registry = registry.clone();
+            let timers = timers.clone();
             crate::thread::spawn("stratum_notify", move || {
                 let ticker = tick(Duration::from_secs(1));
                 let stop = shared.shutdown.signal().clone();
@@ -242,7 +300,7 @@ impl StratumServer {
                             let published = published.unwrap_or_else(|_| Instant::now());
                             notify_all(&shared, &registry, published);
                         }
-                        recv(ticker) -> _ => keepalive(&shared, &registry),
+                        recv(ticker) -> _ => keepalive(&shared, &registry, &timers),
                         recv(stop) -> _ => break,
                     }
                 }
@@ -252,6 +310,7 @@ impl StratumServer {
         Ok(StratumServer {
             shared,
             registry,
+            _timers: timers,
             notify: notify_tx,
             threads: vec![accept, notifier],
             _wake: wake,
@@ -283,7 +342,12 @@ impl StratumServer {
     }
 }
 
-fn accept_loop(shared: &Arc<Shared>, registry: &Arc<Mutex<Registry>>, listener: &TcpListener) {
+fn accept_loop(
+    shared: &Arc<Shared>,
+    registry: &Arc<Mutex<Registry>>,
+    timers: &Arc<Timers>,
+    listener: &TcpListener,
+) {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     for stream in listener.incoming() {
         if shared.stopping() {
@@ -336,6 +400,9 @@ fn accept_loop(shared: &Arc<Shared>, registry: &Arc<Mutex<Registry>>, listener: 
                 version_mask: 0,
                 last_send: Instant::now(),
             }),
+            due: AtomicU64::new(u64::MAX),
+            waiting: AtomicBool::new(false),
+            timers: timers.clone(),
         });
         {
             let mut reg = lock(registry);
@@ -421,7 +488,25 @@ fn difficulty_line(d: f64) -> String {
 }
 
 /// A new job for `conn` on `work`: set_difficulty first when it changed, then notify.
-fn job_lines(shared: &Shared, state: &mut State, work: &Arc<Work>, clean: bool) -> Vec<String> {
+fn job_lines(
+    shared: &Shared,
+    conn: &Conn,
+    state: &mut State,
+    work: &Arc<Work>,
+    clean: bool,
+) -> Vec<String> {
+    job_lines_at(shared, conn, state, work, clean, Instant::now())
+}
+
+/// [`job_lines`] sent at `now` (a broadcast reads the clock once, not once a miner).
+fn job_lines_at(
+    shared: &Shared,
+    conn: &Conn,
+    state: &mut State,
+    work: &Arc<Work>,
+    clean: bool,
+    now: Instant,
+) -> Vec<String> {
     static NEXT_JOB: AtomicU64 = AtomicU64::new(1);
     let Some((user, script)) = &state.user else {
         return Vec::new();
@@ -466,12 +551,13 @@ fn job_lines(shared: &Shared, state: &mut State, work: &Arc<Work>, clean: bool) 
     while state.jobs.len() > JOBS_KEPT {
         state.jobs.pop_front();
     }
-    state.last_send = Instant::now();
+    state.last_send = now;
+    conn.schedule(state, config.stratum_keepalive);
     lines
 }
 
 fn send_job(shared: &Shared, conn: &Conn, work: &Arc<Work>, clean: bool) {
-    let lines = job_lines(shared, &mut lock(&conn.state), work, clean);
+    let lines = job_lines(shared, conn, &mut lock(&conn.state), work, clean);
     if !lines.is_empty() {
         conn.send(&lines);
     }
@@ -498,9 +584,10 @@ fn notify_all(shared: &Shared, registry: &Mutex<Registry>, published: Instant) {
     // Every line is rendered before any is written, so that the writes (each waking a
     // miner's reader on this host) go out back to back.
     let send = |chunk: &[Arc<Conn>]| {
+        let now = Instant::now();
         let lines: Vec<Vec<String>> = chunk
             .iter()
-            .map(|c| job_lines(shared, &mut lock(&c.state), &work, true))
+            .map(|c| job_lines_at(shared, c, &mut lock(&c.state), &work, true, now))
             .collect();
         for (c, lines) in chunk.iter().zip(&lines) {
             if !lines.is_empty() {
@@ -542,28 +629,60 @@ fn notify_all(shared: &Shared, registry: &Mutex<Registry>, published: Instant) {
 
 /// Once a second: what sockets did not take at once, sent as far as they take it now; a
 /// fresh job (clean_jobs false) to miners that heard nothing for a while, and to those
-/// whose vardiff fell while they found nothing.
-fn keepalive(shared: &Shared, registry: &Mutex<Registry>) {
-    let waiting: Vec<Arc<Conn>> = lock(registry)
-        .conns
-        .values()
-        .filter(|c| c.waiting())
-        .cloned()
-        .collect();
+/// whose vardiff fell while they found nothing. A tick when no connection has output
+/// waiting and none is due (`Timers`) looks at none of them.
+fn keepalive(shared: &Shared, registry: &Mutex<Registry>, timers: &Timers) {
+    let now = Instant::now();
+    let backlog = timers.backlog.swap(false, Ordering::SeqCst);
+    let due = timers.next_due.load(Ordering::SeqCst) <= nanos(now) && shared.current().is_some();
+    if !backlog && !due {
+        return;
+    }
+    if due {
+        // Lowered again below by every connection not due now, and by any scheduled
+        // meanwhile.
+        timers.next_due.store(u64::MAX, Ordering::SeqCst);
+    }
+    let (waiting, due_now, next) = {
+        let reg = lock(registry);
+        let (mut waiting, mut due_now, mut next) = (Vec::new(), Vec::new(), u64::MAX);
+        let now = nanos(now);
+        for c in reg.conns.values() {
+            if backlog && c.waiting.load(Ordering::SeqCst) {
+                waiting.push(c.clone());
+            }
+            if due {
+                let at = c.due.load(Ordering::SeqCst);
+                if at <= now {
+                    due_now.push(c.clone());
+                } else {
+                    next = next.min(at);
+                }
+            }
+        }
+        (waiting, due_now, next)
+    };
     for conn in waiting {
         conn.flush();
     }
+    if !due {
+        return;
+    }
+    timers.next_due.fetch_min(next, Ordering::SeqCst);
     let Some(work) = shared.current() else {
         return;
     };
-    let now = Instant::now();
-    for conn in authorized_conns(registry) {
-        let due = {
+    for conn in due_now {
+        let send = {
             let mut state = lock(&conn.state);
             let idle = now.duration_since(state.last_send) >= shared.config.stratum_keepalive;
-            state.vardiff.on_idle(now).is_some() || idle
+            let send = state.vardiff.on_idle(now).is_some() || idle;
+            if !send {
+                conn.schedule(&state, shared.config.stratum_keepalive);
+            }
+            send
         };
-        if due {
+        if send {
             send_job(shared, &conn, &work, false);
         }
     }
@@ -596,7 +715,6 @@ impl Session<'_> {
         let connected = Instant::now();
         let mut last_read = Instant::now();
         let mut buf: Vec<u8> = Vec::new();
-        let mut chunk = [0u8; 4096];
         let mut lines_seen = 0u64;
         loop {
             if self.shared.stopping() {
@@ -618,12 +736,13 @@ impl Session<'_> {
             if stream.set_read_timeout(Some(left)).is_err() {
                 return;
             }
-            match stream.read(&mut chunk) {
+            let held = buf.len();
+            buf.resize(held + READ_CHUNK, 0);
+            let read = stream.read(&mut buf[held..]);
+            buf.truncate(held + *read.as_ref().unwrap_or(&0));
+            match read {
                 Ok(0) => return,
-                Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    last_read = Instant::now();
-                }
+                Ok(_) => last_read = Instant::now(),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     continue;
                 }
@@ -653,6 +772,9 @@ impl Session<'_> {
             if buf.len() > config.max_line {
                 warn!(target: LOG, "{}: line over {} bytes, closed", self.conn.peer, config.max_line);
                 return;
+            }
+            if buf.is_empty() && buf.capacity() > KEPT_BUFFER {
+                buf = Vec::new();
             }
         }
     }
@@ -764,10 +886,12 @@ impl Session<'_> {
             let difficulty = state.sent_difficulty.unwrap_or(state.vardiff.difficulty());
             self.shared.registry.seen(&user, "stratum", difficulty);
             state.user = Some((user, script));
+            self.conn
+                .schedule(&state, self.shared.config.stratum_keepalive);
             if state.subscribed
                 && let Some(work) = self.shared.current()
             {
-                lines.extend(job_lines(self.shared, &mut state, &work, true));
+                lines.extend(job_lines(self.shared, self.conn, &mut state, &work, true));
             }
         }
         self.conn.send(&lines);
@@ -812,7 +936,7 @@ impl Session<'_> {
             if state.user.is_some()
                 && let Some(work) = self.shared.current()
             {
-                lines.extend(job_lines(self.shared, &mut state, &work, false));
+                lines.extend(job_lines(self.shared, self.conn, &mut state, &work, false));
             }
         }
         self.conn.send(&lines);
@@ -919,7 +1043,13 @@ impl Session<'_> {
             if state.vardiff.on_share(Instant::now()).is_some()
                 && let Some(current) = self.shared.current()
             {
-                lines.extend(job_lines(self.shared, &mut state, &current, false));
+                lines.extend(job_lines(
+                    self.shared,
+                    self.conn,
+                    &mut state,
+                    &current,
+                    false,
+                ));
             }
         }
         self.conn.send(&lines);
