@@ -25,7 +25,7 @@ use super::miners::{Username, Vardiff, difficulty_to_target};
 use super::submit::{self, Solution, Verdict};
 use super::work::{self, Coinbase, EXTRANONCE1_SIZE, EXTRANONCE2_SIZE, Work};
 use super::{Shared, WorkerError};
-use crate::thread::{Waker, lock};
+use crate::thread::{StackTrim, Waker, lock};
 
 const LOG: &str = "stratum";
 /// BIP310: the version bits a miner may roll.
@@ -716,6 +716,7 @@ impl Session<'_> {
         let mut last_read = Instant::now();
         let mut buf: Vec<u8> = Vec::new();
         let mut lines_seen = 0u64;
+        let trim = StackTrim::new();
         loop {
             if self.shared.stopping() {
                 return;
@@ -757,6 +758,7 @@ impl Session<'_> {
                 info!(target: LOG, "{}: not stratum (first byte {first:#04x}), closed", self.conn.peer);
                 return;
             }
+            let mut handled = false;
             while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=pos).collect();
                 let line = String::from_utf8_lossy(&line);
@@ -765,9 +767,16 @@ impl Session<'_> {
                     continue;
                 }
                 lines_seen += 1;
+                handled = true;
                 if let Flow::Close = self.handle_line(line) {
                     return;
                 }
+            }
+            // The parse and the replies reached pages below this loop's frame: given back
+            // before the thread waits again, an idle connection keeps two stack pages
+            // (glibc's thread descriptor, and this loop), not three.
+            if handled && let Some(trim) = &trim {
+                trim.release();
             }
             if buf.len() > config.max_line {
                 warn!(target: LOG, "{}: line over {} bytes, closed", self.conn.peer, config.max_line);
@@ -790,6 +799,9 @@ impl Session<'_> {
         }
     }
 
+    /// Answers one line. Not inlined: its frames (the JSON parse, the replies) lie below
+    /// the read loop's, in pages [`StackTrim::release`] gives back.
+    #[inline(never)]
     fn handle_line(&mut self, line: &str) -> Flow {
         let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(line) else {
             return self.bad(&Value::Null, 20, "parse error: not a JSON object");
