@@ -318,6 +318,11 @@ mod server {
     }
 
     pub fn run(n: usize) {
+        // The allocator set as the node sets it at start.
+        assert!(
+            p2pool::limits::bound_allocator(),
+            "the allocator's mmap threshold"
+        );
         let files = p2pool::limits::raise_open_files().expect("open-files limit");
         let net = net();
         let mut config = WorkerConfig::new(net.clone(), script::p2pkh(&[0xee; 20]));

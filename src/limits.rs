@@ -1,6 +1,7 @@
 //! Operating-system limits the node sets for itself: the backlog of its listening sockets
 //! and its open-files limit, so that thousands of miners connecting at once are neither
-//! left to the kernel's SYN retransmit (1 s) nor refused for want of file descriptors.
+//! left to the kernel's SYN retransmit (1 s) nor refused for want of file descriptors; and
+//! the allocator's mmap threshold, so that freed large buffers are not kept.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -92,6 +93,29 @@ fn files(n: libc::rlim_t) -> u64 {
 #[cfg(not(unix))]
 pub fn raise_open_files() -> io::Result<OpenFiles> {
     Err(io::Error::other("no open-files limit on this system"))
+}
+
+/// Makes freed large buffers go back to the system at once; false if the allocator refused
+/// (it is then left as it was). Called once at start (`main`, and the Stratum scale bench,
+/// which runs the server as the node does).
+///
+/// glibc raises its mmap threshold after the first large free and then serves buffers up to
+/// 32 MiB from per-thread arenas (up to 8 per core), each keeping some 16 MiB of freed memory:
+/// peers sending 8 MB junk frames, each read and decoded on its own connection thread, took
+/// the node to ~390 MB of RSS that was free but never returned (doc/performance.md, hostile
+/// peers). A fixed 1 MiB threshold makes every buffer that large its own mapping, unmapped
+/// when freed (and turns the dynamic threshold off, which also keeps the heap's trim
+/// threshold at its 128 KiB default).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn bound_allocator() -> bool {
+    // SAFETY: mallopt only changes the allocator's tunables, under its own locks.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) == 1 }
+}
+
+/// Elsewhere the allocator is left as it is.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn bound_allocator() -> bool {
+    true
 }
 
 #[cfg(test)]

@@ -35,7 +35,9 @@ fn main() -> ExitCode {
         }
     };
     info!(target: "node", "p2pool {} starting", env!("CARGO_PKG_VERSION"));
-    bound_allocator();
+    if !limits::bound_allocator() {
+        warn!(target: "node", "could not set the allocator's mmap threshold; large freed buffers may be kept");
+    }
     raise_open_files(config.max_stratum_connections);
     for line in config.summary().lines() {
         info!(target: "node", "{line}");
@@ -115,27 +117,3 @@ fn raise_open_files(cap: usize) {
         Err(e) => warn!(target: "node", "open files: the limit could not be raised: {e}"),
     }
 }
-
-/// Makes freed large buffers go back to the system at once.
-///
-/// glibc raises its mmap threshold after the first large free and then serves buffers up to
-/// 32 MiB from per-thread arenas (up to 8 per core), each keeping some 16 MiB of freed memory:
-/// peers sending 8 MB junk frames, each read and decoded on its own connection thread, took
-/// the node to ~390 MB of RSS that was free but never returned (doc/performance.md, hostile
-/// peers). A fixed 1 MiB threshold makes every buffer that large its own mapping, unmapped
-/// when freed (and turns the dynamic threshold off).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn bound_allocator() {
-    unsafe extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
-    const M_MMAP_THRESHOLD: i32 = -3;
-    // SAFETY: mallopt only changes the allocator's tunables; it is called on the main
-    // thread before any other thread of ours starts.
-    if unsafe { mallopt(M_MMAP_THRESHOLD, 1 << 20) } != 1 {
-        warn!(target: "node", "could not set the allocator's mmap threshold; large freed buffers may be kept");
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn bound_allocator() {}

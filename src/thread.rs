@@ -68,6 +68,110 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The calling thread's stack, to give back the pages its deep calls touched once they
+/// have returned (a thread per connection idles in a read with a shallow stack; the pages a
+/// JSON parse or a reply touched below it would otherwise stay resident for the
+/// connection's life).
+///
+/// Linux with glibc only: elsewhere [`StackTrim::new`] is `None`.
+#[derive(Debug, Clone, Copy)]
+pub struct StackTrim {
+    /// Lowest address ever released: [`TRIM_FLOOR`] above the stack's usable bottom (the
+    /// guard page lies below that bottom).
+    floor: usize,
+    /// The top of the stack's mapping (glibc keeps the thread's descriptor and its
+    /// thread-local storage there, above the first frame).
+    top: usize,
+    page: usize,
+}
+
+/// Bytes above the stack's usable bottom that [`StackTrim::release`] never touches.
+const TRIM_FLOOR: usize = 16 * 1024;
+/// Bytes below the releasing frame's own locals kept resident: far more than the
+/// `madvise` call needs beneath that frame (a return address; the system call itself
+/// runs on the kernel's stack).
+const TRIM_GAP: usize = 1024;
+
+impl StackTrim {
+    /// The calling thread's stack bounds, read once; `None` where they cannot be read (or
+    /// off Linux/glibc).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    pub fn new() -> Option<StackTrim> {
+        let (low, high) = stack_bounds()?;
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+        if !page.is_power_of_two() || high <= low {
+            return None;
+        }
+        let floor = (low + TRIM_FLOOR + page - 1) & !(page - 1);
+        Some(StackTrim {
+            floor,
+            top: high,
+            page,
+        })
+    }
+
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    pub fn new() -> Option<StackTrim> {
+        None
+    }
+
+    /// Gives back to the system the calling thread's stack pages below this call's frame
+    /// (less [`TRIM_GAP`]); the next call that reaches them finds them zeroed, as a fresh
+    /// stack is. One `madvise` system call. Must be called on the thread whose
+    /// [`StackTrim`] this is: on another, whose frame is not in the range read, it
+    /// releases nothing.
+    #[inline(never)]
+    pub fn release(&self) {
+        let here = 0u8;
+        let sp = std::hint::black_box(&here) as *const u8 as usize;
+        let end = sp.saturating_sub(TRIM_GAP) & !(self.page - 1);
+        if sp > self.top || end <= self.floor {
+            return;
+        }
+        self.madvise(end);
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn madvise(&self, end: usize) {
+        // SAFETY: [floor, end) lies in this thread's own stack mapping (private and
+        // anonymous), wholly below the frame of `release` (by at least `TRIM_GAP`, far more
+        // than the madvise call itself pushes): it holds only frames that have returned,
+        // which nothing may still point to. MADV_DONTNEED on such memory drops its pages;
+        // a later touch gets zeroed pages, as the untouched stack would give. A signal
+        // handler that runs on this stack meanwhile only refaults pages.
+        unsafe {
+            libc::madvise(
+                self.floor as *mut libc::c_void,
+                end - self.floor,
+                libc::MADV_DONTNEED,
+            );
+        }
+    }
+
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    fn madvise(&self, _end: usize) {}
+}
+
+/// The calling thread's stack as (lowest usable address, top of its mapping).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn stack_bounds() -> Option<(usize, usize)> {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    // SAFETY: pthread_getattr_np initialises `attr` when it returns 0 (and only then is it
+    // read and destroyed); pthread_attr_getstack writes two values through valid pointers
+    // to locals.
+    unsafe {
+        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
+            return None;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let rc = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size);
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        (rc == 0).then(|| (addr as usize, addr as usize + size))
+    }
+}
+
 /// How long a waker that connects to a listener to end its `accept` may take.
 const WAKE_CONNECT: Duration = Duration::from_secs(1);
 
@@ -253,6 +357,85 @@ fn message(payload: &(dyn Any + Send)) -> &str {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    /// Resident pages of `trim`'s stack, from its release floor up to its top (`mincore`).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn resident_pages(trim: &StackTrim) -> usize {
+        let mut v = vec![0u8; (trim.top - trim.floor).div_ceil(trim.page)];
+        // SAFETY: [floor, top) is mapped (the calling thread's stack) and floor is page
+        // aligned; mincore writes one byte per page into `v`, which holds that many.
+        let rc = unsafe {
+            libc::mincore(
+                trim.floor as *mut libc::c_void,
+                trim.top - trim.floor,
+                v.as_mut_ptr(),
+            )
+        };
+        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+        v.iter().filter(|b| *b & 1 != 0).count()
+    }
+
+    /// Fills 64 KiB of stack below the caller with a pattern and sums it back.
+    #[inline(never)]
+    fn deep(seed: u8) -> u64 {
+        let mut buf = [0u8; 64 * 1024];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = seed.wrapping_add(i as u8);
+        }
+        std::hint::black_box(&mut buf);
+        buf.iter().map(|&b| u64::from(b)).sum()
+    }
+
+    fn expected(seed: u8) -> u64 {
+        (0..64 * 1024usize)
+            .map(|i| u64::from(seed.wrapping_add(i as u8)))
+            .sum()
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn a_released_stack_gives_its_deep_pages_back_and_still_works() {
+        let t = spawn_with_stack("test_trim", 256 * 1024, || {
+            let trim = StackTrim::new().expect("the stack's bounds");
+            let shallow = resident_pages(&trim);
+            assert_eq!(deep(1), expected(1));
+            let touched = resident_pages(&trim);
+            trim.release();
+            let released = resident_pages(&trim);
+            // The deep call used again: zeroed pages fault back in and hold what it writes.
+            assert_eq!(deep(7), expected(7));
+            let again = resident_pages(&trim);
+            trim.release();
+            (shallow, touched, released, again, resident_pages(&trim))
+        })
+        .unwrap();
+        let (shallow, touched, released, again, last) = t.join().unwrap();
+        assert!(touched >= shallow + 16, "{shallow} then {touched} pages");
+        assert!(
+            released <= shallow + 1,
+            "{released} pages left of {touched}"
+        );
+        assert!(
+            again >= released + 16,
+            "{again} pages after a second deep call"
+        );
+        assert!(last <= shallow + 1, "{last} pages left of {again}");
+    }
+
+    #[test]
+    fn a_release_on_another_thread_releases_nothing() {
+        let Some(trim) = StackTrim::new() else {
+            return;
+        };
+        let t = spawn("test_trim_other", move || {
+            let before = deep(3);
+            trim.release();
+            (before, deep(3))
+        })
+        .unwrap();
+        assert_eq!(t.join().unwrap(), (expected(3), expected(3)));
+        assert_eq!(deep(5), expected(5));
+    }
 
     #[test]
     fn join_returns_the_result() {

@@ -25,7 +25,7 @@ use super::miners::{Username, Vardiff, difficulty_to_target};
 use super::submit::{self, Solution, Verdict};
 use super::work::{self, Coinbase, EXTRANONCE1_SIZE, EXTRANONCE2_SIZE, Work};
 use super::{Shared, WorkerError};
-use crate::thread::{Waker, lock};
+use crate::thread::{StackTrim, Waker, lock};
 
 const LOG: &str = "stratum";
 /// BIP310: the version bits a miner may roll.
@@ -46,12 +46,12 @@ pub const OUTBOX_BYTES: usize = 256 * 1024;
 const SEND_BUFFER: usize = 64 * 1024;
 /// Stack of each connection thread.
 const STACK: usize = 256 * 1024;
-/// Bytes read from a connection at a time, straight into its line buffer: on the heap,
-/// not the thread's stack, where a 4 KiB read buffer was one more page resident per
-/// connection (doc/performance.md, "Stratum at scale").
+/// Bytes read from a connection at a time, into a buffer on the connection thread's
+/// stack: it lies in the stack page the read loop holds anyway (a 4 KiB one was one more
+/// page resident per connection; a buffer on the heap was 1 KiB more per idle
+/// connection), and only a partial line goes to the heap (doc/performance.md, "Stratum at
+/// scale").
 const READ_CHUNK: usize = 1024;
-/// A line buffer grown larger than this (a long line) is shrunk back once empty.
-const KEPT_BUFFER: usize = 4 * READ_CHUNK;
 /// Connections notified per helper thread.
 const PER_THREAD: usize = 256;
 
@@ -547,10 +547,12 @@ fn job_lines_at(
     if clean {
         state.jobs.clear();
     }
-    state.jobs.push_back((id, job));
-    while state.jobs.len() > JOBS_KEPT {
+    // Room made before the push: the queue never holds more than `JOBS_KEPT`, nor grows
+    // its allocation past that.
+    while state.jobs.len() >= JOBS_KEPT {
         state.jobs.pop_front();
     }
+    state.jobs.push_back((id, job));
     state.last_send = now;
     conn.schedule(state, config.stratum_keepalive);
     lines
@@ -714,8 +716,11 @@ impl Session<'_> {
         let config = &self.shared.config;
         let connected = Instant::now();
         let mut last_read = Instant::now();
+        let mut chunk = [0u8; READ_CHUNK];
+        // A line not yet ended.
         let mut buf: Vec<u8> = Vec::new();
         let mut lines_seen = 0u64;
+        let trim = StackTrim::new();
         loop {
             if self.shared.stopping() {
                 return;
@@ -736,44 +741,64 @@ impl Session<'_> {
             if stream.set_read_timeout(Some(left)).is_err() {
                 return;
             }
-            let held = buf.len();
-            buf.resize(held + READ_CHUNK, 0);
-            let read = stream.read(&mut buf[held..]);
-            buf.truncate(held + *read.as_ref().unwrap_or(&0));
-            match read {
+            let n = match stream.read(&mut chunk) {
                 Ok(0) => return,
-                Ok(_) => last_read = Instant::now(),
+                Ok(n) => {
+                    last_read = Instant::now();
+                    n
+                }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     continue;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return,
+            };
+            // Whole lines are answered straight from the read; only a partial line is
+            // copied to the heap, until its end arrives.
+            let pending = !buf.is_empty();
+            if pending {
+                buf.extend_from_slice(&chunk[..n]);
             }
+            let data: &[u8] = if pending { &buf } else { &chunk[..n] };
             // A first line that is not JSON (a TLS ClientHello) closes at once.
             if lines_seen == 0
-                && let Some(&first) = buf.iter().find(|b| !b.is_ascii_whitespace())
+                && let Some(&first) = data.iter().find(|b| !b.is_ascii_whitespace())
                 && first != b'{'
             {
                 info!(target: LOG, "{}: not stratum (first byte {first:#04x}), closed", self.conn.peer);
                 return;
             }
-            while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&line);
+            let mut handled = false;
+            let mut start = 0;
+            while let Some(pos) = data[start..].iter().position(|&b| b == b'\n') {
+                let line = String::from_utf8_lossy(&data[start..start + pos]);
+                start += pos + 1;
                 let line = line.trim();
                 if line.is_empty() {
                     continue;
                 }
                 lines_seen += 1;
+                handled = true;
                 if let Flow::Close = self.handle_line(line) {
                     return;
                 }
+            }
+            if pending {
+                buf.drain(..start);
+            } else {
+                buf.extend_from_slice(&chunk[start..n]);
+            }
+            // The parse and the replies reached pages below this loop's frame: given back
+            // before the thread waits again, an idle connection keeps two stack pages
+            // (glibc's thread descriptor, and this loop), not three.
+            if handled && let Some(trim) = &trim {
+                trim.release();
             }
             if buf.len() > config.max_line {
                 warn!(target: LOG, "{}: line over {} bytes, closed", self.conn.peer, config.max_line);
                 return;
             }
-            if buf.is_empty() && buf.capacity() > KEPT_BUFFER {
+            if buf.is_empty() && buf.capacity() > 0 {
                 buf = Vec::new();
             }
         }
@@ -790,6 +815,9 @@ impl Session<'_> {
         }
     }
 
+    /// Answers one line. Not inlined: its frames (the JSON parse, the replies) lie below
+    /// the read loop's, in pages [`StackTrim::release`] gives back.
+    #[inline(never)]
     fn handle_line(&mut self, line: &str) -> Flow {
         let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(line) else {
             return self.bad(&Value::Null, 20, "parse error: not a JSON object");
