@@ -28,6 +28,8 @@
 //! counts, each run in a fresh server process.
 
 mod common;
+#[path = "common/regtest.rs"]
+mod regtest;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -36,15 +38,12 @@ use std::os::fd::AsRawFd;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 use p2pool::bitcoin::address;
-use p2pool::bitcoin::chain::ChainParams;
 use p2pool::bitcoin::hash::sha256d;
 use p2pool::bitcoin::script;
-use p2pool::bitcoin::template::Template;
-use p2pool::network::{Network, RuleSet, WeightCap};
 use p2pool::sharechain::chain::ShareChain;
 use p2pool::worker::{Work, WorkerConfig, Workers};
 use ruint::aliases::U256;
@@ -111,47 +110,12 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 mod server {
     use super::*;
 
     /// The easiest target of the bench's network: a pseudo-share takes 16 hashes.
     fn max_target() -> U256 {
         U256::MAX >> 4
-    }
-
-    fn net() -> Network {
-        let mut net = Network::built_in("regtest").expect("regtest is built in");
-        net.rules = RuleSet::Modern;
-        net.max_target = max_target();
-        net.weight_cap = WeightCap::None;
-        net.persist = false;
-        net.bitcoin = ChainParams::regtest();
-        net
-    }
-
-    fn template(n: u8) -> Arc<Template> {
-        let value = json!({
-            "version": 0x2000_0000,
-            "previousblockhash": sha256d(&[n]).to_hex(),
-            "height": 1000 + u32::from(n),
-            "bits": "1d00ffff",
-            "curtime": now(),
-            "mintime": now() - 600,
-            "coinbasevalue": 5_000_000_000u64,
-            "transactions": [],
-            "rules": ["csv", "!segwit"],
-            "default_witness_commitment": "6a24aa21a9ede2f61c3f71d1defd3fa999dfa36953755c690689799962b48bebd836974e8cf9",
-            "sigoplimit": 80000,
-            "sizelimit": 4000000,
-            "weightlimit": 4000000,
-        });
-        Arc::new(Template::from_value(&value).expect("template"))
     }
 
     /// The client process and its pipe.
@@ -277,7 +241,15 @@ mod server {
     impl Bench {
         fn new_work(&mut self) -> Arc<Work> {
             self.round = self.round.wrapping_add(1);
-            Arc::new(Work::build(&self.chain, &template(self.round), None, now()).expect("work"))
+            Arc::new(
+                Work::build(
+                    &self.chain,
+                    &regtest::template(self.round),
+                    None,
+                    regtest::now(),
+                )
+                .expect("work"),
+            )
         }
 
         /// `ROUNDS` broadcasts: (until the last client read its notify, until the
@@ -324,7 +296,7 @@ mod server {
             "the allocator's mmap threshold"
         );
         let files = p2pool::limits::raise_open_files().expect("open-files limit");
-        let net = net();
+        let net = regtest::net(max_target());
         let mut config = WorkerConfig::new(net.clone(), script::p2pkh(&[0xee; 20]));
         config.worker_addr = "127.0.0.1:0".parse().expect("addr");
         config.stratum_addr = "127.0.0.1:0".parse().expect("addr");

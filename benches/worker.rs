@@ -15,21 +15,20 @@
 //! A plain binary (harness = false): `cargo bench --bench worker`.
 
 mod common;
+#[path = "common/regtest.rs"]
+mod regtest;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use p2pool::bitcoin::address;
-use p2pool::bitcoin::chain::ChainParams;
 use p2pool::bitcoin::hash::{Hash256, sha256d};
 use p2pool::bitcoin::script;
-use p2pool::bitcoin::template::Template;
 use p2pool::bitcoind::submit::{Outcome, SubmitResult};
-use p2pool::network::{Network, RuleSet, WeightCap};
 use p2pool::node::core::{Core, Effect, Event, Settings};
 use p2pool::node::history::History;
 use p2pool::sharechain::chain::ShareChain;
@@ -44,40 +43,7 @@ const ROUNDS: usize = 5;
 /// How long readers sleep before reading in the rounds that time the server alone.
 const IDLE_READERS: Duration = Duration::from_millis(300);
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn net() -> Network {
-    let mut net = Network::built_in("regtest").expect("regtest is built in");
-    net.rules = RuleSet::Modern;
-    net.max_target = U256::MAX >> 18;
-    net.weight_cap = WeightCap::None;
-    net.persist = false;
-    net.bitcoin = ChainParams::regtest();
-    net
-}
-
-fn template(n: u8) -> Arc<Template> {
-    let value = json!({
-        "version": 0x2000_0000,
-        "previousblockhash": sha256d(&[n]).to_hex(),
-        "height": 1000 + u32::from(n),
-        "bits": "1d00ffff",
-        "curtime": now(),
-        "mintime": now() - 600,
-        "coinbasevalue": 5_000_000_000u64,
-        "transactions": [],
-        "rules": ["csv", "!segwit"],
-        "default_witness_commitment": "6a24aa21a9ede2f61c3f71d1defd3fa999dfa36953755c690689799962b48bebd836974e8cf9",
-        "sigoplimit": 80000,
-        "sizelimit": 4000000,
-        "weightlimit": 4000000,
-    });
-    Arc::new(Template::from_value(&value).expect("template"))
-}
+use regtest::now;
 
 struct Bench {
     workers: Workers,
@@ -94,7 +60,9 @@ impl Bench {
     fn new_work(&mut self) -> Arc<Work> {
         self.round = self.round.wrapping_add(1);
         let best: Option<Hash256> = None;
-        Arc::new(Work::build(&self.chain, &template(self.round), best, now()).expect("work"))
+        Arc::new(
+            Work::build(&self.chain, &regtest::template(self.round), best, now()).expect("work"),
+        )
     }
 
     /// bitcoind accepted our block on the current tip: the core's answer, with when the
@@ -501,7 +469,7 @@ fn main() {
     if !common::measuring() {
         return;
     }
-    let net = net();
+    let net = regtest::net(U256::MAX >> 18);
     let node_payout = script::p2pkh(&[0xee; 20]);
     let mut config = WorkerConfig::new(net.clone(), node_payout);
     config.worker_addr = "127.0.0.1:0".parse().expect("addr");
@@ -519,7 +487,7 @@ fn main() {
             started_at: now(),
         },
     );
-    let first = template(0);
+    let first = regtest::template(0);
     let tip = (first.previous_block, first.height);
     core.on(Event::Template(first), now());
     let mut bench = Bench {

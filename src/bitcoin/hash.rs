@@ -113,6 +113,15 @@ pub fn sha256d(data: &[u8]) -> Hash256 {
     Hash256(Sha256::digest(Sha256::digest(data)).into())
 }
 
+/// [`sha256d`] of the parts one after another, without joining them first.
+pub fn sha256d_parts(parts: &[&[u8]]) -> Hash256 {
+    let mut first = Sha256::new();
+    for part in parts {
+        first.update(part);
+    }
+    Hash256(Sha256::digest(first.finalize()).into())
+}
+
 /// RIPEMD-160 of SHA-256.
 pub fn hash160(data: &[u8]) -> [u8; 20] {
     Ripemd160::digest(Sha256::digest(data)).into()
@@ -121,6 +130,16 @@ pub fn hash160(data: &[u8]) -> [u8; 20] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256d_of_parts_is_sha256d_of_the_parts_joined() {
+        let joined = b"coinbase one, extranonces, coinbase two";
+        assert_eq!(
+            sha256d_parts(&[&joined[..9], &joined[9..21], &[], &joined[21..]]),
+            sha256d(joined)
+        );
+        assert_eq!(sha256d_parts(&[]), sha256d(&[]));
+    }
 
     #[test]
     fn display_order_is_the_reverse_of_internal_order() {

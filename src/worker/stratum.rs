@@ -65,7 +65,8 @@ struct Job {
 struct State {
     extranonce1: [u8; EXTRANONCE1_SIZE],
     subscribed: bool,
-    user: Option<(Username, Vec<u8>)>,
+    /// Shared, so that a submit takes it without copying its strings.
+    user: Option<(Arc<Username>, Vec<u8>)>,
     authorized: HashSet<String>,
     vardiff: Vardiff,
     sent_difficulty: Option<f64>,
@@ -697,12 +698,27 @@ struct Session<'a> {
     bad_lines: u32,
 }
 
+// Replies are written straight into their line (a `json!` object would build a map on the
+// connection thread for every reply, and glibc keeps each thread's freed blocks).
 fn error_reply(id: &Value, code: i64, message: &str) -> String {
-    json!({"id": id, "result": null, "error": [code, message, null]}).to_string()
+    let message = serde_json::to_string(message).unwrap_or_else(|_| "null".into());
+    format!(r#"{{"id":{id},"result":null,"error":[{code},{message},null]}}"#)
 }
 
 fn result_reply(id: &Value, result: Value) -> String {
-    json!({"id": id, "result": result, "error": null}).to_string()
+    format!(r#"{{"id":{id},"result":{result},"error":null}}"#)
+}
+
+/// The fields of a request line that are read; any others are skipped. Parsed into this
+/// rather than a `Value` object, a line builds no map and no key strings.
+#[derive(serde::Deserialize)]
+struct Request {
+    #[serde(default)]
+    id: Value,
+    #[serde(default)]
+    method: Value,
+    #[serde(default)]
+    params: Value,
 }
 
 enum Flow {
@@ -819,19 +835,19 @@ impl Session<'_> {
     /// the read loop's, in pages [`StackTrim::release`] gives back.
     #[inline(never)]
     fn handle_line(&mut self, line: &str) -> Flow {
-        let Ok(Value::Object(msg)) = serde_json::from_str::<Value>(line) else {
+        // An object only (serde would also take an array for the struct).
+        let parsed = line
+            .starts_with('{')
+            .then(|| serde_json::from_str::<Request>(line).ok())
+            .flatten();
+        let Some(Request { id, method, params }) = parsed else {
             return self.bad(&Value::Null, 20, "parse error: not a JSON object");
         };
-        let id = msg.get("id").cloned().unwrap_or(Value::Null);
-        let Some(method) = msg.get("method").and_then(Value::as_str) else {
+        let Some(method) = method.as_str() else {
             // A reply to something we sent (none expected): ignore.
             return Flow::Continue;
         };
-        let empty = Vec::new();
-        let params = msg
-            .get("params")
-            .and_then(Value::as_array)
-            .unwrap_or(&empty);
+        let params = params.as_array().map_or(&[][..], Vec::as_slice);
         match method {
             "mining.subscribe" => self.subscribe(&id, params),
             "mining.authorize" => self.authorize(&id, params),
@@ -913,7 +929,7 @@ impl Session<'_> {
             state.authorized.insert(name.to_string());
             let difficulty = state.sent_difficulty.unwrap_or(state.vardiff.difficulty());
             self.shared.registry.seen(&user, "stratum", difficulty);
-            state.user = Some((user, script));
+            state.user = Some((Arc::new(user), script));
             self.conn
                 .schedule(&state, self.shared.config.stratum_keepalive);
             if state.subscribed
@@ -1002,9 +1018,10 @@ impl Session<'_> {
             self.conn.send(&[error_reply(id, 21, "job not found")]);
             return Flow::Continue;
         };
-        let extranonce2 = match hex::decode(en2) {
-            Ok(b) if b.len() == EXTRANONCE2_SIZE => b,
-            _ => {
+        let mut extranonce2 = [0u8; EXTRANONCE2_SIZE];
+        match hex::decode_to_slice(en2, &mut extranonce2) {
+            Ok(()) => {}
+            Err(_) => {
                 drop(state);
                 shared_record_rejected(self.shared, &user);
                 return self.bad(id, 20, "extranonce2 must be 4 bytes of hex");

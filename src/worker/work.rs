@@ -19,7 +19,7 @@ use ruint::aliases::{U256, U512};
 use crate::bitcoin::block::{Block, BlockHeader};
 use crate::bitcoin::encode::compact_size_len;
 use crate::bitcoin::fit::{CoinbaseCost, FitError};
-use crate::bitcoin::hash::{Hash256, sha256d};
+use crate::bitcoin::hash::{Hash256, sha256d_parts};
 use crate::bitcoin::merkle::{self, BranchStep};
 use crate::bitcoin::script;
 use crate::bitcoin::target::Bits;
@@ -97,12 +97,7 @@ pub struct Coinbase {
 impl Coinbase {
     /// The txid with these extranonces.
     pub fn txid(&self, extranonce1: &[u8], extranonce2: &[u8]) -> Hash256 {
-        let mut bytes = Vec::with_capacity(self.coinb1.len() + NONCE_SIZE + self.coinb2.len());
-        bytes.extend_from_slice(&self.coinb1);
-        bytes.extend_from_slice(extranonce1);
-        bytes.extend_from_slice(extranonce2);
-        bytes.extend_from_slice(&self.coinb2);
-        sha256d(&bytes)
+        sha256d_parts(&[&self.coinb1, extranonce1, extranonce2, &self.coinb2])
     }
 
     /// The transaction with these extranonces.
