@@ -532,6 +532,14 @@ fn stratum_hostile_miners_are_answered_or_dropped_while_an_honest_miner_keeps_mi
     let mut c = LineClient::connect(stratum);
     c.send_raw(b"{this is not json\n");
     assert_eq!(c.read().unwrap()["error"][0], json!(20));
+    // A request in an array (which a struct parse would take): not an object, refused.
+    c.send_raw(b"[4, \"mining.ping\", []]\n");
+    assert_eq!(c.read().unwrap()["error"][0], json!(20));
+    // Fields the server does not read, however nested, are skipped.
+    c.send_raw(
+        b"{\"id\": 4, \"method\": \"mining.ping\", \"params\": [], \"x\": {\"y\": [[{}]]}}\n",
+    );
+    assert_eq!(c.reply(&json!(4)).unwrap()["result"], json!("pong"));
     c.send(json!({"id": 5, "method": "mining.frobnicate", "params": []}));
     assert_eq!(c.reply(&json!(5)).unwrap()["error"][0], json!(20));
     c.send(json!({"id": 6, "method": "mining.submit", "params": ["a", "1", "00000000", "00000000", "00000000"]}));
