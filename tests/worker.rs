@@ -535,6 +535,13 @@ fn stratum_hostile_miners_are_answered_or_dropped_while_an_honest_miner_keeps_mi
     // A request in an array (which a struct parse would take): not an object, refused.
     c.send_raw(b"[4, \"mining.ping\", []]\n");
     assert_eq!(c.read().unwrap()["error"][0], json!(20));
+    // A line that arrives in pieces is answered once whole.
+    c.send_raw(b"{\"id\": 4, \"meth");
+    thread::sleep(Duration::from_millis(50));
+    c.send_raw(b"od\": \"mining.");
+    thread::sleep(Duration::from_millis(50));
+    c.send_raw(b"ping\", \"params\": []}\n");
+    assert_eq!(c.reply(&json!(4)).unwrap()["result"], json!("pong"));
     // Fields the server does not read, however nested, are skipped.
     c.send_raw(
         b"{\"id\": 4, \"method\": \"mining.ping\", \"params\": [], \"x\": {\"y\": [[{}]]}}\n",

@@ -771,7 +771,11 @@ impl Session<'_> {
             };
             // Whole lines are answered straight from the read; only a partial line is
             // copied to the heap, until its end arrives.
-            let pending = !buf.is_empty();
+            // What was held holds no line end (each was answered): the search for one
+            // starts at the new bytes, so a line trickled in byte by byte is not
+            // scanned again at every read.
+            let held = buf.len();
+            let pending = held > 0;
             if pending {
                 buf.extend_from_slice(&chunk[..n]);
             }
@@ -786,9 +790,11 @@ impl Session<'_> {
             }
             let mut handled = false;
             let mut start = 0;
-            while let Some(pos) = data[start..].iter().position(|&b| b == b'\n') {
-                let line = String::from_utf8_lossy(&data[start..start + pos]);
-                start += pos + 1;
+            let mut from = held;
+            while let Some(pos) = data[from..].iter().position(|&b| b == b'\n') {
+                let line = String::from_utf8_lossy(&data[start..from + pos]);
+                start = from + pos + 1;
+                from = start;
                 let line = line.trim();
                 if line.is_empty() {
                     continue;
