@@ -10,6 +10,8 @@
 //! on every core, they would otherwise slow the nodes they are testing.
 //!
 //! One node, then three peered nodes, 60 s each (the two tests take turns on bcoin).
+//! `P2POOL_FAST_BLOCKS_DUMP=1` prints each node's figures every 2 s and its best chain
+//! (timestamp, work, finder) at the end.
 
 mod support {
     pub mod bcoin;
@@ -126,8 +128,28 @@ fn mean_interval(node: &NodeProc) -> Option<f64> {
 fn mine_for_a_while(bcoin: &Bcoin, nodes: &[NodeProc]) -> Vec<u64> {
     let _miners = start_miners(nodes);
     let mut heights = vec![bcoin.height()];
-    for _ in 0..2 {
-        std::thread::sleep(run_for() / 2);
+    let dump = std::env::var_os("P2POOL_FAST_BLOCKS_DUMP").is_some();
+    let start = std::time::Instant::now();
+    for half in 1..=2u32 {
+        while dump && start.elapsed() < run_for() * half / 2 {
+            std::thread::sleep(Duration::from_secs(2));
+            for node in nodes {
+                let s = stats(node);
+                eprintln!(
+                    "sample {:.1} {} height {} diff {} local_rate {} pool_rate {} load {}",
+                    start.elapsed().as_secs_f64(),
+                    node.name,
+                    s["best_height"],
+                    s["share_difficulty"],
+                    s["local_hashrate"],
+                    s["pool_hashrate"],
+                    std::fs::read_to_string("/proc/loadavg")
+                        .unwrap_or_default()
+                        .trim()
+                );
+            }
+        }
+        std::thread::sleep((run_for() * half / 2).saturating_sub(start.elapsed()));
         heights.push(bcoin.height());
     }
     heights
@@ -138,20 +160,15 @@ fn mine_for_a_while(bcoin: &Bcoin, nodes: &[NodeProc]) -> Vec<u64> {
 /// figures (2.0–3.5 s here in a debug build, 4.1–5.1 s after five minutes in release) are
 /// in doc/performance.md; a faster machine takes a few more shares to climb.
 const INTERVAL: (f64, f64) = (1.0, 15.0);
-/// The most of one node's own shares that may be stale (orphaned or dead on arrival).
+/// The most of one node's own shares that may be stale (orphaned or dead on arrival), alone
+/// or one of three paced nodes (doc/protocol.md #38). Each of three has some 30 shares, so
+/// one orphan is 3 % of its own: measured 0-7.1 % per node (doc/performance.md).
 const MAX_STALE: f64 = 0.2;
-/// The most of three paced nodes' shares, together, that may be stale (doc/protocol.md
-/// #38): a guard that the pace works, not the 20 % per node, which is measured and
-/// recorded. Each node has some 30 shares, so one orphan more or less is 3 % of one node's:
-/// measured 0-14.7 % per node (2-10 % of the three's) with the machine otherwise quiet, up
-/// to 32 % on one node (22 % of the three's) beside other builds and a 10,000-connection
-/// bench, against 38-50 % of the three's unpaced (doc/performance.md).
-const MAX_STALE_OF_THREE: f64 = 0.25;
 
 /// What every fast-block run must show, per node: its best chain at the share period,
 /// bitcoind never overloaded, blocks landing all along, at most `max_stale` of its own
 /// shares stale.
-fn check_node(node: &NodeProc, heights: &[u64], all: &[NodeProc], max_stale: Option<f64>) {
+fn check_node(node: &NodeProc, heights: &[u64], all: &[NodeProc], max_stale: f64) {
     let s = stats(node);
     let interval = mean_interval(node);
     let stale = s["local_stale_prop"].as_f64().unwrap_or(1.0);
@@ -170,6 +187,15 @@ fn check_node(node: &NodeProc, heights: &[u64], all: &[NodeProc], max_stale: Opt
         100.0 * stale,
         s["shares"]
     );
+    if std::env::var_os("P2POOL_FAST_BLOCKS_DUMP").is_some() {
+        let chain = node.json("/api/shares?limit=100").unwrap_or(Value::Null);
+        for s in chain.as_array().into_iter().flatten().rev() {
+            eprintln!(
+                "chain {} {} {} {} {}",
+                node.name, s["time"], s["work"], s["address"], s["local"]
+            );
+        }
+    }
     assert!(
         interval.is_some_and(|i| (INTERVAL.0..=INTERVAL.1).contains(&i)),
         "node {}: the newest 10 shares {interval:?} s apart, not within {INTERVAL:?}\n{}",
@@ -177,7 +203,7 @@ fn check_node(node: &NodeProc, heights: &[u64], all: &[NodeProc], max_stale: Opt
         dumps(all)
     );
     assert!(
-        max_stale.is_none_or(|max| stale < max),
+        stale < max_stale,
         "node {}: {:.1} % of local shares stale\n{}",
         node.name,
         100.0 * stale,
@@ -219,7 +245,7 @@ fn one_node_with_an_unthrottled_miner_holds_its_share_period() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_nodes(bcoin, dir.path(), 1);
     let heights = mine_for_a_while(bcoin, &nodes);
-    check_node(&nodes[0], &heights, &nodes, Some(MAX_STALE));
+    check_node(&nodes[0], &heights, &nodes, MAX_STALE);
 }
 
 #[test]
@@ -244,17 +270,7 @@ fn three_peered_nodes_with_unthrottled_miners_hold_the_share_period_and_agree() 
     );
     // Paced while the young chain races (doc/protocol.md #38), most shares of each node
     // land in the chain.
-    let (mut stale, mut local) = (0, 0);
     for node in &nodes {
-        check_node(node, &heights, &nodes, None);
-        let shares = &stats(node)["shares"];
-        let count = |k: &str| shares[k].as_u64().unwrap_or(0);
-        stale += count("local_orphan") + count("local_dead");
-        local += count("local");
+        check_node(node, &heights, &nodes, MAX_STALE);
     }
-    assert!(
-        local > 0 && (stale as f64) < MAX_STALE_OF_THREE * local as f64,
-        "{stale} of the three nodes' {local} shares stale\n{}",
-        dumps(&nodes)
-    );
 }

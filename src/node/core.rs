@@ -759,16 +759,18 @@ const RACE_SHARES: usize = 10;
 /// each on its own fork orphan most of them; paced, the first node whose wait ends makes
 /// the next share and the others see it before theirs end.
 ///
-/// The pace is a tenth of the period, widened by the forks among those newest shares: two
-/// nodes whose waits end closer together than a share takes to cross between them both
-/// make a share, and one is orphaned. How often that happens grows with the crossing time
-/// over the pace, so where shares cross slowly (a loaded machine, a far peer) a share of
-/// the newest with a sibling widens the pace by 40 %, up to half the period.
+/// The pace is a 25th of the period (0.2 s at 5 s), widened by the forks among those newest
+/// shares: two nodes whose waits end closer together than a share takes to cross between
+/// them both make a share, and one is orphaned. How often that happens grows with the
+/// crossing time over the pace, so where shares cross slowly (a loaded machine, a far peer)
+/// each share of the newest with a sibling widens the pace by its base (at most 11 bases,
+/// 0.44 of the period). Every wait is time the miners' work is lost to the chain, so the base is kept
+/// near what shares take to cross on one machine (a few milliseconds).
 ///
 /// A node without peers, or a chain near its period (ten shares in under a quarter of
 /// their expected time: about one chance in 2,000), is never paced.
 fn race_pace(tracker: &Tracker, net: &Network, best: Option<Hash256>) -> Option<Duration> {
-    let base = Duration::from_millis(u64::from(net.share_period) * 100);
+    let base = Duration::from_millis(u64::from(net.share_period) * 40);
     let Some(newest) = best.and_then(|b| tracker.entry(&b)) else {
         return Some(base);
     };
@@ -792,8 +794,7 @@ fn race_pace(tracker: &Tracker, net: &Network, best: Option<Hash256>) -> Option<
     let period = u64::from(net.share_period);
     let span = newest_seen.saturating_sub(oldest_seen);
     let racing = shares < 2 || span.saturating_mul(4) < (shares - 1) * period;
-    let widest = Duration::from_millis(u64::from(net.share_period) * 500);
-    racing.then(|| (base + base.mul_f64(0.4 * f64::from(forks))).min(widest))
+    racing.then(|| base * forks.saturating_add(1))
 }
 
 #[cfg(test)]
@@ -1325,7 +1326,7 @@ mod tests {
     fn a_young_or_racing_chain_is_paced_and_a_chain_near_its_period_is_not() {
         let mut net = modern_net();
         net.share_period = 5;
-        let pace = Some(Duration::from_millis(500));
+        let pace = Some(Duration::from_millis(200));
         // No chain yet, or one share: young.
         assert_eq!(race_pace(&Tracker::new(), &net, None), pace);
         let (tracker, best) = chain_seen(&net, 1, 0);
@@ -1355,24 +1356,24 @@ mod tests {
     }
 
     #[test]
-    fn forks_among_the_newest_shares_widen_the_pace_up_to_half_the_period() {
+    fn forks_among_the_newest_shares_widen_the_pace_by_its_base_each() {
         let mut net = modern_net();
         net.share_period = 5;
         let ms = |ms| Some(Duration::from_millis(ms));
         let (mut tracker, best) = chain_seen(&net, 30, 0);
-        assert_eq!(race_pace(&tracker, &net, best), ms(500));
-        // A sibling of the newest share: 40 % wider.
+        assert_eq!(race_pace(&tracker, &net, best), ms(200));
+        // A sibling of the newest share: a base wider.
         add_sibling(&mut tracker, &net, best, 1);
-        assert_eq!(race_pace(&tracker, &net, best), ms(700));
+        assert_eq!(race_pace(&tracker, &net, best), ms(400));
         // One of the tenth newest too; one below the ten looked at does not count.
         add_sibling(&mut tracker, &net, best, 10);
         add_sibling(&mut tracker, &net, best, 11);
-        assert_eq!(race_pace(&tracker, &net, best), ms(900));
-        // A fork at every one of the ten: half the period, no more.
+        assert_eq!(race_pace(&tracker, &net, best), ms(600));
+        // A fork at every one of the ten: eleven bases, under half the period.
         for n in 2..10 {
             add_sibling(&mut tracker, &net, best, n);
         }
-        assert_eq!(race_pace(&tracker, &net, best), ms(2500));
+        assert_eq!(race_pace(&tracker, &net, best), ms(2200));
         // Forks or not, a chain at its period is not paced.
         let (mut tracker, best) = chain_seen(&net, 12, 5);
         add_sibling(&mut tracker, &net, best, 1);

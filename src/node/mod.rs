@@ -45,7 +45,9 @@ use payout::{Payout, PayoutError};
 const LOG: &str = "node";
 /// How often the node thinks and writes the store without other events.
 const TICK: Duration = Duration::from_secs(1);
-/// Events handled before the node thinks, so a flood cannot starve thinking.
+/// Events handled before the node thinks, so a flood cannot starve thinking. A batch
+/// also ends as soon as no input is waiting: a share from a peer is weighed (and our
+/// miners moved onto it) at once, not at the next tick.
 const EVENTS_PER_THINK: usize = 64;
 
 /// Why the node could not start or stopped by itself.
@@ -500,6 +502,19 @@ impl Inputs {
             recv(self.ticker) -> _ => Ok(Input::Tick),
         }
     }
+
+    /// Whether an input is waiting (a closed channel is not: [`next`](Self::next) finds
+    /// it when the node waits again).
+    fn waiting(&self) -> bool {
+        !(self.stop.is_empty()
+            && self.templates.is_empty()
+            && self.peer_events.is_empty()
+            && self.miner_events.is_empty()
+            && self.results.is_empty()
+            && self.link_events.is_empty()
+            && self.height_answers.is_empty()
+            && self.ticker.is_empty())
+    }
 }
 
 /// The node thread: each input goes to the core and the core's effects are carried out;
@@ -509,8 +524,12 @@ pub fn run(mut core: Core, inputs: Inputs, mut outputs: impl Outputs) -> Result<
         let mut handled = 0;
         let mut stopped = None;
         let mut longest = Duration::ZERO;
-        // Events until the batch is full or the tick: a flood cannot starve thinking.
+        // Events until none is waiting, the batch is full or the tick: a flood cannot
+        // starve thinking, and a lone event is thought about at once.
         while handled < EVENTS_PER_THINK {
+            if handled > 0 && !inputs.waiting() {
+                break;
+            }
             let now = unix_now();
             let event = match inputs.next() {
                 Ok(Input::Stop) => {
@@ -719,6 +738,72 @@ mod tests {
                 started_at: 0,
             },
         )
+    }
+
+    /// Outputs that pass each effect on to the test.
+    struct Forward(Sender<Effect>);
+
+    impl Outputs for Forward {
+        fn apply(&mut self, effects: Vec<Effect>) {
+            for e in effects {
+                let _ = self.0.send(e);
+            }
+        }
+        fn feed_status(&self) -> FeedStatus {
+            FeedStatus::default()
+        }
+        fn stop_accepting(&mut self) {}
+        fn stop(self) {}
+    }
+
+    #[test]
+    fn a_lone_share_from_a_peer_is_weighed_and_relayed_at_once_not_at_the_tick() {
+        use crate::p2p::{MODE_NORMAL, PeerInfo};
+        use crate::sharechain::sample::{self, modern_net, payout};
+        let (inputs, s) = inputs(); // the ticker never ticks
+        let (effects_tx, effects) = crossbeam_channel::unbounded();
+        let handle = std::thread::spawn(move || run(test_core(), inputs, Forward(effects_tx)));
+        for id in [1, 2] {
+            let info = PeerInfo {
+                addr: ([10, 0, 0, id as u8], 9333).into(),
+                inbound: true,
+                version: 3502,
+                sub_version: "test".into(),
+                nonce: id,
+                mode: MODE_NORMAL,
+                connected_at: 0,
+            };
+            s.peer_events
+                .send(PeerEvent::Connected { id, info })
+                .unwrap();
+        }
+        let net = modern_net();
+        let (tracker, hashes) = sample::chain(&net, 3, 10, &[payout(1)]);
+        let shares = hashes
+            .iter()
+            .map(|h| tracker.get(h).expect("sample share").to_share1a())
+            .collect();
+        let msg = crate::p2p::message::Message::Share1as(shares);
+        s.peer_events
+            .send(PeerEvent::Message { id: 1, msg })
+            .unwrap();
+        // One share message and nothing after it: the node must not wait for more events
+        // (or a tick) before it takes the share as its best and passes it on.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (mut best, mut relayed) = (false, false);
+        while !(best && relayed) {
+            match effects.recv_deadline(deadline) {
+                Ok(Effect::BestShare(b)) if b == hashes.last().copied() => best = true,
+                Ok(Effect::Send { peer: 2, .. }) => relayed = true,
+                Ok(_) => {}
+                Err(_) => panic!("best share {best}, relayed {relayed}: not within 5 s"),
+            }
+        }
+        s.stop.send(()).unwrap();
+        handle
+            .join()
+            .expect("the loop returns")
+            .expect("stopped cleanly");
     }
 
     #[test]
