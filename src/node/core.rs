@@ -227,6 +227,8 @@ pub struct Core {
     addrs: Batch,
     /// What the current work was built from: the template's identity and the best share.
     work_from: Option<(usize, Option<Hash256>)>,
+    /// The header timestamp of the work handed out last.
+    work_stamp: u32,
     readiness: Option<Readiness>,
     /// Shares found by this node's miners.
     local: Local,
@@ -260,6 +262,7 @@ impl Core {
             peers: BTreeMap::new(),
             addrs: Batch::default(),
             work_from: None,
+            work_stamp: 0,
             readiness: None,
             local: Local::default(),
             feed: FeedStatus::default(),
@@ -600,13 +603,18 @@ impl Core {
         think
     }
 
-    /// Builds and hands out new work when the template or the best share changed.
+    /// Builds and hands out new work when the template or the best share changed, or when
+    /// the work's timestamp has fallen more than a share period behind the clock (R stamps
+    /// each job when it is handed out: a share on old work would carry an old time, and the
+    /// retarget would count that time as the chain's).
     fn update_work(&mut self, now: u64, out: &mut Vec<Effect>) {
         let Some(template) = self.template.clone() else {
             return;
         };
         let key = (Arc::as_ptr(&template) as usize, self.best);
-        if self.work_from == Some(key) {
+        let period = u64::from(self.chain.network().share_period);
+        let fresh = now <= u64::from(self.work_stamp) + period;
+        if self.work_from == Some(key) && fresh {
             return;
         }
         match Work::build(&self.chain, &template, self.best, now) {
@@ -615,6 +623,7 @@ impl Core {
                     .then(|| race_pace(self.chain.tracker(), self.chain.network(), self.best))
                     .flatten();
                 self.work_from = Some(key);
+                self.work_stamp = work.timestamp;
                 out.push(Effect::Work(Arc::new(work)));
             }
             Err(e) => warn!(target: LOG, "cannot build work: {e}"),
@@ -874,6 +883,29 @@ mod tests {
             reachable: true,
             ..FeedStatus::default()
         }
+    }
+
+    #[test]
+    fn work_whose_timestamp_falls_a_share_period_behind_the_clock_is_stamped_again() {
+        let mut core = core();
+        let period = u64::from(core.chain.network().share_period);
+        let work = |effects: &[Effect]| {
+            effects.iter().find_map(|e| match e {
+                Effect::Work(w) => Some(w.timestamp),
+                _ => None,
+            })
+        };
+        let first = core.on(Event::Template(template(sha256d(b"tip"), 101)), NOW);
+        assert_eq!(work(&first), Some(NOW as u32));
+        // Within a share period of its stamp the work stands...
+        let tick = core.on(Event::Tick { feed: reachable() }, NOW + period);
+        assert_eq!(work(&tick), None);
+        // ...past it, the same template and best share are handed out anew, stamped now.
+        let later = NOW + period + 1;
+        let tick = core.on(Event::Tick { feed: reachable() }, later);
+        assert_eq!(work(&tick), Some(later as u32));
+        let tick = core.on(Event::Tick { feed: reachable() }, later + 1);
+        assert_eq!(work(&tick), None);
     }
 
     #[test]
