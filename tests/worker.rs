@@ -1044,6 +1044,45 @@ fn stratum_share(c: &mut LineClient, user: &str, en1: &[u8], difficulty: f64, no
 }
 
 #[test]
+fn work_on_a_still_tip_is_stamped_again_after_a_share_period_without_cleaning_jobs() {
+    logs::init();
+    let node = static_node();
+    let mut c = LineClient::connect(node.workers.stratum_addr());
+    let user = addr(11);
+    let (en1, difficulty, notify) = stratum_login(&mut c, &user);
+    let p = &notify["params"];
+    let ntime = u32::from_str_radix(p[7].as_str().unwrap(), 16).unwrap();
+    // Nothing changes: no share, no block. Once the work's timestamp is a share period
+    // (5 s) behind the clock, the node builds it again, stamped now; the miner hears of
+    // it with clean_jobs false (a keep-alive job keeps the old time).
+    let started = Instant::now();
+    let restamped = loop {
+        // A read gives up after a few quiet seconds: asked again until 20 s have passed.
+        if let Some(n) = c.notification("mining.notify") {
+            let later = u32::from_str_radix(n["params"][7].as_str().unwrap(), 16).unwrap();
+            if later > ntime {
+                break n;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no job restamped within 20 s"
+        );
+    };
+    assert_eq!(restamped["params"][1], p[1], "the same previous block");
+    assert_eq!(restamped["params"][8], json!(false), "{restamped}");
+    let later = u32::from_str_radix(restamped["params"][7].as_str().unwrap(), 16).unwrap();
+    assert!(later >= ntime + 5, "{ntime} -> {later}");
+    // The old job is still good: a solution on it is accepted.
+    let job = p[0].as_str().unwrap().to_string();
+    let fields = grind_stratum(&notify, &en1, [2, 0, 0, 0], difficulty);
+    c.send(json!({"id": 4, "method": "mining.submit",
+        "params": [user, job, fields[0], fields[1], fields[2]]}));
+    let reply = c.reply(&json!(4)).unwrap();
+    assert_eq!(reply["result"], json!(true), "{reply}");
+}
+
+#[test]
 fn stratum_version_rolling_submits_ntime_bounds_and_clean_jobs_on_a_new_best_share() {
     logs::init();
     let node = static_node();

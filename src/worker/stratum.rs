@@ -318,7 +318,8 @@ impl StratumServer {
         })
     }
 
-    /// New work: every authorized miner gets a job with clean_jobs.
+    /// New work: every authorized miner gets a job, with clean_jobs unless it builds on
+    /// the same block and best share as the miner's last job.
     pub fn notify_all(&self) {
         // A broadcast already queued will send the newest work.
         let _ = self.notify.try_send(Instant::now());
@@ -575,7 +576,8 @@ fn authorized_conns(registry: &Mutex<Registry>) -> Vec<Arc<Conn>> {
         .collect()
 }
 
-/// New work to every authorized miner, with clean_jobs (work on an old parent is dead).
+/// New work to every authorized miner, with clean_jobs (work on an old parent is dead)
+/// unless the miner's last job builds on the same block and best share.
 fn notify_all(shared: &Shared, registry: &Mutex<Registry>, published: Instant) {
     let Some(work) = shared.current() else {
         return;
@@ -590,7 +592,16 @@ fn notify_all(shared: &Shared, registry: &Mutex<Registry>, published: Instant) {
         let now = Instant::now();
         let lines: Vec<Vec<String>> = chunk
             .iter()
-            .map(|c| job_lines_at(shared, c, &mut lock(&c.state), &work, true, now))
+            .map(|c| {
+                let mut state = lock(&c.state);
+                // Work built again on the same tip (stamped anew): the miner's jobs stay
+                // good, so they are not cleared.
+                let clean = state
+                    .jobs
+                    .back()
+                    .is_none_or(|(_, j)| !j.work.same_tip(&work));
+                job_lines_at(shared, c, &mut state, &work, clean, now)
+            })
             .collect();
         for (c, lines) in chunk.iter().zip(&lines) {
             if !lines.is_empty() {
