@@ -82,6 +82,39 @@ fn genesis_chain_verifies_whole_and_the_tip_is_best() {
 }
 
 #[test]
+fn a_run_longer_than_chain_length_above_a_verified_chain_joins_it_and_its_tip_is_best() {
+    // CHAIN_LENGTH 12: 17 shares come and are verified, then 13 more at once (a peer's
+    // relays read between two thinks). The head verifies and verification runs down to the
+    // verified 17, leaving no unverified share between two trees.
+    let net = modern_net();
+    let shares = genesis_chain(&net, 30);
+    let mut chain = ShareChain::new(net);
+    let hs = heights(&[(1, 100)], 100);
+    feed(&mut chain, &shares[..17], Some(1), NOW);
+    assert_eq!(
+        chain.think(&hs, Some(block(1)), NOW).best,
+        Some(shares[16].hash)
+    );
+    feed(&mut chain, &shares[17..], Some(1), NOW);
+    let think = chain.think(&hs, Some(block(1)), NOW);
+    assert_eq!(think.best, Some(shares[29].hash));
+    // The first think verified the newest 12 of the 17 (R's CHAIN_LENGTH); everything
+    // above them is verified now.
+    for s in &shares[5..] {
+        assert!(
+            chain.tracker().is_verified(&s.hash),
+            "share {} verified",
+            s.hash
+        );
+    }
+    assert_eq!(
+        chain.tracker().verified().heads().len(),
+        1,
+        "one verified tree"
+    );
+}
+
+#[test]
 fn newest_first_arrival_verifies_once_ancestry_allows_and_asks_the_sender_for_the_rest() {
     let net = legacy_net(false);
     let cl = net.chain_length as usize;

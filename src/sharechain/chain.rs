@@ -698,7 +698,14 @@ impl ShareChain {
             }
             let (head_height, last_hash) = self.tracker.verified().height_and_last(Some(head));
             let (last_height, last_last) = self.tracker.height_and_last(last_hash);
-            let want = cl.saturating_sub(head_height);
+            // Down to CHAIN_LENGTH verified shares, as R; and further, where the shares
+            // below are known and a verified share is within CHAIN_LENGTH of them: a run of
+            // more than CHAIN_LENGTH shares that came at once above a verified chain would
+            // otherwise stand as a tree of its own over a gap nobody verifies, and the
+            // older, taller tree would keep winning the ranking.
+            let want = cl
+                .saturating_sub(head_height)
+                .max(self.gap_to_verified(last_hash, cl));
             let can = if last_last.is_some() {
                 last_height.saturating_sub(1).saturating_sub(cl)
             } else {
@@ -749,6 +756,28 @@ impl ShareChain {
             }
         }
         out
+    }
+
+    /// How many unverified shares lie from `start` down to a verified head below it (a
+    /// verified tree this one stands on over a gap), if one is within `limit` (else 0).
+    /// Only verified heads lower in the same tree of known shares are walked to: none in
+    /// the usual case, so a think pays nothing for it.
+    fn gap_to_verified(&self, start: Option<Hash256>, limit: u32) -> u32 {
+        let all = self.tracker.all();
+        let Some(start) = start.filter(|s| all.contains(s)) else {
+            return 0;
+        };
+        let (top, tail) = (all.height(&start), all.tail(&start));
+        for head in self.tracker.verified().heads().iter() {
+            if !all.contains(head) || all.tail(head) != tail {
+                continue;
+            }
+            let below = top.saturating_sub(all.height(head));
+            if (1..=limit).contains(&below) && all.nth_parent(start, below) == Some(*head) {
+                return below;
+            }
+        }
+        0
     }
 
     /// Removes a share that failed verification with every descendant, at once.
