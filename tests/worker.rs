@@ -1520,8 +1520,12 @@ fn a_second_share_of_ours_on_the_same_best_share_is_never_made_however_fast_it_c
 #[test]
 fn idle_stratum_miners_connected_together_get_their_lowered_difficulty_at_spread_times() {
     logs::init();
-    // An idle period of 6 s: each first retarget comes 6 to 12 s after login.
-    let node = WorkerNode::start(easy_net(bcoin::chain()), Source::Static, |c| {
+    // An idle period of 6 s: each first retarget comes 6 to 12 s after login. A share
+    // period of 10 minutes: no job built again on the still tip (to every miner at once,
+    // not clean either) comes meanwhile.
+    let mut net = easy_net(bcoin::chain());
+    net.share_period = 600;
+    let node = WorkerNode::start(net, Source::Static, |c| {
         c.vardiff_interval = 1.5;
         c.initial_difficulty = 1e-3;
     });
