@@ -1,6 +1,7 @@
 //! Stratum v1 on its own port: a reading thread per connection (`stratum`), one thread
 //! (`stratum_notify`) that sends every authorized miner a job when the work changes
-//! (clean_jobs set: work on an old parent is dead) and again when a miner has heard
+//! (clean_jobs set: work on an old parent is dead; not set for work built again on the
+//! same block and best share, whose old jobs stay good) and again when a miner has heard
 //! nothing for a while, so that an idle miner is not dropped at 120 s.
 //!
 //! A job's coinbase is coinb1 ‖ extranonce1 (4 bytes, a counter per connection) ‖
