@@ -30,6 +30,11 @@ const ADDRS: [&str; 3] = [
     "bcrt1qznsphatcaskf5p6utw6xpem987un8wkefvlryz",
     "bcrt1qxpljmypl3w45e6gyuf56wwaswzfcddwta655x9",
 ];
+/// Whether to print each node's figures every 2 s and its best chain at the end.
+fn dumping() -> bool {
+    std::env::var_os("P2POOL_FAST_BLOCKS_DUMP").is_some()
+}
+
 /// How long the miners run: 60 s, or `P2POOL_FAST_BLOCKS_SECS` (doc/performance.md's
 /// five-minute figures).
 fn run_for() -> Duration {
@@ -128,7 +133,7 @@ fn mean_interval(node: &NodeProc) -> Option<f64> {
 fn mine_for_a_while(bcoin: &Bcoin, nodes: &[NodeProc]) -> Vec<u64> {
     let _miners = start_miners(nodes);
     let mut heights = vec![bcoin.height()];
-    let dump = std::env::var_os("P2POOL_FAST_BLOCKS_DUMP").is_some();
+    let dump = dumping();
     let start = std::time::Instant::now();
     for half in 1..=2u32 {
         while dump && start.elapsed() < run_for() * half / 2 {
@@ -159,11 +164,11 @@ fn mine_for_a_while(bcoin: &Bcoin, nodes: &[NodeProc]) -> Vec<u64> {
 /// (regtest: 5 s), the issue's: the chain has left its 256-hash start and is not stuck.
 /// Modern change 9 lets the target climb at most 10 % a share, so the climb to the period
 /// takes some ten periods of hashing (the sum of a geometric series), and the minute ends
-/// near its top: measured 3.2-4.2 s in a debug build (doc/performance.md).
+/// near its top: measured 2.4-4.2 s in a debug build (doc/performance.md).
 const INTERVAL: (f64, f64) = (2.0, 15.0);
 /// The most of one node's own shares that may be stale (orphaned or dead on arrival), alone
 /// or one of three paced nodes (doc/protocol.md #38). Each of three has some 30 shares, so
-/// one orphan is 3 % of its own: measured 0-7.1 % per node (doc/performance.md).
+/// one orphan is 3 % of its own: measured 0-9.7 % per node (doc/performance.md).
 const MAX_STALE: f64 = 0.2;
 
 /// What every fast-block run must show, per node: its best chain at the share period,
@@ -188,7 +193,7 @@ fn check_node(node: &NodeProc, heights: &[u64], all: &[NodeProc], max_stale: f64
         100.0 * stale,
         s["shares"]
     );
-    if std::env::var_os("P2POOL_FAST_BLOCKS_DUMP").is_some() {
+    if dumping() {
         let chain = node.json("/api/shares?limit=100").unwrap_or(Value::Null);
         for s in chain.as_array().into_iter().flatten().rev() {
             eprintln!(

@@ -773,8 +773,8 @@ const RACE_SHARES: usize = 10;
 /// them both make a share, and one is orphaned. How often that happens grows with the
 /// crossing time over the pace, so where shares cross slowly (a loaded machine, a far peer)
 /// each share of the newest with a sibling widens the pace by its base (at most 11 bases,
-/// 0.44 of the period). Every wait is time the miners' work is lost to the chain, so the base is kept
-/// near what shares take to cross on one machine (a few milliseconds).
+/// 0.44 of the period). Every wait is time the miners' work is lost to the chain, so the
+/// base is kept near what shares take to cross on one machine (a few milliseconds).
 ///
 /// A node without peers, or a chain near its period (ten shares in under a quarter of
 /// their expected time: about one chance in 2,000), is never paced.
@@ -807,7 +807,7 @@ fn race_pace(tracker: &Tracker, net: &Network, best: Option<Hash256>) -> Option<
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::bitcoin::hash::sha256d;
     use crate::p2p::{MODE_NORMAL, PeerInfo};
@@ -848,8 +848,9 @@ mod tests {
         Arc::new(Template::from_value(&value).expect("test template"))
     }
 
-    fn connect(core: &mut Core, id: PeerId) -> Vec<Effect> {
-        let info = PeerInfo {
+    /// A peer `id` as the p2p side reports it (for the node loop's tests too).
+    pub(crate) fn peer_info(id: PeerId) -> PeerInfo {
+        PeerInfo {
             addr: ([10, 0, 0, id as u8], 9333).into(),
             inbound: true,
             version: 3502,
@@ -857,7 +858,11 @@ mod tests {
             nonce: id,
             mode: MODE_NORMAL,
             connected_at: NOW,
-        };
+        }
+    }
+
+    fn connect(core: &mut Core, id: PeerId) -> Vec<Effect> {
+        let info = peer_info(id);
         core.on(Event::Peer(PeerEvent::Connected { id, info }), NOW)
     }
 

@@ -758,21 +758,12 @@ mod tests {
 
     #[test]
     fn a_lone_share_from_a_peer_is_weighed_and_relayed_at_once_not_at_the_tick() {
-        use crate::p2p::{MODE_NORMAL, PeerInfo};
         use crate::sharechain::sample::{self, modern_net, payout};
         let (inputs, s) = inputs(); // the ticker never ticks
         let (effects_tx, effects) = crossbeam_channel::unbounded();
         let handle = std::thread::spawn(move || run(test_core(), inputs, Forward(effects_tx)));
         for id in [1, 2] {
-            let info = PeerInfo {
-                addr: ([10, 0, 0, id as u8], 9333).into(),
-                inbound: true,
-                version: 3502,
-                sub_version: "test".into(),
-                nonce: id,
-                mode: MODE_NORMAL,
-                connected_at: 0,
-            };
+            let info = core::tests::peer_info(id);
             s.peer_events
                 .send(PeerEvent::Connected { id, info })
                 .unwrap();
